@@ -1,0 +1,15 @@
+"""Every CLI command, each module owning one group."""
+
+from __future__ import annotations
+
+import typer
+
+from . import configure, connections, database, demo, runs, serve
+
+
+def register(app: typer.Typer) -> None:
+    for module in (configure, database, connections, runs, serve, demo):
+        module.register(app)
+
+
+__all__ = ["register"]

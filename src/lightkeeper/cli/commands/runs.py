@@ -1,0 +1,116 @@
+"""``refresh`` (one run, now) and ``runs`` (the job history)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ...config import REQUIRE_NONE
+from ...keeper import Keeper
+from ...refresh import ProgressCallback
+from ...store import RunRecord
+from .. import context
+from ..output import err, out, print_json, table, when
+from .configure import JsonFlag
+
+RUN_FIELDS = ("run_id", "status", "total", "refreshed", "expired", "errors", "skipped")
+
+
+def refresh(
+    all_: Annotated[bool, typer.Option("--all", help="Refresh every connected or failing connection.")] = False,
+    connection: Annotated[int | None, typer.Option("--connection", help="Refresh this connection only.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Run a token refresh now and record it (trigger: manual)."""
+    if all_ == (connection is not None):
+        raise typer.BadParameter("give either --all or --connection ID")
+    with context.keeper() as keeper:
+        run = run_with_progress(keeper, connection, show=not as_json)
+    if as_json:
+        print_json({key: run.public()[key] for key in RUN_FIELDS} | {"message": run.message})
+        return
+    _print_run(run)
+
+
+def run_with_progress(keeper: Keeper, connection: int | None, *, show: bool) -> RunRecord:
+    total = 1 if connection is not None else keeper.refreshable_count()
+    with _progress(total, show=show) as advance:
+        return keeper.refresh(trigger="manual", connection_id=connection, progress=advance)
+
+
+@contextmanager
+def _progress(total: int, *, show: bool) -> Iterator[ProgressCallback]:
+    if not show:
+        yield lambda _outcome: None
+        return
+    columns = (TextColumn("refreshing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err, transient=False) as bar:
+        task = bar.add_task("refresh", total=total)
+        yield lambda _outcome: bar.advance(task)
+
+
+def _print_run(run: RunRecord) -> None:
+    colour = "green" if run.errors == 0 and run.expired == 0 else "yellow"
+    out.print(
+        f"[{colour}]Run {run.id} {run.status.value}[/]: {run.total} connections, {run.refreshed} refreshed, "
+        f"{run.expired} expired, {run.errors} errors, {run.skipped} skipped"
+    )
+    if run.expired:
+        out.print("Expired connections need their merchant to reconnect: see `lightkeeper status --status expired`.")
+
+
+def runs(
+    as_json: JsonFlag = False,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="How many runs, newest first.")] = 20,
+) -> None:
+    """Show the job history (scheduled and manual runs alike)."""
+    with context.keeper(REQUIRE_NONE) as keeper:
+        rows = [run.public() for run in keeper.run_history(limit=limit)]
+    if as_json:
+        print_json(rows)
+        return
+    print_runs(rows)
+
+
+def print_runs(rows: list[dict[str, Any]]) -> None:
+    table(
+        "Refresh runs",
+        [
+            "run_id",
+            "trigger",
+            "status",
+            "started_at",
+            "finished_at",
+            "total",
+            "refreshed",
+            "expired",
+            "errors",
+            "skipped",
+            "message",
+        ],
+        (
+            [
+                r["run_id"],
+                r["trigger"],
+                r["status"],
+                when(r["started_at"]),
+                when(r["finished_at"]),
+                r["total"],
+                r["refreshed"],
+                r["expired"],
+                r["errors"],
+                r["skipped"],
+                r["message"] or "",
+            ]
+            for r in rows
+        ),
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("refresh")(refresh)
+    app.command("runs")(runs)

@@ -1,0 +1,44 @@
+"""``serve`` (the web app) and ``simulate`` (the Lightspeed look-alike)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from ... import web
+from .. import context
+from ..output import err
+
+Host = Annotated[str, typer.Option(help="Interface to listen on.")]
+
+
+def serve(host: Host = "127.0.0.1", port: Annotated[int, typer.Option(help="Port.")] = 8000) -> None:
+    """Run the web app: connect flow, OAuth callback, health and metrics."""
+    with context.keeper(auto_create=True) as keeper:
+        err.print(f"lightkeeper serving on http://{host}:{port} (public URL {keeper.settings.public_url})")
+        web.run(web.create_app(keeper), host=host, port=port)
+
+
+def simulate(  # noqa: PLR0917 (Typer maps each parameter to an option)
+    host: Host = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 9100,
+    client_id: Annotated[str, typer.Option(help="The OAuth client it accepts.")] = "lightkeeper-demo",
+    client_secret: Annotated[str, typer.Option(help="That client's secret.")] = "demo-secret",
+    redirect_uri: Annotated[str | None, typer.Option(help="Registered redirect URI (default: any).")] = None,
+    token_latency_ms: Annotated[int, typer.Option(help="Delay of every token request.")] = 0,
+) -> None:
+    """Run a Lightspeed R-Series look-alike (OAuth, rotation, Account, Items, rate limits, test knobs)."""
+    from ...simulator import SimulatorConfig
+    from ...simulator import serve as serve_simulator
+
+    config = SimulatorConfig(
+        client_id=client_id, client_secret=client_secret, redirect_uri=redirect_uri, token_latency_ms=token_latency_ms
+    )
+    err.print(f"Lightspeed simulator on http://{host}:{port} (client {client_id}); knobs under /_sim/")
+    serve_simulator(config, host, port)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)
+    app.command("simulate")(simulate)

@@ -1,0 +1,45 @@
+"""How the CLI prints: one JSON document on stdout with ``--json``, Rich tables for people otherwise.
+
+Errors and progress go to stderr so that stdout stays parseable.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def print_json(document: Any) -> None:
+    sys.stdout.write(json.dumps(document, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def error(message: str) -> None:
+    err.print(f"[bold red]error:[/] {message}", markup=True)
+
+
+def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    grid = Table(title=title, title_justify="left")
+    for column in columns:
+        grid.add_column(column, overflow="fold")
+    for row in rows:
+        grid.add_row(*("" if cell is None else str(cell) for cell in row))
+    out.print(grid)
+
+
+def when(value: str | None) -> str:
+    """ISO timestamps shortened for tables: 2026-01-01T06:00:00.123+00:00 → 2026-01-01 06:00:00Z."""
+    if not value:
+        return "-"
+    return value[:19].replace("T", " ") + "Z"
+
+
+__all__ = ["err", "error", "out", "print_json", "table", "when"]

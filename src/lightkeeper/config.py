@@ -1,0 +1,342 @@
+"""Settings from the environment (and a ``.env`` file), checked all at once.
+
+:func:`load_settings` is the entry point: it reports every missing or malformed variable in one
+:class:`~lightkeeper.errors.ConfigError`, e.g.::
+
+    Missing Lightspeed credentials: LIGHTSPEED_CLIENT_SECRET, TOKEN_ENCRYPTION_KEY;
+    invalid: REFRESH_DELAY_MS (must be an integer >= 0)
+
+(on one line). Variable names are the field names in upper case. An empty variable counts as unset, so
+``REFRESH_DELAY_MS=`` means the default and ``LIGHTSPEED_CLIENT_ID=`` means missing. Messages name
+variables and say what is wrong; they never repeat a value, since several values are secrets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from croniter import CroniterBadDateError, CroniterError, croniter
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_core import ErrorDetails
+from pydantic_settings import (
+    BaseSettings,
+    DotEnvSettingsSource,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from .crypto import parse_key, split_keys
+from .errors import ConfigError
+
+CLIENT_ID = "LIGHTSPEED_CLIENT_ID"
+CLIENT_SECRET = "LIGHTSPEED_CLIENT_SECRET"
+ENCRYPTION_KEY = "TOKEN_ENCRYPTION_KEY"
+# The guide's "Missing Lightspeed Credentials" trio, in the order messages name them.
+REQUIRE_ALL: frozenset[str] = frozenset({CLIENT_ID, CLIENT_SECRET, ENCRYPTION_KEY})
+REQUIRE_NONE: frozenset[str] = frozenset()
+_REQUIRE_ORDER = (CLIENT_ID, CLIENT_SECRET, ENCRYPTION_KEY)
+
+_KEY_RULE = "must be 32 bytes, base64 or hex"
+_URL_RULE = "must be an http(s) URL with a host"
+
+# What to say when pydantic's own checks (types, bounds, choices) reject a value.
+_RULES: dict[str, str] = {
+    "refresh_delay_ms": "must be an integer >= 0",
+    "refresh_concurrency": "must be an integer from 1 to 64",
+    "refresh_batch_size": "must be an integer from 1 to 1000",
+    "refresh_lease_s": "must be an integer >= 10",
+    "token_refresh_leeway_s": "must be an integer >= 0",
+    "http_timeout_s": "must be a number > 0",
+    "run_heartbeat_s": "must be a number from 0.1 to 300",
+    "log_level": "must be one of DEBUG, INFO, WARNING, ERROR",
+    "log_format": "must be text or json",
+}
+
+# Set only while load_settings() builds from a mapping it has already gathered: then the environment and
+# .env must not be consulted again (that is what makes ``load_settings(env=...)`` a hermetic test seam).
+_ISOLATED: ContextVar[bool] = ContextVar("lightkeeper_settings_isolated", default=False)
+
+
+class Settings(BaseSettings):
+    """Every setting of lightkeeper; see DESIGN.md, section Configuration."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        env_ignore_empty=True,
+        case_sensitive=False,
+        extra="ignore",
+        frozen=True,
+        hide_input_in_errors=True,  # a raw ValidationError must not print secrets either
+    )
+
+    lightspeed_client_id: str = ""
+    lightspeed_client_secret: SecretStr = SecretStr("")
+    token_encryption_key: SecretStr = SecretStr("")
+    token_encryption_old_keys: SecretStr = SecretStr("")  # comma-separated, decrypt only
+
+    database_url: str = "sqlite:///lightkeeper.db"
+    lightspeed_oauth_url: str = "https://cloud.lightspeedapp.com"
+    lightspeed_api_url: str = "https://api.lightspeedapp.com"
+    lightspeed_redirect_uri: str = "http://127.0.0.1:8000/oauth/callback"
+    lightspeed_scope: str = "employee:all"
+    lightkeeper_public_url: str = ""  # empty: the origin of the redirect URI (see public_url)
+    lightkeeper_api_key: SecretStr = SecretStr("")
+
+    refresh_schedule: str = "0 */6 * * *"
+    refresh_delay_ms: int = Field(200, ge=0)
+    refresh_concurrency: int = Field(4, ge=1, le=64)
+    refresh_batch_size: int = Field(50, ge=1, le=1000)
+    refresh_lease_s: int = Field(120, ge=10)
+    token_refresh_leeway_s: int = Field(300, ge=0)
+    http_timeout_s: float = Field(20.0, gt=0, allow_inf_nan=False)
+    # A running run beats this often; one silent for 3 beats (+5 s) is shown as interrupted.
+    run_heartbeat_s: float = Field(10.0, ge=0.1, le=300, allow_inf_nan=False)
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+
+    notify_webhook_url: str = ""
+    notify_webhook_secret: SecretStr = SecretStr("")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        if _ISOLATED.get():
+            return (init_settings,)
+        return (init_settings, env_settings, dotenv_settings, file_secret_settings)
+
+    # --- validation (each ValueError text becomes the "(...)" after the variable's name) ---
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _strip(cls, value: Any) -> Any:
+        # Stray spaces and CRs from .env files and shell quoting are never meaningful here.
+        return value.strip() if isinstance(value, str) else value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("lightspeed_oauth_url", "lightspeed_api_url", "lightkeeper_public_url")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        # Bases get paths appended ("/auth/oauth/token"), so a trailing slash would double up.
+        return _check_http_url(value).rstrip("/") if value else value
+
+    @field_validator("lightspeed_redirect_uri", "notify_webhook_url")
+    @classmethod
+    def _exact_url(cls, value: str) -> str:
+        # Kept byte for byte: the redirect URI must equal the client's registration.
+        return _check_http_url(value) if value else value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        # The store normalises drivers; here only the family is checked (the URL may hold a password).
+        family = urlsplit(value).scheme.split("+", 1)[0].lower()
+        if family not in ("sqlite", "postgresql", "postgres"):
+            raise ValueError("must be sqlite:///PATH or postgresql://HOST/DB")
+        return value
+
+    @field_validator("refresh_schedule")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        return check_cron(value)
+
+    @field_validator("token_encryption_key")
+    @classmethod
+    def _key(cls, value: SecretStr) -> SecretStr:
+        text = value.get_secret_value()
+        if text and not _is_key(text):
+            raise ValueError(_KEY_RULE)
+        return value
+
+    @field_validator("token_encryption_old_keys")
+    @classmethod
+    def _old_keys(cls, value: SecretStr) -> SecretStr:
+        keys = split_keys(value.get_secret_value())
+        bad = [str(number) for number, text in enumerate(keys, start=1) if not _is_key(text)]
+        if bad:
+            which = f"entry {bad[0]} fails" if len(bad) == 1 else f"entries {', '.join(bad)} fail"
+            raise ValueError(f"each {_KEY_RULE}: {which}, of {len(keys)}")
+        return value
+
+    # --- derived values ---
+
+    @property
+    def public_url(self) -> str:
+        """Where connect links point: ``LIGHTKEEPER_PUBLIC_URL``, else the redirect URI's origin."""
+        if self.lightkeeper_public_url:
+            return self.lightkeeper_public_url
+        parts = urlsplit(self.lightspeed_redirect_uri)
+        host = parts.netloc.rpartition("@")[2]  # an origin never carries user:password
+        return f"{parts.scheme}://{host}"
+
+    @property
+    def redacted_database_url(self) -> str:
+        """``DATABASE_URL`` fit to print: any password replaced by ``***``."""
+        parts = urlsplit(self.database_url)
+        if parts.password is None:
+            return self.database_url
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+        return parts._replace(netloc=netloc).geturl()
+
+    def with_overrides(self, **fields: Any) -> Settings:
+        """A copy with ``fields`` (by field name) replaced and validated like the environment's values."""
+        unknown = sorted(set(fields) - set(type(self).model_fields))
+        if unknown:
+            raise TypeError(f"unknown settings: {', '.join(unknown)}")
+        current = {name: getattr(self, name) for name in type(self).model_fields}
+        return _validate({**current, **fields}, require=REQUIRE_NONE)
+
+
+def check_cron(expression: str) -> str:
+    """``expression`` with single spaces, if it is a 5-field cron that fires; else ValueError."""
+    fields = expression.split()
+    if len(fields) != 5:
+        raise ValueError(f"not a valid cron expression: expected 5 fields, got {len(fields)}")
+    normalised = " ".join(fields)
+    try:
+        # A fixed start keeps this pure; get_next() catches expressions that never match (Feb 30).
+        croniter(normalised, datetime(2000, 1, 1, tzinfo=UTC)).get_next(datetime)
+    except CroniterBadDateError:
+        raise ValueError("not a valid cron expression: no date ever matches it") from None
+    except CroniterError as exc:
+        raise ValueError(f"not a valid cron expression: {exc}") from None
+    return normalised
+
+
+def _check_http_url(value: str) -> str:
+    try:
+        parts = urlsplit(value)
+        _ = parts.port  # raises ValueError for a port that is not a number in range
+    except ValueError:
+        raise ValueError(_URL_RULE) from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise ValueError(_URL_RULE)
+    return value
+
+
+def _is_key(text: str) -> bool:
+    try:
+        parse_key(text)
+    except ConfigError:
+        return False
+    return True
+
+
+# --- loading -----------------------------------------------------------------------------------------
+
+
+def load_settings(
+    env: Mapping[str, str] | None = None,
+    *,
+    env_file: str | None = ".env",
+    require: Collection[str] = REQUIRE_ALL,
+) -> Settings:
+    """Settings from ``env`` alone when given, else from the environment over ``env_file``.
+
+    ``require`` names which of the three credentials must be set (:data:`REQUIRE_ALL` or a subset such as
+    ``{"TOKEN_ENCRYPTION_KEY"}``). Every problem is reported in one :class:`ConfigError`.
+    """
+    unknown = set(require) - REQUIRE_ALL
+    if unknown:
+        raise ValueError(f"require may only name {', '.join(_REQUIRE_ORDER)}")
+    raw = _from_mapping(env) if env is not None else _from_environment(env_file)
+    return _validate(raw, require=require)
+
+
+def _from_mapping(env: Mapping[str, str]) -> dict[str, Any]:
+    fields = Settings.model_fields
+    return {key.lower(): value for key, value in env.items() if key.lower() in fields}
+
+
+def _from_environment(env_file: str | None) -> dict[str, Any]:
+    # pydantic-settings' own sources, so names, case and empty values follow its rules; the process
+    # environment wins over the file, as it does for Settings().
+    values: dict[str, Any] = {}
+    if env_file is not None:
+        values.update(DotEnvSettingsSource(Settings, env_file=env_file)())
+    values.update(EnvSettingsSource(Settings)())
+    return {key: value for key, value in values.items() if key in Settings.model_fields}
+
+
+def _validate(raw: Mapping[str, Any], *, require: Collection[str]) -> Settings:
+    present = {name: value for name, value in raw.items() if not _is_blank(value)}
+    missing = [name for name in _REQUIRE_ORDER if name in require and name.lower() not in present]
+    settings, invalid = _build(present)
+    if settings is None or missing:
+        raise ConfigError(_message(missing, invalid))
+    return settings
+
+
+def _build(values: Mapping[str, Any]) -> tuple[Settings | None, list[str]]:
+    """The model from ``values`` alone, or None and the description of each invalid field."""
+    token = _ISOLATED.set(True)
+    try:
+        return Settings(**values), []
+    except ValidationError as exc:
+        return None, _describe(exc)
+    finally:
+        _ISOLATED.reset(token)
+
+
+def _is_blank(value: Any) -> bool:
+    text = value.get_secret_value() if isinstance(value, SecretStr) else value
+    return isinstance(text, str) and not text.strip()
+
+
+def _describe(exc: ValidationError) -> list[str]:
+    """``"NAME (what is wrong)"`` per invalid field, in declaration order, without any value."""
+    reasons: dict[str, str] = {}
+    for error in exc.errors(include_input=False, include_url=False):
+        field = str(error["loc"][0]) if error["loc"] else ""
+        reasons.setdefault(field, _reason(field, error))
+    order = list(Settings.model_fields)
+    ordered = sorted(reasons, key=lambda name: order.index(name) if name in order else len(order))
+    return [f"{name.upper()} ({reasons[name]})" for name in ordered]
+
+
+def _reason(field: str, error: ErrorDetails) -> str:
+    if error["type"] == "value_error":
+        # Our validators' own words, written never to include the value.
+        return str(error.get("ctx", {}).get("error", "is not valid"))
+    if field in _RULES:
+        return _RULES[field]
+    return "has an invalid value"  # pydantic's text is generic; never risk a secret in it
+
+
+def _message(missing: list[str], invalid: list[str]) -> str:
+    parts = []
+    if missing:
+        parts.append(f"Missing Lightspeed credentials: {', '.join(missing)}")
+    if invalid:
+        parts.append(f"{'invalid' if missing else 'Invalid settings'}: {', '.join(invalid)}")
+    return "; ".join(parts)
+
+
+__all__ = [
+    "REQUIRE_ALL",
+    "REQUIRE_NONE",
+    "Settings",
+    "check_cron",
+    "load_settings",
+]

@@ -1,0 +1,22 @@
+"""The Lightspeed provider: OAuth client, API client, token values and PKCE helpers.
+
+Raises only ``lightkeeper.errors.ProviderError`` subclasses (never httpx2's), knows nothing of the database,
+and takes its ``httpx2.Client`` and clock from the caller.
+"""
+
+from __future__ import annotations
+
+from lightkeeper.lightspeed.api import ApiClient
+from lightkeeper.lightspeed.oauth import OAuthClient
+from lightkeeper.lightspeed.pkce import new_pkce, new_state
+from lightkeeper.lightspeed.tokens import Account, TokenSet, account_id_from_jwt
+
+__all__ = [
+    "Account",
+    "ApiClient",
+    "OAuthClient",
+    "TokenSet",
+    "account_id_from_jwt",
+    "new_pkce",
+    "new_state",
+]

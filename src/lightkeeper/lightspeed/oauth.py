@@ -1,0 +1,111 @@
+"""Lightspeed Retail (R-Series) OAuth 2.0: authorize URL, code exchange, refresh and revoke.
+
+The caller hands in the ``httpx2.Client`` (the transport seam) and the clock; this module keeps no state
+between calls and knows nothing of where tokens are stored. Bodies are always form-encoded and a refresh never
+sends ``scope``: Lightspeed has answered ``invalid_grant`` to JSON bodies carrying a scope (LIGHTSPEED.md).
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+import httpx2
+
+from lightkeeper.clock import Clock
+from lightkeeper.errors import InvalidGrant
+from lightkeeper.lightspeed.responses import (
+    check_oauth_response,
+    parse_token_response,
+    translate_transport_errors,
+)
+from lightkeeper.lightspeed.tokens import TokenSet
+
+_AUTHORIZE_PATH = "/auth/oauth/authorize"
+_TOKEN_PATH = "/auth/oauth/token"
+_REVOKE_PATH = "/auth/oauth/revoke"
+_JSON = {"Accept": "application/json"}
+
+
+class OAuthClient:
+    """Talks to Lightspeed's ``/auth/oauth/*`` endpoints for one OAuth client registration."""
+
+    def __init__(
+        self,
+        *,
+        http: httpx2.Client,
+        oauth_url: str,
+        client_id: str,
+        client_secret: str,
+        redirect_uri: str,
+        scope: str,
+        clock: Clock,
+    ) -> None:
+        self._http = http
+        self._oauth_url = oauth_url.rstrip("/")
+        self._client_id = client_id
+        self._client_secret = client_secret
+        self._redirect_uri = redirect_uri
+        self._scope = scope
+        self._clock = clock
+
+    def __repr__(self) -> str:
+        return (
+            f"OAuthClient(oauth_url={self._oauth_url!r}, client_id={self._client_id!r}, client_secret=***, "
+            f"redirect_uri={self._redirect_uri!r}, scope={self._scope!r})"
+        )
+
+    def authorize_url(self, *, state: str, code_challenge: str) -> str:
+        """Where to send the merchant to grant access (PKCE S256, with our redirect URI and state)."""
+        params = {
+            "response_type": "code",
+            "client_id": self._client_id,
+            "scope": self._scope,
+            "state": state,
+            "redirect_uri": self._redirect_uri,
+            "code_challenge": code_challenge,
+            "code_challenge_method": "S256",
+        }
+        return f"{self._oauth_url}{_AUTHORIZE_PATH}?{urlencode(params)}"
+
+    def exchange_code(self, code: str, *, code_verifier: str) -> TokenSet:
+        """Trade an authorization code (valid 60 s, single use) for the first token pair."""
+        # The same redirect_uri as the authorize request, or the server refuses (RFC 6749 §4.1.3).
+        form = {
+            "grant_type": "authorization_code",
+            "code": code,
+            "code_verifier": code_verifier,
+            "redirect_uri": self._redirect_uri,
+        }
+        return self._token_request(form, action="code exchange", previous=None, sent=(code, code_verifier))
+
+    def refresh(self, refresh_token: str) -> TokenSet:
+        """Trade a refresh token for a new pair; the caller must store the new pair before using it."""
+        form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
+        return self._token_request(form, action="token refresh", previous=refresh_token, sent=(refresh_token,))
+
+    def revoke(self, refresh_token: str) -> None:
+        """Kill a refresh token and its access token; a token that is already dead counts as revoked."""
+        sent = (self._client_secret, refresh_token)
+        response = self._post(_REVOKE_PATH, {"refresh_token": refresh_token}, action="token revocation", sent=sent)
+        try:
+            check_oauth_response(response, action="token revocation", now=self._clock(), redact=sent)
+        except InvalidGrant:
+            return  # invalid_grant: nothing left to revoke, which is what the caller wanted
+
+    def _token_request(
+        self, form: dict[str, str], *, action: str, previous: str | None, sent: tuple[str, ...]
+    ) -> TokenSet:
+        secrets = (self._client_secret, *sent)
+        # Read the clock before sending: the token's lifetime cannot start earlier, so expires_at errs early.
+        now = self._clock()
+        response = self._post(_TOKEN_PATH, form, action=action, sent=secrets)
+        return parse_token_response(response, now=now, previous_refresh_token=previous, action=action, redact=secrets)
+
+    def _post(self, path: str, form: dict[str, str], *, action: str, sent: tuple[str, ...]) -> httpx2.Response:
+        # data= sends application/x-www-form-urlencoded, the one encoding Lightspeed reliably accepts.
+        body = {"client_id": self._client_id, "client_secret": self._client_secret, **form}
+        with translate_transport_errors(action, redact=sent):
+            return self._http.post(f"{self._oauth_url}{path}", data=body, headers=_JSON)
+
+
+__all__ = ["OAuthClient"]

@@ -1,0 +1,80 @@
+"""Refresh policy as pure functions of the record, the error and ``now``: no I/O, no clock reads."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from ..errors import InvalidGrant, ProviderError, RateLimited
+from ..store import ConnectionRecord
+
+#: Backoff after consecutive transient failures: 1, 2, 4 … minutes, capped at an hour so that a
+#: schedule of every few hours always retries, while a broken connection never hammers Lightspeed.
+BACKOFF_BASE = timedelta(minutes=1)
+BACKOFF_CAP = timedelta(hours=1)
+
+#: Run triggers that are automatic; they respect per-connection backoff. A person asking for a run
+#: (``manual``, ``api``) gets every refreshable connection tried now.
+AUTOMATIC_TRIGGERS = frozenset({"schedule", "sql"})
+
+
+class Outcome(StrEnum):
+    REFRESHED = "refreshed"
+    EXPIRED = "expired"
+    ERROR = "error"
+    SKIPPED = "skipped"
+
+
+def backoff(failures: int) -> timedelta:
+    """How long to leave a connection alone after its ``failures``-th failure in a row (1-based)."""
+    exponent = max(0, min(failures - 1, 16))
+    delay: timedelta = BACKOFF_BASE * 2**exponent
+    return min(delay, BACKOFF_CAP)
+
+
+def retry_at(record: ConnectionRecord, error: ProviderError, now: datetime) -> datetime:
+    """When a connection that just failed transiently may be tried again."""
+    wait = backoff(record.consecutive_failures + 1)
+    if isinstance(error, RateLimited) and error.retry_after:
+        wait = max(wait, timedelta(seconds=error.retry_after))
+    return now + wait
+
+
+def in_backoff(record: ConnectionRecord, now: datetime) -> bool:
+    return record.next_attempt_at is not None and record.next_attempt_at > now
+
+
+def should_skip(record: ConnectionRecord, trigger: str, now: datetime) -> bool:
+    return trigger in AUTOMATIC_TRIGGERS and in_backoff(record, now)
+
+
+def is_fatal_for_connection(error: ProviderError) -> bool:
+    """Only ``invalid_grant`` means the merchant must reconnect (invariant 3)."""
+    return isinstance(error, InvalidGrant)
+
+
+def needs_refresh(record: ConnectionRecord, now: datetime, leeway: timedelta) -> bool:
+    """An access token expiring within ``leeway`` is refreshed before use."""
+    return record.token_expires_at is None or record.token_expires_at - leeway <= now
+
+
+def describe(error: Exception) -> str:
+    """The one-line ``last_error`` for a failure. Our errors' messages never hold a token."""
+    if isinstance(error, ProviderError):
+        return str(error)
+    return f"unexpected {type(error).__name__} while refreshing (see the service log)"
+
+
+__all__ = [
+    "AUTOMATIC_TRIGGERS",
+    "BACKOFF_BASE",
+    "BACKOFF_CAP",
+    "Outcome",
+    "backoff",
+    "describe",
+    "in_backoff",
+    "is_fatal_for_connection",
+    "needs_refresh",
+    "retry_at",
+    "should_skip",
+]

@@ -1,0 +1,177 @@
+"""A refresh run: claim due connections in batches, refresh them concurrently, record the counts.
+
+Memory stays flat whatever the number of connections (one batch at a time), every run leaves a record,
+and a run whose process dies is later shown as ``interrupted`` (its heartbeat stops; invariant 5).
+Several processes can work on one run: each claims its own batches (``SKIP LOCKED`` + leases).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from datetime import timedelta
+
+from ..errors import ConfigError, ConnectionExpired, ConnectionNotFound
+from ..store import REFRESHABLE, ConnectionRecord, Counts, RunRecord, RunStatus
+from .policy import Outcome
+from .single import Refresher
+
+log = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[Outcome], None]
+
+_COUNT_FIELD = {
+    Outcome.REFRESHED: Counts(refreshed=1),
+    Outcome.EXPIRED: Counts(expired=1),
+    Outcome.ERROR: Counts(errors=1),
+    Outcome.SKIPPED: Counts(skipped=1),
+}
+
+
+@dataclass
+class RunOptions:
+    batch_size: int = 50
+    concurrency: int = 4
+    heartbeat: timedelta = timedelta(seconds=10)
+    #: A ``running`` run whose heartbeat is older than this is shown as ``interrupted``.
+    stale_after: timedelta = timedelta(seconds=60)
+
+
+class RunExecutor:
+    """Starts and finishes run records and drives the work of one run in this process."""
+
+    def __init__(self, refresher: Refresher, options: RunOptions | None = None) -> None:
+        self.refresher = refresher
+        self.options = options or RunOptions()
+        self.store = refresher.store
+
+    def run(
+        self, *, trigger: str, connection_id: int | None = None, progress: ProgressCallback | None = None
+    ) -> RunRecord:
+        """Run a refresh from start to end in this process and return its final record."""
+        if connection_id is not None:
+            self._check_refreshable(connection_id)
+        self.interrupt_stale()
+        now = self.refresher.clock()
+        run = self.store.runs.start(trigger=trigger, owner=self.refresher.owner, now=now, connection_id=connection_id)
+        log.info("run %s started (%s)", run.id, trigger)
+        return self.execute(run, progress=progress)
+
+    def execute(self, run: RunRecord, *, progress: ProgressCallback | None = None) -> RunRecord:
+        """Work on an existing run record until nothing is left, then close it."""
+        try:
+            with _Heartbeat(self, run.id):
+                self.work(run, progress=progress)
+        except ConfigError as exc:
+            self._finish(run.id, RunStatus.FAILED, str(exc))
+            raise
+        except BaseException:
+            self._finish(run.id, RunStatus.INTERRUPTED, "stopped before it finished")
+            raise
+        return self._finish(run.id, RunStatus.COMPLETED, None)
+
+    def work(self, run: RunRecord, *, progress: ProgressCallback | None = None) -> Counts:
+        """Claim and refresh batches of this run until none is left; returns what this process did."""
+        done = Counts()
+        with ThreadPoolExecutor(self.options.concurrency, thread_name_prefix="refresh") as pool:
+            while batch := self._claim(run):
+                done += self._refresh_batch(pool, run, batch, progress)
+        return done
+
+    def interrupt_stale(self) -> int:
+        return self.store.runs.interrupt_stale(now=self.refresher.clock(), stale_after=self.options.stale_after)
+
+    def _check_refreshable(self, connection_id: int) -> None:
+        record = self.store.connections.get(connection_id)
+        if record is None:
+            raise ConnectionNotFound(f"there is no connection {connection_id}")
+        if record.status not in REFRESHABLE:
+            raise ConnectionExpired(
+                f"connection {connection_id} is {record.status.value}: the merchant must reconnect first"
+            )
+
+    def _claim(self, run: RunRecord) -> list[ConnectionRecord]:
+        now = self.refresher.clock()
+        return self.store.connections.claim_batch(
+            run_id=run.id,
+            owner=self.refresher.owner,
+            now=now,
+            until=now + self.refresher.lease,
+            limit=self.options.batch_size,
+            connection_id=run.connection_id,
+        )
+
+    def _refresh_batch(
+        self,
+        pool: ThreadPoolExecutor,
+        run: RunRecord,
+        batch: list[ConnectionRecord],
+        progress: ProgressCallback | None,
+    ) -> Counts:
+        futures = [pool.submit(self.refresher.refresh_claimed, record, trigger=run.trigger) for record in batch]
+        counts, failure = _collect(as_completed(futures), progress)
+        self.store.runs.add_counts(run.id, counts, self.refresher.clock())
+        if failure is not None:
+            raise failure
+        return counts
+
+    def _finish(self, run_id: int, status: RunStatus, message: str | None) -> RunRecord:
+        record = self.store.runs.finish(run_id, status=status, now=self.refresher.clock(), message=message)
+        log.info(
+            "run %s %s: %s refreshed, %s expired, %s errors, %s skipped",
+            run_id,
+            record.status.value,
+            record.refreshed,
+            record.expired,
+            record.errors,
+            record.skipped,
+        )
+        return record
+
+
+def _collect(
+    futures: Iterable[Future[Outcome]], progress: ProgressCallback | None
+) -> tuple[Counts, BaseException | None]:
+    """Every outcome of a batch is counted, even when one of them failed the run."""
+    counts, failure = Counts(), None
+    for future in futures:
+        try:
+            outcome = future.result()
+        except BaseException as exc:
+            failure = failure or exc
+            continue
+        counts += _COUNT_FIELD[outcome]
+        if progress is not None:
+            progress(outcome)
+    return counts, failure
+
+
+class _Heartbeat:
+    """Beats the run's heartbeat from a side thread while the run works."""
+
+    def __init__(self, executor: RunExecutor, run_id: int) -> None:
+        self._executor, self._run_id = executor, run_id
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{run_id}", daemon=True)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _beat(self) -> None:
+        interval = self._executor.options.heartbeat.total_seconds()
+        while not self._stop.wait(interval):
+            try:
+                self._executor.store.runs.heartbeat(self._run_id, self._executor.refresher.clock())
+            except Exception:  # a missed beat is harmless; a dead heartbeat thread is not
+                log.exception("heartbeat of run %s failed", self._run_id)
+
+
+__all__ = ["ProgressCallback", "RunExecutor", "RunOptions"]

@@ -1,0 +1,124 @@
+"""Refreshing one connection whose lease we hold: call Lightspeed, then commit the outcome.
+
+The order is the whole point (invariants 1-3): the new pair is committed, guarded by compare-and-swap on
+``token_version``, before anyone can use its access token; a failure never overwrites a token; only
+``invalid_grant`` marks a connection expired; ``invalid_client`` and an unknown encryption key stop
+everything as configuration faults and change no connection.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from ..clock import Clock
+from ..errors import ConfigError, DecryptError, InvalidClient, ProviderError, RateLimited, UnknownKey
+from ..lightspeed import OAuthClient, TokenSet
+from ..store import ConnectionRecord, Store
+from ..vault import TokenVault
+from . import policy
+from .pacing import Pacer
+from .policy import Outcome
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Refresher:
+    """What a refresh needs, built once per process and shared by every worker thread."""
+
+    store: Store
+    vault: TokenVault
+    oauth: OAuthClient
+    pacer: Pacer
+    clock: Clock
+    owner: str
+    lease: timedelta = timedelta(seconds=120)
+    #: A 429 asking us to wait longer than this is recorded as an error instead of waited out.
+    max_retry_after: float = 60.0
+    _log: logging.Logger = field(default=log, repr=False)
+
+    def refresh_claimed(self, record: ConnectionRecord, *, trigger: str) -> Outcome:
+        """Refresh a connection this process holds the lease of; the lease is always released."""
+        if policy.should_skip(record, trigger, self.clock()):
+            self.store.connections.release(record.id, self.owner)
+            return Outcome.SKIPPED
+        try:
+            return self._refresh(record)
+        except BaseException:
+            self.store.connections.release(record.id, self.owner)
+            raise
+
+    def _refresh(self, record: ConnectionRecord) -> Outcome:
+        try:
+            tokens = self._call_lightspeed(record)
+        except (InvalidClient, UnknownKey) as exc:
+            raise ConfigError(_config_message(exc)) from exc
+        except DecryptError as exc:
+            return self._undecryptable(record, exc)
+        except ProviderError as exc:
+            return self._failed(record, exc)
+        except Exception as exc:  # a bug must cost one connection, not the run
+            self._log.exception("unexpected error refreshing connection %s", record.id)
+            return self._failed(record, exc)
+        return self._save(record, tokens)
+
+    def _call_lightspeed(self, record: ConnectionRecord) -> TokenSet:
+        refresh_token = self.vault.refresh_token(record)
+        try:
+            return self._send(refresh_token)
+        except RateLimited as exc:
+            if exc.retry_after is None or exc.retry_after > self.max_retry_after:
+                raise
+            self.pacer.hold(exc.retry_after)  # everyone waits, then this one tries once more
+            return self._send(refresh_token)
+
+    def _send(self, refresh_token: str) -> TokenSet:
+        self.pacer.wait()
+        return self.oauth.refresh(refresh_token)
+
+    def _save(self, record: ConnectionRecord, tokens: TokenSet) -> Outcome:
+        sealed = self.vault.seal(record.id, tokens)
+        if self.store.connections.save_tokens(record.id, version=record.token_version, tokens=sealed, now=self.clock()):
+            self._log.info("connection %s refreshed, access token valid until %s", record.id, tokens.expires_at)
+            return Outcome.REFRESHED
+        # Our lease ran out and another refresher saved first: its pair is the live one, ours is dropped.
+        self._log.warning("connection %s: tokens changed during refresh; keeping the newer pair", record.id)
+        self.store.connections.release(record.id, self.owner)
+        return Outcome.SKIPPED
+
+    def _failed(self, record: ConnectionRecord, exc: Exception) -> Outcome:
+        now, error = self.clock(), policy.describe(exc)
+        if isinstance(exc, ProviderError) and policy.is_fatal_for_connection(exc):
+            marked = self.store.connections.mark_expired(record.id, version=record.token_version, error=error, now=now)
+            outcome = Outcome.EXPIRED
+        else:
+            retry = policy.retry_at(record, exc, now) if isinstance(exc, ProviderError) else now + policy.backoff(1)
+            marked = self.store.connections.mark_error(
+                record.id, version=record.token_version, error=error, retry_at=retry, now=now
+            )
+            outcome = Outcome.ERROR
+        self._log.warning("connection %s: %s (%s)", record.id, outcome.value, error)
+        if not marked:  # tokens were replaced meanwhile: our failure is about a stale pair
+            self.store.connections.release(record.id, self.owner)
+            return Outcome.SKIPPED
+        return outcome
+
+    def _undecryptable(self, record: ConnectionRecord, exc: DecryptError) -> Outcome:
+        """A tampered row changes nothing: it is reported, left as it is, and the run goes on."""
+        self._log.error("connection %s: stored tokens cannot be decrypted: %s", record.id, exc)
+        self.store.connections.release(record.id, self.owner)
+        return Outcome.ERROR
+
+
+def _config_message(exc: Exception) -> str:
+    if isinstance(exc, InvalidClient):
+        return (
+            "Lightspeed rejected the client credentials (invalid_client): check LIGHTSPEED_CLIENT_ID and "
+            "LIGHTSPEED_CLIENT_SECRET; no connection was changed"
+        )
+    return f"{exc}; no connection was changed"
+
+
+__all__ = ["Refresher"]

@@ -1,0 +1,119 @@
+"""HTTP client for the simulator's ``/_sim/`` knobs, so tests and demos need not know the routes."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any
+
+import httpx2
+
+
+class SimulatorControl:
+    """Wraps the knobs of a running simulator at ``base_url``. Errors raise ``httpx2.HTTPStatusError``."""
+
+    def __init__(self, base_url: str, *, timeout: float = 10.0, client: httpx2.Client | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._client = client or httpx2.Client(timeout=timeout)
+        self._owns_client = client is None
+
+    def __enter__(self) -> SimulatorControl:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._owns_client:
+            self._client.close()
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        response = self._client.request(method, f"{self.base_url}/_sim{path}", json=body)
+        response.raise_for_status()
+        return response.json()
+
+    def _object(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        data = self._call(method, path, body)
+        if not isinstance(data, dict):
+            raise TypeError(f"/_sim{path} answered {type(data).__name__}, expected an object")
+        return data
+
+    def stats(self) -> dict[str, Any]:
+        return self._object("GET", "/stats")
+
+    def reset(self) -> None:
+        """Forget accounts, tokens, extra clients, faults, counters and clock offsets (config stays)."""
+        self._call("POST", "/reset")
+
+    def config(self) -> dict[str, Any]:
+        return self._object("GET", "/config")
+
+    def configure(self, **fields: Any) -> dict[str, Any]:
+        """Change any ``SimulatorConfig`` field(s); returns the whole new config."""
+        return self._object("POST", "/config", fields)
+
+    def authorize_mode(self, mode: str) -> None:
+        """``"approve"`` (default) or ``"deny"`` (authorize redirects with error=access_denied)."""
+        self._call("POST", "/authorize-mode", {"mode": mode})
+
+    def inject_fault(
+        self,
+        endpoint: str,
+        kind: str,
+        count: int = 1,
+        status: int = 503,
+        *,
+        retry_after: int | None = None,
+        seconds: float | None = None,
+    ) -> dict[str, Any]:
+        """Make the next ``count`` requests to ``endpoint`` (token/api/revoke) fail as ``kind``."""
+        body: dict[str, Any] = {"endpoint": endpoint, "kind": kind, "count": count, "status": status}
+        if retry_after is not None:
+            body["retry_after"] = retry_after
+        if seconds is not None:
+            body["seconds"] = seconds
+        return self._object("POST", "/faults", body)
+
+    def faults(self) -> dict[str, Any]:
+        return self._object("GET", "/faults")
+
+    def clear_faults(self) -> None:
+        self._call("DELETE", "/faults")
+
+    def register_client(self, client_id: str, client_secret: str, redirect_uri: str | None = None) -> dict[str, Any]:
+        body = {"client_id": client_id, "client_secret": client_secret, "redirect_uri": redirect_uri}
+        return self._object("POST", "/clients", body)
+
+    def accounts(self) -> list[dict[str, Any]]:
+        data = self._call("GET", "/accounts")
+        if not isinstance(data, list):
+            raise TypeError("/_sim/accounts did not answer a list")
+        return [dict(entry) for entry in data]
+
+    def account(self, account_id: int | str) -> dict[str, Any]:
+        return self._object("GET", f"/accounts/{account_id}")
+
+    def revoke_account(self, account_id: int | str) -> dict[str, Any]:
+        """The merchant uninstalled the app: every token of the account is revoked."""
+        return self._object("POST", f"/accounts/{account_id}/revoke")
+
+    def advance(self, account_id: int | str, seconds: float) -> dict[str, Any]:
+        """Move one account's clock forward (token, code and bucket times all follow it)."""
+        return self._object("POST", f"/accounts/{account_id}/advance", {"seconds": seconds})
+
+    def advance_all(self, seconds: float) -> dict[str, Any]:
+        return self._object("POST", "/clock/advance", {"seconds": seconds})
+
+    def expire_access_tokens(self, account_id: int | str) -> dict[str, Any]:
+        return self._object("POST", f"/accounts/{account_id}/expire-access-tokens")
+
+    def item(self, account_id: int | str, item_id: int | str) -> dict[str, Any]:
+        """The item as stored, including ``qoh_by_shop`` ({"0": total, "1": …, "2": …})."""
+        return self._object("GET", f"/accounts/{account_id}/items/{item_id}")
+
+
+__all__ = ["SimulatorControl"]

@@ -1,0 +1,73 @@
+"""The store: schema, migrations and every SQL statement, for SQLite and PostgreSQL alike.
+
+``Store`` is the one object the rest of lightkeeper talks to; it knows nothing of HTTP or of tokens in
+plaintext (ciphertexts are made and read by ``crypto``).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine
+
+from .connections import ConnectionRepo, EncryptPair, NewTokens
+from .engine import make_engine, normalise_url, sqlite_path
+from .migrate import current_revision, ensure_current, head_revision, upgrade
+from .records import (
+    REFRESHABLE,
+    ConnectionRecord,
+    ConnectSession,
+    Counts,
+    OAuthState,
+    RunRecord,
+    RunStatus,
+    Status,
+)
+from .runs import JOB_NAME, RunRepo
+from .sessions import Rejection, SessionRepo
+
+
+class Store:
+    """The database, by table."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.connections = ConnectionRepo(engine)
+        self.runs = RunRepo(engine)
+        self.sessions = SessionRepo(engine)
+
+    @classmethod
+    def from_url(cls, url: str) -> Store:
+        return cls(make_engine(url))
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+__all__ = [
+    "JOB_NAME",
+    "REFRESHABLE",
+    "ConnectSession",
+    "ConnectionRecord",
+    "ConnectionRepo",
+    "Counts",
+    "EncryptPair",
+    "NewTokens",
+    "OAuthState",
+    "Rejection",
+    "RunRecord",
+    "RunRepo",
+    "RunStatus",
+    "SessionRepo",
+    "Status",
+    "Store",
+    "current_revision",
+    "ensure_current",
+    "head_revision",
+    "make_engine",
+    "normalise_url",
+    "sqlite_path",
+    "upgrade",
+]

@@ -1,0 +1,169 @@
+"""Plain records the store hands out. Token fields hold ciphertext; decrypting is the vault's job."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+
+class Status(StrEnum):
+    """A connection's status, with the seed guide's names."""
+
+    CONNECTED = "connected"
+    EXPIRED = "expired"
+    ERROR = "error"
+    DISCONNECTED = "disconnected"
+
+
+#: The statuses a refresh run works on; ``expired`` and ``disconnected`` need the merchant.
+REFRESHABLE = (Status.CONNECTED, Status.ERROR)
+
+
+class RunStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+
+
+@dataclass(frozen=True)
+class ConnectionRecord:
+    id: int
+    user_id: str
+    account_id: str
+    account_name: str | None
+    status: Status
+    access_token: str | None = field(repr=False)
+    refresh_token: str | None = field(repr=False)
+    token_expires_at: datetime | None
+    last_token_refresh_at: datetime | None
+    last_error: str | None
+    token_version: int
+    consecutive_failures: int
+    next_attempt_at: datetime | None
+    acquired_by: str | None
+    acquired_until: datetime | None
+    last_run_id: int | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Any) -> ConnectionRecord:
+        values = dict(row._mapping)
+        values["status"] = Status(values["status"])
+        return cls(**values)
+
+    def public(self) -> dict[str, Any]:
+        """The fields shown to operators and API callers: never a token."""
+        return {
+            "id": self.id,
+            "user_id": self.user_id,
+            "account_id": self.account_id,
+            "account_name": self.account_name,
+            "status": self.status.value,
+            "token_expires_at": _iso(self.token_expires_at),
+            "last_token_refresh_at": _iso(self.last_token_refresh_at),
+            "last_error": self.last_error,
+            "consecutive_failures": self.consecutive_failures,
+            "next_attempt_at": _iso(self.next_attempt_at),
+        }
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    id: int
+    job_name: str
+    trigger: str
+    status: RunStatus
+    connection_id: int | None
+    scheduled_for: datetime | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    heartbeat_at: datetime | None
+    acquired_by: str | None
+    total: int
+    refreshed: int
+    expired: int
+    errors: int
+    skipped: int
+    message: str | None
+
+    @classmethod
+    def from_row(cls, row: Any) -> RunRecord:
+        values = dict(row._mapping)
+        values["status"] = RunStatus(values["status"])
+        return cls(**values)
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "run_id": self.id,
+            "job_name": self.job_name,
+            "trigger": self.trigger,
+            "status": self.status.value,
+            "connection_id": self.connection_id,
+            "started_at": _iso(self.started_at or self.created_at),
+            "finished_at": _iso(self.finished_at),
+            "total": self.total,
+            "refreshed": self.refreshed,
+            "expired": self.expired,
+            "errors": self.errors,
+            "skipped": self.skipped,
+            "message": self.message,
+        }
+
+
+@dataclass(frozen=True)
+class Counts:
+    """Outcome counts of part of a run, added to the run record in one statement."""
+
+    refreshed: int = 0
+    expired: int = 0
+    errors: int = 0
+    skipped: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.refreshed + self.expired + self.errors + self.skipped
+
+    def __add__(self, other: Counts) -> Counts:
+        return Counts(
+            self.refreshed + other.refreshed,
+            self.expired + other.expired,
+            self.errors + other.errors,
+            self.skipped + other.skipped,
+        )
+
+
+@dataclass(frozen=True)
+class ConnectSession:
+    id: int
+    user_id: str
+    return_to: str | None
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class OAuthState:
+    user_id: str
+    session_id: int | None
+    code_verifier: str = field(repr=False)  # ciphertext
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+__all__ = [
+    "REFRESHABLE",
+    "ConnectSession",
+    "ConnectionRecord",
+    "Counts",
+    "OAuthState",
+    "RunRecord",
+    "RunStatus",
+    "Status",
+]

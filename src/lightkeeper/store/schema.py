@@ -1,0 +1,151 @@
+"""The tables, in SQLAlchemy Core. Every dialect difference lives here and in ``engine.py``.
+
+Names follow the seed guide: ``lightspeed_connections`` keeps the guide's column names; the lease columns
+follow APScheduler 4 (``acquired_by`` / ``acquired_until``).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.types import TypeDecorator
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC timestamps on every dialect.
+
+    PostgreSQL keeps ``timestamptz``; SQLite has no time zones, so values are stored as naive UTC and
+    given their zone back on the way out. Naive values on the way in are a bug and are refused.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store: use timezone-aware UTC")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)  # type: ignore[no-any-return]
+        return value.astimezone(UTC)  # type: ignore[no-any-return]
+
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+connections = Table(
+    "lightspeed_connections",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("user_id", Text, nullable=False),
+    Column("account_id", Text, nullable=False),
+    Column("account_name", Text),
+    Column("status", Text, nullable=False),
+    # Ciphertexts (crypto.TokenCipher), bound to this row's id: never plaintext.
+    Column("access_token", Text),
+    Column("refresh_token", Text),
+    Column("token_expires_at", UTCDateTime),
+    Column("last_token_refresh_at", UTCDateTime),
+    Column("last_error", Text),
+    # Bumped on every token save: the compare-and-swap guard of invariant 1.
+    Column("token_version", Integer, nullable=False, server_default="0"),
+    Column("consecutive_failures", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", UTCDateTime),
+    Column("acquired_by", Text),
+    Column("acquired_until", UTCDateTime),
+    # The last run that claimed this row: a run never refreshes a connection twice.
+    Column("last_run_id", Integer),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("user_id", "account_id", name="uq_lightspeed_connections_user_account"),
+    Index("ix_lightspeed_connections_status", "status"),
+)
+
+runs = Table(
+    "lightkeeper_runs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("job_name", Text, nullable=False),
+    Column("trigger", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("connection_id", Integer),
+    # The cron tick this run belongs to: unique per job, so one tick starts one run across replicas.
+    Column("scheduled_for", UTCDateTime),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("started_at", UTCDateTime),
+    Column("finished_at", UTCDateTime),
+    Column("heartbeat_at", UTCDateTime),
+    Column("acquired_by", Text),
+    Column("total", Integer, nullable=False, server_default="0"),
+    Column("refreshed", Integer, nullable=False, server_default="0"),
+    Column("expired", Integer, nullable=False, server_default="0"),
+    Column("errors", Integer, nullable=False, server_default="0"),
+    Column("skipped", Integer, nullable=False, server_default="0"),
+    Column("message", Text),
+    UniqueConstraint("job_name", "scheduled_for", name="uq_lightkeeper_runs_tick"),
+    Index("ix_lightkeeper_runs_status", "status"),
+)
+
+jobs = Table(
+    "lightkeeper_jobs",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("schedule", Text, nullable=False),
+    Column("active", Boolean, nullable=False),
+    Column("owner", Text, nullable=False, server_default="embedded"),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+connect_sessions = Table(
+    "lightkeeper_connect_sessions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    # sha256 of the one-time link token: a database leak does not hand out live links.
+    Column("token_hash", Text, nullable=False, unique=True),
+    Column("user_id", Text, nullable=False),
+    Column("return_to", Text),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("used_at", UTCDateTime),
+)
+
+oauth_states = Table(
+    "lightkeeper_oauth_states",
+    metadata,
+    Column("state_hash", Text, primary_key=True),
+    Column("session_id", Integer, ForeignKey("lightkeeper_connect_sessions.id", ondelete="CASCADE")),
+    Column("user_id", Text, nullable=False),
+    Column("code_verifier", Text, nullable=False),  # ciphertext
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("used_at", UTCDateTime),
+)
+
+__all__ = ["UTCDateTime", "connect_sessions", "connections", "jobs", "metadata", "oauth_states", "runs"]

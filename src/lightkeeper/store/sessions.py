@@ -1,0 +1,98 @@
+"""All SQL on connect sessions (one-time links) and OAuth states: both single use and expiring.
+
+Only hashes of the link token and of the state are stored, so a copy of the database cannot be used to
+complete somebody else's connection.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import Engine, insert, select, update
+
+from .records import ConnectSession, OAuthState
+from .schema import connect_sessions as s
+from .schema import oauth_states as o
+
+
+class Rejection(StrEnum):
+    """Why a link or state was refused: each gets its own page."""
+
+    UNKNOWN = "unknown"
+    USED = "used"
+    EXPIRED = "expired"
+
+
+class SessionRepo:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def create_session(
+        self, *, token_hash: str, user_id: str, return_to: str | None, now: datetime, expires_at: datetime
+    ) -> int:
+        stmt = insert(s).values(
+            token_hash=token_hash, user_id=user_id, return_to=return_to, created_at=now, expires_at=expires_at
+        )
+        with self._engine.begin() as conn:
+            return int(conn.execute(stmt.returning(s.c.id)).scalar_one())
+
+    def consume_session(self, token_hash: str, now: datetime) -> ConnectSession | Rejection:
+        """Use a one-time link: it works once, before it expires."""
+        stmt = (
+            update(s)
+            .where(s.c.token_hash == token_hash, s.c.used_at.is_(None), s.c.expires_at > now)
+            .values(used_at=now)
+            .returning(s.c.id, s.c.user_id, s.c.return_to, s.c.expires_at)
+        )
+        with self._engine.begin() as conn:
+            row = conn.execute(stmt).first()
+            if row is not None:
+                return ConnectSession(row.id, row.user_id, row.return_to, row.expires_at)
+            found = conn.execute(select(s.c.used_at).where(s.c.token_hash == token_hash)).first()
+        return _rejection(found)
+
+    def create_state(
+        self,
+        *,
+        state_hash: str,
+        user_id: str,
+        session_id: int | None,
+        code_verifier: str,
+        now: datetime,
+        expires_at: datetime,
+    ) -> None:
+        stmt = insert(o).values(
+            state_hash=state_hash,
+            user_id=user_id,
+            session_id=session_id,
+            code_verifier=code_verifier,
+            created_at=now,
+            expires_at=expires_at,
+        )
+        with self._engine.begin() as conn:
+            conn.execute(stmt)
+
+    def consume_state(self, state_hash: str, now: datetime) -> OAuthState | Rejection:
+        """Use an OAuth state: once, before it expires (a replayed callback is refused)."""
+        stmt = (
+            update(o)
+            .where(o.c.state_hash == state_hash, o.c.used_at.is_(None), o.c.expires_at > now)
+            .values(used_at=now)
+            .returning(o.c.user_id, o.c.session_id, o.c.code_verifier)
+        )
+        with self._engine.begin() as conn:
+            row = conn.execute(stmt).first()
+            if row is not None:
+                return OAuthState(row.user_id, row.session_id, row.code_verifier)
+            found = conn.execute(select(o.c.used_at).where(o.c.state_hash == state_hash)).first()
+        return _rejection(found)
+
+
+def _rejection(found: object) -> Rejection:
+    if found is None:
+        return Rejection.UNKNOWN
+    return Rejection.USED if found[0] is not None else Rejection.EXPIRED  # type: ignore[index]
+
+
+__all__ = ["Rejection", "SessionRepo"]

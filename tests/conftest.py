@@ -1,0 +1,50 @@
+"""Fixtures shared by every test layer: the Lightspeed simulator (a real server on loopback) and a clock."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from lightkeeper.simulator import SimulatorConfig, SimulatorControl, SimulatorServer
+
+CLIENT_ID = "lightkeeper-test"
+CLIENT_SECRET = "test-client-secret-9f3a"
+
+
+class FakeClock:
+    """A settable clock: ``now()`` is what the code under test sees; ``advance`` moves it."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.current = start or datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.current
+
+    def advance(self, **delta: float) -> datetime:
+        self.current += timedelta(**delta)
+        return self.current
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture(scope="session")
+def simulator_server() -> Iterator[SimulatorServer]:
+    config = SimulatorConfig(client_id=CLIENT_ID, client_secret=CLIENT_SECRET)
+    with SimulatorServer(config) as server:
+        yield server
+
+
+@pytest.fixture
+def sim(simulator_server: SimulatorServer) -> Iterator[SimulatorControl]:
+    """The simulator's knobs, with state reset before each test."""
+    control = SimulatorControl(simulator_server.url)
+    control.reset()
+    control.configure(token_latency_ms=0, api_latency_ms=0, bucket_size=90.0, drip_rate=1.0, access_token_ttl=3600)
+    yield control
+    control.clear_faults()
+    control.close()
