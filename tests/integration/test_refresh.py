@@ -268,7 +268,7 @@ def test_concurrent_runs_never_refresh_a_connection_twice(make_keeper: KeeperFac
     for n in range(6):
         connect(setup, f"user-{n}")
     sim.configure(token_latency_ms=300)
-    keepers = [make_keeper(REFRESH_CONCURRENCY="3") for _ in range(4)]
+    keepers = [make_keeper(REFRESH_CONCURRENCY="3", REFRESH_BATCH_SIZE="1") for _ in range(4)]
     barrier = threading.Barrier(len(keepers))
     results = []
 
