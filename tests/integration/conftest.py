@@ -1,15 +1,18 @@
 """Database fixtures for the integration suite: a migrated SQLite file and a migrated PostgreSQL clone.
 
 PostgreSQL is required, never skipped: CI must prove every store behaviour on both dialects. The schema is
-migrated once per session into a template database; each test gets a fast ``CREATE DATABASE ... TEMPLATE``
-clone of it, dropped afterwards.
+migrated once per session into a template database; each test gets its own ``CREATE DATABASE ... TEMPLATE``
+clone of it. A clone costs a few hundred milliseconds of fsync, so a small pool makes the next clones while
+tests run and drops used ones off the tests' path.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -21,6 +24,7 @@ from sqlalchemy.engine import make_url
 from lightkeeper.store import Store, make_engine, upgrade
 
 ADMIN_URL = os.environ.get("LIGHTKEEPER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+CLONES_AHEAD = 4
 
 
 def _url_with_database(name: str) -> str:
@@ -32,27 +36,28 @@ def _url_with_database(name: str) -> str:
 @contextmanager
 def _admin() -> Iterator[psycopg.Connection[tuple[object, ...]]]:
     """An autocommit connection to the admin database, or a test failure that says how to fix it."""
+    admin_db = make_url(ADMIN_URL).database or "postgres"
     try:
-        conn = psycopg.connect(
-            _url_with_database(make_url(ADMIN_URL).database or "postgres"), autocommit=True, connect_timeout=5
-        )
+        conn = psycopg.connect(_url_with_database(admin_db), autocommit=True, connect_timeout=5)
     except psycopg.OperationalError as exc:
         shown = make_url(ADMIN_URL).render_as_string(hide_password=True)
         pytest.fail(
-            f"PostgreSQL is not reachable at {shown} ({exc}). The integration suite needs it: start PostgreSQL "
-            "or point LIGHTKEEPER_TEST_PG at an admin URL (e.g. postgresql://postgres@127.0.0.1:5432/postgres).",
+            f"PostgreSQL is not reachable at {shown} ({exc}). The integration suite needs it: start "
+            "PostgreSQL or set LIGHTKEEPER_TEST_PG to an admin URL "
+            "(default postgresql://postgres@127.0.0.1:5432/postgres).",
             pytrace=False,
         )
     with conn:
         yield conn
 
 
-def _create_database(name: str, *, template: str | None = None) -> None:
+def _create_database(name: str, *, template: str | None = None) -> str:
     query = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
     if template is not None:
         query = sql.SQL("{} TEMPLATE {}").format(query, sql.Identifier(template))
     with _admin() as conn:
         conn.execute(query)
+    return name
 
 
 def _drop_database(name: str) -> None:
@@ -60,22 +65,41 @@ def _drop_database(name: str) -> None:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
-@contextmanager
-def _pg_database(*, template: str | None) -> Iterator[str]:
-    """A throwaway database (a clone of ``template``, or empty), dropped on exit; yields its URL."""
-    name = f"lk_t_{secrets.token_hex(6)}"
-    _create_database(name, template=template)
-    try:
-        yield _url_with_database(name)
-    finally:
-        _drop_database(name)
+def _new_name() -> str:
+    return f"lk_t_{secrets.token_hex(6)}"
+
+
+class ClonePool:
+    """Clones of the template made a few at a time ahead of need; used clones are dropped in the background."""
+
+    def __init__(self, template: str, ahead: int = CLONES_AHEAD) -> None:
+        self._template = template
+        self._executor = ThreadPoolExecutor(max_workers=ahead, thread_name_prefix="pg-clone")
+        self._ready: deque[Future[str]] = deque(self._make() for _ in range(ahead))
+
+    def _make(self) -> Future[str]:
+        return self._executor.submit(_create_database, _new_name(), template=self._template)
+
+    def take(self) -> str:
+        ready = self._ready.popleft()
+        self._ready.append(self._make())
+        return ready.result()
+
+    def give_back(self, name: str) -> None:
+        self._executor.submit(_drop_database, name)
+
+    def close(self) -> None:
+        """Drop the unused clones and wait for every drop, so the template can go too."""
+        for ready in self._ready:
+            if not ready.cancel() and ready.exception() is None:
+                self._executor.submit(_drop_database, ready.result())
+        self._executor.shutdown(wait=True)
 
 
 @pytest.fixture(scope="session")
 def pg_template() -> Iterator[str]:
     """Name of a PostgreSQL database migrated to head once per session: the template of every clone."""
-    name = f"lk_tpl_{os.getpid()}_{secrets.token_hex(4)}"
-    _create_database(name)
+    name = _create_database(f"lk_tpl_{os.getpid()}_{secrets.token_hex(4)}")
     try:
         engine = make_engine(_url_with_database(name))
         try:
@@ -87,18 +111,33 @@ def pg_template() -> Iterator[str]:
         _drop_database(name)
 
 
+@pytest.fixture(scope="session")
+def pg_clones(pg_template: str) -> Iterator[ClonePool]:
+    pool = ClonePool(pg_template)
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
 @pytest.fixture
-def pg_database_url(pg_template: str) -> Iterator[str]:
-    """A migrated PostgreSQL database of this test's own (a clone of the template)."""
-    with _pg_database(template=pg_template) as url:
-        yield url
+def pg_database_url(pg_clones: ClonePool) -> Iterator[str]:
+    """A migrated PostgreSQL database of this test's own (a clone of the template), dropped after."""
+    name = pg_clones.take()
+    try:
+        yield _url_with_database(name)
+    finally:
+        pg_clones.give_back(name)
 
 
 @pytest.fixture
 def pg_empty_database_url() -> Iterator[str]:
-    """An empty PostgreSQL database (no schema, no alembic_version) of this test's own."""
-    with _pg_database(template=None) as url:
-        yield url
+    """An empty PostgreSQL database (no tables, no alembic_version) of this test's own, dropped after."""
+    name = _create_database(_new_name())
+    try:
+        yield _url_with_database(name)
+    finally:
+        _drop_database(name)
 
 
 @pytest.fixture

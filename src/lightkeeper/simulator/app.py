@@ -291,9 +291,10 @@ async def set_config(request: Request) -> Response:
 
 @knob_router.post("/authorize-mode")
 async def authorize_mode(request: Request) -> Response:
-    mode = _str_field(await _knob_body(request), "mode") or ""
-    _sim(request).set_authorize_mode(mode)
-    return JSONResponse({"mode": mode})
+    body = await _knob_body(request)
+    mode, account_id = _str_field(body, "mode") or "", _str_field(body, "account_id", required=False)
+    _sim(request).set_authorize_mode(mode, account_id)
+    return JSONResponse({"mode": mode, "account_id": account_id})
 
 
 @knob_router.get("/faults")

@@ -56,9 +56,15 @@ class SimulatorControl:
         """Change any ``SimulatorConfig`` field(s); returns the whole new config."""
         return self._object("POST", "/config", fields)
 
-    def authorize_mode(self, mode: str) -> None:
-        """``"approve"`` (default) or ``"deny"`` (authorize redirects with error=access_denied)."""
-        self._call("POST", "/authorize-mode", {"mode": mode})
+    def authorize_mode(self, mode: str, account_id: int | str | None = None) -> None:
+        """``"approve"`` (default) or ``"deny"`` (authorize redirects with error=access_denied).
+
+        With ``account_id``, approvals are for that existing account (a merchant reconnecting).
+        """
+        body: dict[str, Any] = {"mode": mode}
+        if account_id is not None:
+            body["account_id"] = str(account_id)
+        self._call("POST", "/authorize-mode", body)
 
     def inject_fault(
         self,

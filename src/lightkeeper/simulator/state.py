@@ -358,6 +358,8 @@ class SimulatorState:
     def _init_state(self) -> None:
         self._global_offset = 0.0
         self._authorize_mode = "approve"
+        # When set, consent is given for this existing account (a merchant reconnecting) instead of a new one.
+        self._authorize_account: int | None = None
         self._clients: dict[str, Client] = {}
         self._accounts: dict[int, Account] = {}
         self._codes: dict[str, AuthCode] = {}
@@ -410,7 +412,7 @@ class SimulatorState:
         error = self._authorize_error(params)
         if error is not None:
             return Reply(302, headers={"Location": _with_query(target, {**error, **state})})
-        account = self._new_account()
+        account = self._consenting_account()
         code = AuthCode(
             code="def50200" + secrets.token_hex(96),
             account_id=account.account_id,
@@ -436,6 +438,11 @@ class SimulatorState:
         if self._authorize_mode == "deny":
             return {"error": "access_denied", "error_description": ACCESS_DENIED_DESC}
         return None
+
+    def _consenting_account(self) -> Account:
+        if self._authorize_account is not None and self._authorize_account in self._accounts:
+            return self._accounts[self._authorize_account]
+        return self._new_account()
 
     def _new_account(self) -> Account:
         seq = len(self._accounts) + 1
@@ -819,11 +826,14 @@ class SimulatorState:
                 setattr(self.config, name, value)
             return asdict(self.config)
 
-    def set_authorize_mode(self, mode: str) -> None:
+    def set_authorize_mode(self, mode: str, account_id: str | None = None) -> None:
         if mode not in {"approve", "deny"}:
             raise SimulatorError(400, "mode must be 'approve' or 'deny'")
+        if account_id is not None and not account_id.isdigit():
+            raise SimulatorError(400, "account_id must be an account number")
         with self._lock:
             self._authorize_mode = mode
+            self._authorize_account = int(account_id) if account_id else None
 
     def register_client(self, client_id: str, client_secret: str, redirect_uri: str | None = None) -> JsonDict:
         if not client_id or not client_secret:
