@@ -20,7 +20,7 @@ from .config import Settings
 from .connect import ConnectService
 from .crypto import TokenCipher
 from .lightspeed import ApiClient, OAuthClient
-from .refresh import Pacer, ProgressCallback, Refresher, RunExecutor, RunOptions
+from .refresh import Pacer, ProgressCallback, Refresher, RunExecutor, RunOptions, stale_after_s
 from .store import ConnectionRecord, RunRecord, Store, ensure_current, sqlite_path
 from .vault import TokenVault
 
@@ -87,7 +87,7 @@ class Keeper:
                 batch_size=settings.refresh_batch_size,
                 concurrency=settings.refresh_concurrency,
                 heartbeat=timedelta(seconds=settings.run_heartbeat_s),
-                stale_after=timedelta(seconds=3 * settings.run_heartbeat_s + 5),
+                stale_after=timedelta(seconds=stale_after_s(settings.run_heartbeat_s)),
             ),
         )
 

@@ -35,7 +35,7 @@ def configure(level: str = "INFO", fmt: str = "text") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     # httpx logs every request URL at INFO; useful only when debugging.
-    for noisy in ("httpx2", "httpx", "httpcore", "httpcore2", "uvicorn.access"):
+    for noisy in ("httpx2", "httpx", "httpcore", "httpcore2", "uvicorn.access", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

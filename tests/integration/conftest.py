@@ -40,15 +40,18 @@ def _admin() -> Iterator[psycopg.Connection[tuple[object, ...]]]:
     try:
         conn = psycopg.connect(_url_with_database(admin_db), autocommit=True, connect_timeout=5)
     except psycopg.OperationalError as exc:
-        shown = make_url(ADMIN_URL).render_as_string(hide_password=True)
-        pytest.fail(
-            f"PostgreSQL is not reachable at {shown} ({exc}). The integration suite needs it: start "
-            "PostgreSQL or set LIGHTKEEPER_TEST_PG to an admin URL "
-            "(default postgresql://postgres@127.0.0.1:5432/postgres).",
-            pytrace=False,
-        )
-    with conn:
-        yield conn
+        reason = str(exc).strip()
+    else:
+        with conn:
+            yield conn
+        return
+    shown = make_url(ADMIN_URL).render_as_string(hide_password=True)
+    pytest.fail(  # outside the except block, so the report is this message and not a chained traceback
+        f"PostgreSQL is not reachable at {shown} ({reason}). The integration suite needs it: start "
+        "PostgreSQL or set LIGHTKEEPER_TEST_PG to an admin URL "
+        "(default postgresql://postgres@127.0.0.1:5432/postgres).",
+        pytrace=False,
+    )
 
 
 def _create_database(name: str, *, template: str | None = None) -> str:

@@ -178,3 +178,13 @@ def test_reconnecting_the_same_account_updates_its_row(service: Service, sim: Si
 def test_health_reports_the_schema(service: Service) -> None:
     response = service.browser.get(f"{service.url}/healthz")
     assert response.status_code == 200 and response.json()["status"] == "ok"
+
+
+def test_tokens_are_committed_before_the_new_access_token_is_used(service: Service, sim: SimulatorControl) -> None:
+    """The account look-up (the first use of the access token) fails: the connection is stored anyway."""
+    callback = service.consent(service.link("user-1"))
+    sim.inject_fault("api", "status", status=503, count=1)
+    page = service.browser.get(callback)
+    assert page.status_code == 200 and "Connected" in page.text
+    [record] = service.keeper.connections()
+    assert record.status is Status.CONNECTED and record.account_id

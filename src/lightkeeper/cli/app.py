@@ -10,6 +10,7 @@ import sys
 
 import click
 import typer
+from sqlalchemy.exc import SQLAlchemyError
 
 from ..errors import ConfigError, LightkeeperError, SchemaOutOfDate
 from . import commands
@@ -49,7 +50,16 @@ def run(argv: list[str] | None = None) -> int:
     except LightkeeperError as exc:
         error(str(exc))
         return 1
+    except SQLAlchemyError as exc:
+        error(f"the database cannot be used: {_first_line(exc)} (check DATABASE_URL)")
+        return 1
     return result if isinstance(result, int) else 0
+
+
+def _first_line(exc: SQLAlchemyError) -> str:
+    """The driver's own sentence, without SQLAlchemy's statement dump and links."""
+    origin = getattr(exc, "orig", None) or exc
+    return str(origin).strip().splitlines()[0][:300] if str(origin).strip() else type(origin).__name__
 
 
 __all__ = ["app", "main", "run"]

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from .. import logs
 from ..config import REQUIRE_ALL, Settings, load_settings
 from ..keeper import Keeper
+from ..store import Store, ensure_current, sqlite_path
 
 
 def settings(require: Collection[str] = REQUIRE_ALL) -> Settings:
@@ -24,4 +25,15 @@ def keeper(require: Collection[str] = REQUIRE_ALL, *, auto_create: bool = True) 
         yield opened
 
 
-__all__ = ["keeper", "settings"]
+@contextmanager
+def store(loaded: Settings) -> Iterator[Store]:
+    """The database alone, for commands that need neither Lightspeed nor the encryption key."""
+    opened = Store.from_url(loaded.database_url)
+    try:
+        ensure_current(opened.engine, auto_create=sqlite_path(loaded.database_url) is not None)
+        yield opened
+    finally:
+        opened.close()
+
+
+__all__ = ["keeper", "settings", "store"]

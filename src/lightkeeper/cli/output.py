@@ -27,7 +27,11 @@ def error(message: str) -> None:
     err.print(f"[bold red]error:[/] {message}", markup=True)
 
 
-def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]], *, empty: str = "none") -> None:
+    rows = list(rows)
+    if not rows:
+        out.print(f"{title}: {empty}")
+        return
     grid = Table(title=title, title_justify="left")
     for column in columns:
         grid.add_column(column, overflow="fold")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .pacing import Pacer
 from .policy import Outcome
-from .run import ProgressCallback, RunExecutor, RunOptions
+from .run import ProgressCallback, RunExecutor, RunOptions, stale_after_s
 from .single import Refresher
 
-__all__ = ["Outcome", "Pacer", "ProgressCallback", "Refresher", "RunExecutor", "RunOptions"]
+__all__ = ["Outcome", "Pacer", "ProgressCallback", "Refresher", "RunExecutor", "RunOptions", "stale_after_s"]

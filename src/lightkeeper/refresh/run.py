@@ -31,6 +31,11 @@ _COUNT_FIELD = {
 }
 
 
+def stale_after_s(heartbeat_s: float) -> float:
+    """A run silent for three heartbeats (plus slack for a slow database) has lost its worker."""
+    return 3 * heartbeat_s + 5
+
+
 @dataclass
 class RunOptions:
     batch_size: int = 50
@@ -174,4 +179,4 @@ class _Heartbeat:
                 log.exception("heartbeat of run %s failed", self._run_id)
 
 
-__all__ = ["ProgressCallback", "RunExecutor", "RunOptions"]
+__all__ = ["ProgressCallback", "RunExecutor", "RunOptions", "stale_after_s"]

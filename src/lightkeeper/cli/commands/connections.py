@@ -18,8 +18,8 @@ def status(
     state: Annotated[str | None, typer.Option("--status", help="Only this status.")] = None,
 ) -> None:
     """Show every connection: status, token expiry, last refresh, last error."""
-    with context.keeper(REQUIRE_NONE) as keeper:
-        rows = [record.public() for record in keeper.connections(user_id=user, status=state)]
+    with context.store(context.settings(REQUIRE_NONE)) as store:
+        rows = [record.public() for record in store.connections.iter(user_id=user, status=state)]
     if as_json:
         print_json(rows)
         return
@@ -42,6 +42,7 @@ def print_connections(rows: list[dict[str, Any]]) -> None:
             ]
             for r in rows
         ),
+        empty="none yet (hand a merchant a link from `lightkeeper connect-link --user USER`)",
     )
 
 

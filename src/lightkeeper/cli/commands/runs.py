@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from ...clock import utcnow
 from ...config import REQUIRE_NONE
 from ...keeper import Keeper
-from ...refresh import ProgressCallback
+from ...refresh import ProgressCallback, stale_after_s
 from ...store import RunRecord
 from .. import context
 from ..output import err, out, print_json, table, when
@@ -68,8 +70,11 @@ def runs(
     limit: Annotated[int, typer.Option(min=1, max=1000, help="How many runs, newest first.")] = 20,
 ) -> None:
     """Show the job history (scheduled and manual runs alike)."""
-    with context.keeper(REQUIRE_NONE) as keeper:
-        rows = [run.public() for run in keeper.run_history(limit=limit)]
+    settings = context.settings(REQUIRE_NONE)
+    with context.store(settings) as store:
+        stale_after = timedelta(seconds=stale_after_s(settings.run_heartbeat_s))
+        store.runs.interrupt_stale(now=utcnow(), stale_after=stale_after)
+        rows = [run.public() for run in store.runs.list(limit=limit)]
     if as_json:
         print_json(rows)
         return
@@ -108,6 +113,7 @@ def print_runs(rows: list[dict[str, Any]]) -> None:
             ]
             for r in rows
         ),
+        empty="none yet (start one with `lightkeeper refresh --all`)",
     )
 
 
