@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -97,7 +98,7 @@ def test_pacer_spaces_calls_by_the_interval() -> None:
     for _ in range(4):
         pacer.wait()
         starts.append(clock.now)
-    assert [round(b - a, 6) for a, b in zip(starts, starts[1:], strict=False)] == [0.2, 0.2, 0.2]
+    assert [round(b - a, 6) for a, b in itertools.pairwise(starts)] == [0.2, 0.2, 0.2]
 
 
 def test_pacer_does_not_wait_when_calls_are_already_far_apart() -> None:
