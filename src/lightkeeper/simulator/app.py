@@ -331,6 +331,15 @@ async def account(request: Request, account_id: str) -> Response:
     return JSONResponse(_sim(request).account(account_id))
 
 
+@knob_router.post("/seed")
+async def seed(request: Request) -> Response:
+    """Authorized accounts in bulk, with their first token pairs (benchmarks skip the consent dance)."""
+    count = (await _knob_body(request)).get("count")
+    if not isinstance(count, int):
+        raise SimulatorError(400, "count must be an integer")
+    return JSONResponse(_sim(request).seed(count))
+
+
 @knob_router.post("/accounts/{account_id}/revoke")
 async def revoke_account(request: Request, account_id: str) -> Response:
     return JSONResponse(_sim(request).revoke_account(account_id))

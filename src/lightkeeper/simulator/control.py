@@ -103,6 +103,11 @@ class SimulatorControl:
     def account(self, account_id: int | str) -> dict[str, Any]:
         return self._object("GET", f"/accounts/{account_id}")
 
+    def seed(self, count: int) -> list[dict[str, Any]]:
+        """``count`` authorized accounts with their first token pairs (``account_id``, ``access_token``, …)."""
+        result: list[dict[str, Any]] = self._call("POST", "/seed", {"count": count})
+        return result
+
     def revoke_account(self, account_id: int | str) -> dict[str, Any]:
         """The merchant uninstalled the app: every token of the account is revoked."""
         return self._object("POST", f"/accounts/{account_id}/revoke")

@@ -54,7 +54,7 @@ def ensure_current(engine: Engine, *, auto_create: bool) -> None:
     current = current_revision(engine)
     if current == head_revision():
         return
-    if auto_create and current is None and is_empty(engine):
+    if auto_create and engine.dialect.name == "sqlite" and current is None and is_empty(engine):
         upgrade(engine)
         return
     found = current or "no lightkeeper schema"
