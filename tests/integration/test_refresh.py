@@ -283,7 +283,9 @@ def test_concurrent_runs_never_refresh_a_connection_twice(make_keeper: KeeperFac
         thread.join()
 
     stats = sim.stats()
-    assert sum(r.refreshed for r in results) == stats["refreshes"] == 6
+    # One full run at a time: the four processes joined the same run and shared its connections.
+    assert len({r.id for r in results}) == 1
+    assert max(r.refreshed for r in results) == stats["refreshes"] == 6
     assert stats["invalid_grant"] == 0 and stats["refreshes_in_grace"] == 0
     assert {r.status for r in setup.connections()} == {Status.CONNECTED}
 

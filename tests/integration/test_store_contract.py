@@ -12,6 +12,7 @@ from sqlalchemy.exc import StatementError
 
 from lightkeeper.errors import SchemaOutOfDate
 from lightkeeper.store import (
+    JOB_NAME,
     ConnectionRecord,
     ConnectSession,
     Counts,
@@ -62,8 +63,8 @@ def tokens(tag: str, now: datetime = NOW) -> NewTokens:
     return NewTokens(access_token=f"enc-access-{tag}", refresh_token=f"enc-refresh-{tag}", expires_at=now + LEASE)
 
 
-def start_run(store: Store, now: datetime = NOW) -> int:
-    return store.runs.start(trigger="manual", owner="runner", now=now).id
+def start_run(store: Store, now: datetime = NOW, *, connection_id: int | None = None) -> int:
+    return store.runs.start(trigger="manual", owner="runner", now=now, connection_id=connection_id).id
 
 
 def claim_ids(
@@ -123,12 +124,6 @@ def test_ensure_current_refuses_an_empty_postgresql_without_auto_create(pg_empty
         engine.dispose()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="store bug: migrate.ensure_current(auto_create=True) upgrades an empty PostgreSQL database; its "
-    "docstring (and DESIGN) say PostgreSQL is never migrated silently. It should check "
-    "engine.dialect.name == 'sqlite' before upgrading (keeper.ensure_schema guards it today, the store not).",
-)
 def test_ensure_current_never_migrates_an_empty_postgresql(pg_empty_database_url: str) -> None:
     engine = make_engine(pg_empty_database_url)
     try:
@@ -304,7 +299,7 @@ def test_claim_batch_leases_the_rows_for_the_run(store: Store) -> None:
         NOW + LEASE,
         run_id,
     )
-    assert store.connections.count_leased(run_id, NOW) == 1
+    assert store.connections.count_in_flight(run_id) == 1
 
 
 def test_claim_batch_respects_the_limit_and_never_reclaims_in_one_run(store: Store) -> None:
@@ -468,9 +463,9 @@ def test_finish_closes_a_run_once(store: Store) -> None:
 
 
 def test_interrupt_stale_marks_only_runs_that_stopped_beating(store: Store) -> None:
-    stale = start_run(store)
-    fresh = start_run(store, NOW + timedelta(minutes=9))
-    done = start_run(store)
+    stale = start_run(store, connection_id=1)
+    fresh = start_run(store, NOW + timedelta(minutes=9), connection_id=2)
+    done = start_run(store, connection_id=3)
     store.runs.finish(done, status=RunStatus.COMPLETED, now=NOW)
 
     assert store.runs.interrupt_stale(now=NOW + timedelta(minutes=10), stale_after=timedelta(minutes=5)) == 1
@@ -488,7 +483,7 @@ def test_heartbeat_keeps_a_run_from_going_stale(store: Store) -> None:
 
 
 def test_list_runs_newest_first_with_limit(store: Store) -> None:
-    ids = [start_run(store, NOW + timedelta(minutes=i)) for i in range(4)]
+    ids = [start_run(store, NOW + timedelta(minutes=i), connection_id=i) for i in range(4)]
     assert [r.id for r in store.runs.list(limit=3)] == ids[:0:-1]
 
 
@@ -601,3 +596,94 @@ def test_concurrent_claims_of_one_run_are_disjoint(request: pytest.FixtureReques
     everything = [cid for batch in claimed for cid in batch]
     assert len(everything) == len(set(everything)), "a connection was claimed twice"
     assert set(everything) == ids
+
+
+# -- one full run at a time, ticks, queued requests, takeovers (sharing runs between replicas) ---------
+
+
+def test_a_second_full_run_joins_the_one_going(store: Store) -> None:
+    first = store.runs.start(trigger="manual", owner="a", now=NOW)
+    second = store.runs.start(trigger="manual", owner="b", now=NOW)
+    assert second.id == first.id
+    store.runs.finish(first.id, status=RunStatus.COMPLETED, now=NOW)
+    assert store.runs.start(trigger="manual", owner="b", now=NOW).id != first.id
+
+
+def test_single_connection_runs_do_not_block_each_other(store: Store) -> None:
+    full = store.runs.start(trigger="manual", owner="a", now=NOW)
+    single = store.runs.start(trigger="manual", owner="a", now=NOW, connection_id=7)
+    assert single.id != full.id and single.connection_id == 7
+
+
+def test_a_tick_starts_one_run_whatever_the_number_of_replicas(store: Store) -> None:
+    tick = datetime(2026, 1, 1, 6, tzinfo=UTC)
+    first = store.runs.start_tick(job_name=JOB_NAME, tick=tick, owner="a", now=NOW)
+    again = store.runs.start_tick(job_name=JOB_NAME, tick=tick, owner="b", now=NOW)
+    assert first is not None and first.status is RunStatus.RUNNING and first.scheduled_for == tick
+    assert first.trigger == "schedule"
+    assert again is None
+
+
+def test_a_tick_during_a_run_is_recorded_skipped(store: Store) -> None:
+    going = store.runs.start(trigger="manual", owner="a", now=NOW)
+    tick = datetime(2026, 1, 1, 6, tzinfo=UTC)
+    skipped = store.runs.start_tick(job_name=JOB_NAME, tick=tick, owner="b", now=NOW)
+    assert skipped is not None and skipped.status is RunStatus.SKIPPED
+    assert skipped.message and str(going.id) in skipped.message
+    assert store.runs.start_tick(job_name=JOB_NAME, tick=tick, owner="b", now=NOW) is None  # never replayed
+
+
+def test_queued_requests_are_started_once(store: Store) -> None:
+    queued = store.runs.request(trigger="sql", now=NOW)
+    assert queued.status is RunStatus.QUEUED
+    started = store.runs.activate_queued(owner="a", now=NOW)
+    assert started is not None and started.id == queued.id and started.status is RunStatus.RUNNING
+    assert store.runs.activate_queued(owner="b", now=NOW) is None
+    assert [r.id for r in store.runs.running()] == [queued.id]
+
+
+def test_a_queued_request_during_a_run_is_skipped(store: Store) -> None:
+    going = store.runs.start(trigger="schedule", owner="a", now=NOW)
+    queued = store.runs.request(trigger="sql", now=NOW)
+    assert store.runs.activate_queued(owner="b", now=NOW) is None
+    skipped = store.runs.get(queued.id)
+    assert skipped is not None and skipped.status is RunStatus.SKIPPED
+    assert skipped.message and str(going.id) in skipped.message
+
+
+def test_claims_of_a_dead_participant_are_taken_over_after_the_lease(store: Store) -> None:
+    cid = connect(store)
+    run_id = start_run(store)
+    assert claim_ids(store, run_id, owner="dead") == [cid]
+    assert claim_ids(store, run_id, owner="alive") == []  # leased: not yet
+    later = NOW + LEASE + timedelta(seconds=1)
+    taken = store.connections.claim_batch(run_id=run_id, owner="alive", now=later, until=later + LEASE, limit=10)
+    assert [c.id for c in taken] == [cid]
+
+
+def test_a_handled_row_is_not_claimed_again_by_the_same_run(store: Store) -> None:
+    cid = connect(store)
+    run_id = start_run(store)
+    assert claim_ids(store, run_id) == [cid]
+    store.connections.release(cid, "w1")
+    assert store.connections.count_in_flight(run_id) == 0
+    later = NOW + LEASE * 2
+    assert store.connections.claim_batch(run_id=run_id, owner="w2", now=later, until=later + LEASE, limit=10) == []
+
+
+def test_unclaim_gives_the_row_back_to_the_run(store: Store) -> None:
+    cid = connect(store)
+    run_id = start_run(store)
+    assert claim_ids(store, run_id, owner="stopping") == [cid]
+    store.connections.unclaim(cid, "stopping")
+    assert store.connections.count_in_flight(run_id) == 0
+    assert claim_ids(store, run_id, owner="other") == [cid]
+
+
+def test_job_is_created_once_and_updated(store: Store) -> None:
+    job = store.jobs.ensure(JOB_NAME, schedule="0 */6 * * *", now=NOW)
+    assert (job.schedule, job.active, job.owner) == ("0 */6 * * *", True, "embedded")
+    assert store.jobs.ensure(JOB_NAME, schedule="* * * * *", now=NOW).schedule == "0 */6 * * *"
+    later = NOW + timedelta(hours=1)
+    paused = store.jobs.update(JOB_NAME, now=later, active=False, schedule="0 */3 * * *")
+    assert (paused.active, paused.schedule, paused.updated_at) == (False, "0 */3 * * *", later)

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import sys
 
-import click
 import typer
-from sqlalchemy.exc import SQLAlchemyError
 
 from ..errors import ConfigError, LightkeeperError, SchemaOutOfDate
 from . import commands
@@ -32,31 +30,29 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code. Click's standalone mode handles usage errors (exit 2)."""
     command = typer.main.get_command(app)
     try:
-        result = command.main(args=argv, prog_name="lightkeeper", standalone_mode=False)
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except click.exceptions.Abort:
-        error("aborted")
-        return 130
-    except KeyboardInterrupt:
-        error("interrupted")
-        return 130
+        command.main(args=argv, prog_name="lightkeeper", standalone_mode=True)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except (ConfigError, SchemaOutOfDate) as exc:
         error(str(exc))
         return 2
     except LightkeeperError as exc:
         error(str(exc))
         return 1
-    except SQLAlchemyError as exc:
+    except Exception as exc:
+        from sqlalchemy.exc import SQLAlchemyError  # loaded by now if it could have raised
+
+        if not isinstance(exc, SQLAlchemyError):
+            raise
         error(f"the database cannot be used: {_first_line(exc)} (check DATABASE_URL)")
         return 1
-    return result if isinstance(result, int) else 0
+    return 0
 
 
-def _first_line(exc: SQLAlchemyError) -> str:
+def _first_line(exc: Exception) -> str:
     """The driver's own sentence, without SQLAlchemy's statement dump and links."""
     origin = getattr(exc, "orig", None) or exc
     return str(origin).strip().splitlines()[0][:300] if str(origin).strip() else type(origin).__name__

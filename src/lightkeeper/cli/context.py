@@ -4,23 +4,35 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
-from .. import logs
-from ..config import REQUIRE_ALL, Settings, load_settings
-from ..keeper import Keeper
-from ..store import Store, ensure_current, sqlite_path
+if TYPE_CHECKING:
+    from ..config import Settings
+    from ..keeper import Keeper
+    from ..store import Store
+
+#: Same as config.REQUIRE_ALL, without importing config (and pydantic) at start-up.
+ALL = frozenset({"LIGHTSPEED_CLIENT_ID", "LIGHTSPEED_CLIENT_SECRET", "TOKEN_ENCRYPTION_KEY"})
+NONE: frozenset[str] = frozenset()
 
 
-def settings(require: Collection[str] = REQUIRE_ALL) -> Settings:
+def settings(require: Collection[str] = ALL, *, daemon: bool = False) -> Settings:
+    """Settings from the environment; one-shot commands log warnings only unless LOG_LEVEL=DEBUG."""
+    from .. import logs
+    from ..config import load_settings
+
     loaded = load_settings(require=require)
-    logs.configure(loaded.log_level, loaded.log_format)
+    level = loaded.log_level if daemon or loaded.log_level == "DEBUG" else "WARNING"
+    logs.configure(level, loaded.log_format)
     return loaded
 
 
 @contextmanager
-def keeper(require: Collection[str] = REQUIRE_ALL, *, auto_create: bool = True) -> Iterator[Keeper]:
+def keeper(require: Collection[str] = ALL, *, auto_create: bool = True, daemon: bool = False) -> Iterator[Keeper]:
     """A ``Keeper`` on a database whose schema is current (a brand-new SQLite file is created)."""
-    with Keeper(settings(require)) as opened:
+    from ..keeper import Keeper
+
+    with Keeper(settings(require, daemon=daemon)) as opened:
         opened.ensure_schema(auto_create=auto_create)
         yield opened
 
@@ -28,6 +40,8 @@ def keeper(require: Collection[str] = REQUIRE_ALL, *, auto_create: bool = True) 
 @contextmanager
 def store(loaded: Settings) -> Iterator[Store]:
     """The database alone, for commands that need neither Lightspeed nor the encryption key."""
+    from ..store import Store, ensure_current, sqlite_path
+
     opened = Store.from_url(loaded.database_url)
     try:
         ensure_current(opened.engine, auto_create=sqlite_path(loaded.database_url) is not None)
@@ -36,4 +50,4 @@ def store(loaded: Settings) -> Iterator[Store]:
         opened.close()
 
 
-__all__ = ["keeper", "settings", "store"]
+__all__ = ["ALL", "NONE", "keeper", "settings", "store"]

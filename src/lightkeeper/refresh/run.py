@@ -43,6 +43,8 @@ class RunOptions:
     heartbeat: timedelta = timedelta(seconds=10)
     #: A ``running`` run whose heartbeat is older than this is shown as ``interrupted``.
     stale_after: timedelta = timedelta(seconds=60)
+    #: With nothing left to claim while other participants still hold claims, look again this often.
+    takeover_poll: timedelta = timedelta(seconds=1)
 
 
 class RunExecutor:
@@ -65,26 +67,54 @@ class RunExecutor:
         log.info("run %s started (%s)", run.id, trigger)
         return self.execute(run, progress=progress)
 
-    def execute(self, run: RunRecord, *, progress: ProgressCallback | None = None) -> RunRecord:
-        """Work on an existing run record until nothing is left, then close it."""
+    def execute(
+        self,
+        run: RunRecord,
+        *,
+        progress: ProgressCallback | None = None,
+        stop: threading.Event | None = None,
+    ) -> RunRecord:
+        """Work on a run (started here or elsewhere) until it is over, then close it.
+
+        Several processes may execute the same run; each claims its own batches. The run is closed by
+        whichever participant sees nothing left to claim and nothing in flight (the first ending wins).
+        A participant asked to ``stop`` gives its unstarted claims back and leaves the run open.
+        """
+        stop = stop or threading.Event()
         try:
             with _Heartbeat(self, run.id):
-                self.work(run, progress=progress)
+                finished = self.work(run, progress=progress, stop=stop)
         except ConfigError as exc:
             self._finish(run.id, RunStatus.FAILED, str(exc))
             raise
         except BaseException:
             self._finish(run.id, RunStatus.INTERRUPTED, "stopped before it finished")
             raise
+        if not finished:
+            return self.store.runs.get(run.id) or run
         return self._finish(run.id, RunStatus.COMPLETED, None)
 
-    def work(self, run: RunRecord, *, progress: ProgressCallback | None = None) -> Counts:
-        """Claim and refresh batches of this run until none is left; returns what this process did."""
-        done = Counts()
+    def work(self, run: RunRecord, *, progress: ProgressCallback | None, stop: threading.Event) -> bool:
+        """Claim and refresh batches until the run is over (True) or this process must stop (False)."""
         with ThreadPoolExecutor(self.options.concurrency, thread_name_prefix="refresh") as pool:
-            while batch := self._claim(run):
-                done += self._refresh_batch(pool, run, batch, progress)
-        return done
+            while not stop.is_set():
+                if batch := self._claim(run):
+                    self._refresh_batch(pool, run, batch, progress, stop)
+                elif not self._others_still_working(run):
+                    return True
+                else:
+                    stop.wait(self.options.takeover_poll.total_seconds())
+        return False
+
+    def _others_still_working(self, run: RunRecord) -> bool:
+        """Whether to wait: other participants hold claims of this run, and the run is still open.
+
+        Their leases may run out (a participant died): waiting then means taking those claims over.
+        """
+        current = self.store.runs.get(run.id)
+        if current is None or current.status is not RunStatus.RUNNING:
+            return False
+        return self.store.connections.count_in_flight(run.id) > 0
 
     def interrupt_stale(self) -> int:
         return self.store.runs.interrupt_stale(now=self.refresher.clock(), stale_after=self.options.stale_after)
@@ -115,13 +145,20 @@ class RunExecutor:
         run: RunRecord,
         batch: list[ConnectionRecord],
         progress: ProgressCallback | None,
+        stop: threading.Event,
     ) -> Counts:
-        futures = [pool.submit(self.refresher.refresh_claimed, record, trigger=run.trigger) for record in batch]
+        futures = [pool.submit(self._refresh_one, record, run.trigger, stop) for record in batch]
         counts, failure = _collect(as_completed(futures), progress)
         self.store.runs.add_counts(run.id, counts, self.refresher.clock())
         if failure is not None:
             raise failure
         return counts
+
+    def _refresh_one(self, record: ConnectionRecord, trigger: str, stop: threading.Event) -> Outcome | None:
+        if stop.is_set():  # stopping: hand the claim back instead of starting a refresh
+            self.store.connections.unclaim(record.id, self.refresher.owner)
+            return None
+        return self.refresher.refresh_claimed(record, trigger=trigger)
 
     def _finish(self, run_id: int, status: RunStatus, message: str | None) -> RunRecord:
         record = self.store.runs.finish(run_id, status=status, now=self.refresher.clock(), message=message)
@@ -138,7 +175,7 @@ class RunExecutor:
 
 
 def _collect(
-    futures: Iterable[Future[Outcome]], progress: ProgressCallback | None
+    futures: Iterable[Future[Outcome | None]], progress: ProgressCallback | None
 ) -> tuple[Counts, BaseException | None]:
     """Every outcome of a batch is counted, even when one of them failed the run."""
     counts, failure = Counts(), None
@@ -147,6 +184,8 @@ def _collect(
             outcome = future.result()
         except BaseException as exc:
             failure = failure or exc
+            continue
+        if outcome is None:
             continue
         counts += _COUNT_FIELD[outcome]
         if progress is not None:

@@ -10,12 +10,14 @@ from sqlalchemy import Engine
 
 from .connections import ConnectionRepo, EncryptPair, NewTokens
 from .engine import make_engine, normalise_url, sqlite_path
+from .jobs import EMBEDDED, PG_CRON, JobRepo
 from .migrate import current_revision, ensure_current, head_revision, upgrade
 from .records import (
     REFRESHABLE,
     ConnectionRecord,
     ConnectSession,
     Counts,
+    Job,
     OAuthState,
     RunRecord,
     RunStatus,
@@ -33,6 +35,7 @@ class Store:
         self.connections = ConnectionRepo(engine)
         self.runs = RunRepo(engine)
         self.sessions = SessionRepo(engine)
+        self.jobs = JobRepo(engine)
 
     @classmethod
     def from_url(cls, url: str) -> Store:
@@ -47,13 +50,17 @@ class Store:
 
 
 __all__ = [
+    "EMBEDDED",
     "JOB_NAME",
+    "PG_CRON",
     "REFRESHABLE",
     "ConnectSession",
     "ConnectionRecord",
     "ConnectionRepo",
     "Counts",
     "EncryptPair",
+    "Job",
+    "JobRepo",
     "NewTokens",
     "OAuthState",
     "Rejection",

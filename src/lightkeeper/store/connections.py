@@ -158,8 +158,8 @@ class ConnectionRepo:
             select(t.c.id)
             .where(
                 t.c.status.in_([s.value for s in REFRESHABLE]),
-                or_(t.c.last_run_id.is_(None), t.c.last_run_id != run_id),
                 _lease_free(now),
+                _not_done_in(run_id),
             )
             .order_by(t.c.id)
             .limit(limit)
@@ -180,11 +180,16 @@ class ConnectionRepo:
     def release(self, connection_id: int, owner: str) -> None:
         self._update(and_(t.c.id == connection_id, t.c.acquired_by == owner), **_RELEASE)
 
-    def count_leased(self, run_id: int, now: datetime) -> int:
-        """Connections of this run still leased: a run is finished only when this is zero."""
-        query = select(func.count()).where(
-            t.c.last_run_id == run_id, t.c.acquired_until.is_not(None), t.c.acquired_until >= now
-        )
+    def unclaim(self, connection_id: int, owner: str) -> None:
+        """Give a claimed connection back untouched (a stopping worker): the run will claim it again."""
+        self._update(and_(t.c.id == connection_id, t.c.acquired_by == owner), last_run_id=None, **_RELEASE)
+
+    def count_in_flight(self, run_id: int) -> int:
+        """Connections claimed for this run and not yet released: the run is over when this is zero.
+
+        Leases that ran out count too, until another participant takes them over.
+        """
+        query = select(func.count()).where(t.c.last_run_id == run_id, t.c.acquired_until.is_not(None))
         with self._engine.connect() as conn:
             return int(conn.execute(query).scalar_one())
 
@@ -232,6 +237,13 @@ class ConnectionRepo:
     def _update(self, where: ColumnElement[bool], **values: object) -> bool:
         with self._engine.begin() as conn:
             return conn.execute(update(t).where(where).values(**values)).rowcount > 0
+
+
+def _not_done_in(run_id: int) -> ColumnElement[bool]:
+    """Not yet handled by this run. A claim marks the row with the run and a lease; every outcome releases
+    the lease. So a row marked with the run whose lease is still set (and, with ``_lease_free``, ran out)
+    was claimed by a participant that died: it is claimed again (invariant 5, nothing lost)."""
+    return or_(t.c.last_run_id.is_(None), t.c.last_run_id != run_id, t.c.acquired_until.is_not(None))
 
 
 def _at_version(connection_id: int, version: int) -> ColumnElement[bool]:

@@ -27,6 +27,8 @@ class RunStatus(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     INTERRUPTED = "interrupted"
+    #: A tick or request that came while another run of the job was still going: not doubled.
+    SKIPPED = "skipped"
 
 
 @dataclass(frozen=True)
@@ -139,6 +141,21 @@ class Counts:
 
 
 @dataclass(frozen=True)
+class Job:
+    """The seed guide's ``cron.job`` row: which schedule, whether active, and who ticks it."""
+
+    name: str
+    schedule: str
+    active: bool
+    owner: str  # "embedded" (lightkeeper's schedulers) or "pg_cron"
+    updated_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Any) -> Job:
+        return cls(**dict(row._mapping))
+
+
+@dataclass(frozen=True)
 class ConnectSession:
     id: int
     user_id: str
@@ -162,6 +179,7 @@ __all__ = [
     "ConnectSession",
     "ConnectionRecord",
     "Counts",
+    "Job",
     "OAuthState",
     "RunRecord",
     "RunStatus",

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from sqlalchemy import Engine, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
 
 from .records import Counts, RunRecord, RunStatus
 from .schema import runs as t
@@ -20,23 +22,118 @@ class RunRepo:
     def start(
         self, *, trigger: str, owner: str, now: datetime, connection_id: int | None = None, job_name: str = JOB_NAME
     ) -> RunRecord:
-        """Record a run that starts now."""
+        """Record a run that starts now; if a full run of the job is already going, that run (to join)."""
+        values: dict[str, object] = {
+            "job_name": job_name,
+            "trigger": trigger,
+            "status": RunStatus.RUNNING.value,
+            "connection_id": connection_id,
+            "created_at": now,
+            "started_at": now,
+            "heartbeat_at": now,
+            "acquired_by": owner,
+        }
+        while True:
+            if (run := self._insert(values)) is not None:
+                return run
+            if (going := self.running_full(job_name)) is not None:
+                return going
+            # The run we collided with ended in between: try again.
+
+    def _insert(self, values: dict[str, object]) -> RunRecord | None:
+        """Insert a run; None if a uniqueness rule (one running run, one run per tick) says no."""
+        with self._engine.begin() as conn:
+            dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+            row = conn.execute(dialect_insert(t).values(**values).on_conflict_do_nothing().returning(*t.c)).first()
+        return RunRecord.from_row(row) if row else None
+
+    def running_full(self, job_name: str = JOB_NAME) -> RunRecord | None:
+        """The full run of the job in progress, if any."""
+        query = select(t).where(
+            t.c.job_name == job_name, t.c.status == RunStatus.RUNNING.value, t.c.connection_id.is_(None)
+        )
+        with self._engine.connect() as conn:
+            row = conn.execute(query).first()
+        return RunRecord.from_row(row) if row else None
+
+    def request(self, *, trigger: str, now: datetime, connection_id: int | None = None) -> RunRecord:
+        """Queue a run for the workers (the API, SQL and pg_cron ask this way)."""
         stmt = (
             insert(t)
             .values(
-                job_name=job_name,
+                job_name=JOB_NAME,
                 trigger=trigger,
-                status=RunStatus.RUNNING.value,
+                status=RunStatus.QUEUED.value,
                 connection_id=connection_id,
                 created_at=now,
-                started_at=now,
-                heartbeat_at=now,
-                acquired_by=owner,
             )
             .returning(*t.c)
         )
         with self._engine.begin() as conn:
             return RunRecord.from_row(conn.execute(stmt).one())
+
+    def start_tick(self, *, job_name: str, tick: datetime, owner: str, now: datetime) -> RunRecord | None:
+        """The run of one cron tick, or None if another replica recorded this tick first.
+
+        ``(job_name, scheduled_for)`` is unique: whichever replica inserts first owns the tick; no lock
+        that could expire is involved. A tick that comes while a run is still going is recorded as
+        ``skipped``: the runs are not doubled, and the tick is not replayed later.
+        """
+        base: dict[str, object] = {
+            "job_name": job_name,
+            "trigger": "schedule",
+            "scheduled_for": tick,
+            "created_at": now,
+        }
+        running = {"status": RunStatus.RUNNING.value, "started_at": now, "heartbeat_at": now, "acquired_by": owner}
+        if (run := self._insert(base | running)) is not None:
+            return run
+        going = self.running_full(job_name)
+        message = f"run {going.id} was still going" if going else "already recorded"
+        skipped = {"status": RunStatus.SKIPPED.value, "finished_at": now, "message": message}
+        return self._insert(base | skipped)
+
+    def activate_queued(self, *, owner: str, now: datetime) -> RunRecord | None:
+        """Start the oldest queued run (one replica wins it; the others join it as a running run).
+
+        A request that comes while a run is going is closed as ``skipped``: the going run covers it.
+        """
+        oldest = (
+            select(t.c.id)
+            .where(t.c.status == RunStatus.QUEUED.value)
+            .order_by(t.c.id)
+            .limit(1)
+            .with_for_update(skip_locked=True)
+        )
+        stmt = (
+            update(t)
+            .where(t.c.id == oldest.scalar_subquery(), t.c.status == RunStatus.QUEUED.value)
+            .values(status=RunStatus.RUNNING.value, started_at=now, heartbeat_at=now, acquired_by=owner)
+            .returning(*t.c)
+        )
+        try:
+            with self._engine.begin() as conn:
+                row = conn.execute(stmt).first()
+        except IntegrityError:
+            self._skip_queued(now)
+            return None
+        return RunRecord.from_row(row) if row else None
+
+    def _skip_queued(self, now: datetime) -> None:
+        going = self.running_full()
+        message = f"run {going.id} was already going" if going else "another run was going"
+        with self._engine.begin() as conn:
+            conn.execute(
+                update(t)
+                .where(t.c.status == RunStatus.QUEUED.value, t.c.connection_id.is_(None))
+                .values(status=RunStatus.SKIPPED.value, started_at=now, finished_at=now, message=message)
+            )
+
+    def running(self) -> list[RunRecord]:
+        """Runs in progress, oldest first: what a worker helps with."""
+        query = select(t).where(t.c.status == RunStatus.RUNNING.value).order_by(t.c.id)
+        with self._engine.connect() as conn:
+            return [RunRecord.from_row(row) for row in conn.execute(query)]
 
     def get(self, run_id: int) -> RunRecord | None:
         with self._engine.connect() as conn:

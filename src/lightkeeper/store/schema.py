@@ -21,6 +21,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.types import TypeDecorator
 
@@ -111,6 +112,14 @@ runs = Table(
     Column("message", Text),
     UniqueConstraint("job_name", "scheduled_for", name="uq_lightkeeper_runs_tick"),
     Index("ix_lightkeeper_runs_status", "status"),
+    # At most one full run of a job at a time, across every process: a second one joins it instead.
+    Index(
+        "uq_lightkeeper_runs_one_running",
+        "job_name",
+        unique=True,
+        sqlite_where=text("status = 'running' AND connection_id IS NULL"),
+        postgresql_where=text("status = 'running' AND connection_id IS NULL"),
+    ),
 )
 
 jobs = Table(

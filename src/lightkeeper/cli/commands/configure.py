@@ -6,8 +6,6 @@ from typing import Annotated
 
 import typer
 
-from ...config import REQUIRE_ALL, load_settings
-from ...crypto import TokenCipher, generate_key
 from ..output import out, print_json
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
@@ -15,6 +13,9 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document.
 
 def check_config(as_json: JsonFlag = False) -> None:
     """Check every setting; name each missing or malformed one (exit 2)."""
+    from ...config import REQUIRE_ALL, load_settings
+    from ...crypto import TokenCipher
+
     settings = load_settings(require=REQUIRE_ALL)
     cipher = TokenCipher.from_settings(settings)
     summary = {
@@ -38,6 +39,8 @@ def check_config(as_json: JsonFlag = False) -> None:
 
 def gen_key() -> None:
     """Print a new random TOKEN_ENCRYPTION_KEY (32 bytes, base64)."""
+    from ...crypto import generate_key
+
     typer.echo(generate_key())
 
 

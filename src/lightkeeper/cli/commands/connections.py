@@ -6,7 +6,6 @@ from typing import Annotated, Any
 
 import typer
 
-from ...config import REQUIRE_NONE
 from .. import context
 from ..output import out, print_json, table, when
 from .configure import JsonFlag
@@ -18,7 +17,7 @@ def status(
     state: Annotated[str | None, typer.Option("--status", help="Only this status.")] = None,
 ) -> None:
     """Show every connection: status, token expiry, last refresh, last error."""
-    with context.store(context.settings(REQUIRE_NONE)) as store:
+    with context.store(context.settings(context.NONE)) as store:
         rows = [record.public() for record in store.connections.iter(user_id=user, status=state)]
     if as_json:
         print_json(rows)
@@ -51,7 +50,7 @@ def connect_link(
     as_json: JsonFlag = False,
 ) -> None:
     """Print a one-time URL (valid 1 hour) that connects USER's Lightspeed account."""
-    with context.keeper(REQUIRE_NONE) as keeper:
+    with context.keeper(context.NONE) as keeper:
         link = keeper.connect.create_link(user)
     if as_json:
         print_json({"url": link.url, "expires_at": link.expires_at.isoformat()})

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import typer
 
-from ...config import REQUIRE_NONE
-from ...store import Store, current_revision, head_revision, upgrade
 from .. import context
 from ..output import out
 
@@ -15,7 +13,9 @@ db = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=T
 @db.command("upgrade")
 def db_upgrade() -> None:
     """Migrate the database to the newest schema."""
-    settings = context.settings(REQUIRE_NONE)
+    from ...store import Store, current_revision, upgrade
+
+    settings = context.settings(context.NONE)
     store = Store.from_url(settings.database_url)
     try:
         upgrade(store.engine)
@@ -27,7 +27,9 @@ def db_upgrade() -> None:
 @db.command("current")
 def db_current() -> None:
     """Show the database's schema revision and the one this code needs."""
-    settings = context.settings(REQUIRE_NONE)
+    from ...store import Store, current_revision, head_revision
+
+    settings = context.settings(context.NONE)
     store = Store.from_url(settings.database_url)
     try:
         current, head = current_revision(store.engine), head_revision()

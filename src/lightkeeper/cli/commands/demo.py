@@ -10,19 +10,18 @@ from __future__ import annotations
 import shutil
 import threading
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import httpx2
 import typer
 
-from ...config import REQUIRE_ALL, load_settings
-from ...crypto import generate_key
-from ...keeper import Keeper
-from ...simulator import SimulatorConfig, SimulatorServer
-from ...web import BackgroundServer, bind, create_app
 from ..output import out
 from .connections import print_connections
 from .runs import print_runs, run_with_progress
+
+if TYPE_CHECKING:
+    import httpx2
+
+    from ...keeper import Keeper
 
 DEMO_CLIENT = ("lightkeeper-demo", "demo-secret")
 
@@ -34,6 +33,11 @@ def demo(
     port: Annotated[int, typer.Option(help="Web port with --serve (0: any free port).")] = 8000,
 ) -> None:
     """Run the main job end to end against the built-in Lightspeed simulator."""
+    from ...config import REQUIRE_ALL, load_settings
+    from ...keeper import Keeper
+    from ...simulator import SimulatorConfig, SimulatorServer
+    from ...web import BackgroundServer, bind, create_app
+
     directory = directory.resolve()
     db_file = _fresh_directory(directory)
     with SimulatorServer(SimulatorConfig(client_id=DEMO_CLIENT[0], client_secret=DEMO_CLIENT[1])) as simulator:
@@ -58,6 +62,8 @@ def _fresh_directory(directory: Path) -> Path:
 
 
 def _demo_env(simulator_url: str, web_origin: str, db_file: Path) -> dict[str, str]:
+    from ...crypto import generate_key
+
     return {
         "LIGHTSPEED_CLIENT_ID": DEMO_CLIENT[0],
         "LIGHTSPEED_CLIENT_SECRET": DEMO_CLIENT[1],
@@ -78,6 +84,8 @@ def _write_env_file(directory: Path, env: dict[str, str]) -> None:
 
 
 def _walkthrough(keeper: Keeper, merchants: int) -> None:
+    import httpx2
+
     out.print(f"[bold]1. Connecting {merchants} merchants through the OAuth flow[/] (simulated Lightspeed)")
     with httpx2.Client(follow_redirects=True, timeout=10) as browser:
         for number in range(1, merchants + 1):

@@ -5,19 +5,19 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ...clock import utcnow
-from ...config import REQUIRE_NONE
-from ...keeper import Keeper
-from ...refresh import ProgressCallback, stale_after_s
-from ...store import RunRecord
 from .. import context
 from ..output import err, out, print_json, table, when
 from .configure import JsonFlag
+
+if TYPE_CHECKING:
+    from ...keeper import Keeper
+    from ...refresh import ProgressCallback
+    from ...store import RunRecord
 
 RUN_FIELDS = ("run_id", "status", "total", "refreshed", "expired", "errors", "skipped")
 
@@ -70,7 +70,10 @@ def runs(
     limit: Annotated[int, typer.Option(min=1, max=1000, help="How many runs, newest first.")] = 20,
 ) -> None:
     """Show the job history (scheduled and manual runs alike)."""
-    settings = context.settings(REQUIRE_NONE)
+    from ...clock import utcnow
+    from ...refresh import stale_after_s
+
+    settings = context.settings(context.NONE)
     with context.store(settings) as store:
         stale_after = timedelta(seconds=stale_after_s(settings.run_heartbeat_s))
         store.runs.interrupt_stale(now=utcnow(), stale_after=stale_after)

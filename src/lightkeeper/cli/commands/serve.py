@@ -6,7 +6,6 @@ from typing import Annotated
 
 import typer
 
-from ... import web
 from .. import context
 from ..output import err
 
@@ -15,7 +14,9 @@ Host = Annotated[str, typer.Option(help="Interface to listen on.")]
 
 def serve(host: Host = "127.0.0.1", port: Annotated[int, typer.Option(help="Port.")] = 8000) -> None:
     """Run the web app: connect flow, OAuth callback, health and metrics."""
-    with context.keeper(auto_create=True) as keeper:
+    from ... import web
+
+    with context.keeper(auto_create=True, daemon=True) as keeper:
         err.print(f"lightkeeper serving on http://{host}:{port} (public URL {keeper.settings.public_url})")
         web.run(web.create_app(keeper), host=host, port=port)
 

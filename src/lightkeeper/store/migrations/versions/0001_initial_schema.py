@@ -65,6 +65,13 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("lightkeeper_runs", schema=None) as batch_op:
         batch_op.create_index("ix_lightkeeper_runs_status", ["status"], unique=False)
+        batch_op.create_index(
+            "uq_lightkeeper_runs_one_running",
+            ["job_name"],
+            unique=True,
+            sqlite_where=sa.text("status = 'running' AND connection_id IS NULL"),
+            postgresql_where=sa.text("status = 'running' AND connection_id IS NULL"),
+        )
 
     op.create_table(
         "lightspeed_connections",
@@ -120,6 +127,7 @@ def downgrade() -> None:
 
     op.drop_table("lightspeed_connections")
     with op.batch_alter_table("lightkeeper_runs", schema=None) as batch_op:
+        batch_op.drop_index("uq_lightkeeper_runs_one_running")
         batch_op.drop_index("ix_lightkeeper_runs_status")
 
     op.drop_table("lightkeeper_runs")
