@@ -53,6 +53,7 @@ _RULES: dict[str, str] = {
     "token_refresh_leeway_s": "must be an integer >= 0",
     "http_timeout_s": "must be a number > 0",
     "run_heartbeat_s": "must be a number from 0.1 to 300",
+    "worker_poll_s": "must be a number from 0.05 to 60",
     "log_level": "must be one of DEBUG, INFO, WARNING, ERROR",
     "log_format": "must be text or json",
 }
@@ -97,6 +98,8 @@ class Settings(BaseSettings):
     http_timeout_s: float = Field(20.0, gt=0, allow_inf_nan=False)
     # A running run beats this often; one silent for 3 beats (+5 s) is shown as interrupted.
     run_heartbeat_s: float = Field(10.0, ge=0.1, le=300, allow_inf_nan=False)
+    # How often a worker looks for ticks, requests and runs when no NOTIFY wakes it.
+    worker_poll_s: float = Field(5.0, ge=0.05, le=60, allow_inf_nan=False)
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"

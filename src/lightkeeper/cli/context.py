@@ -40,14 +40,24 @@ def keeper(require: Collection[str] = ALL, *, auto_create: bool = True, daemon: 
 @contextmanager
 def store(loaded: Settings) -> Iterator[Store]:
     """The database alone, for commands that need neither Lightspeed nor the encryption key."""
-    from ..store import Store, ensure_current, sqlite_path
-
-    opened = Store.from_url(loaded.database_url)
+    opened = open_store(loaded)
     try:
-        ensure_current(opened.engine, auto_create=sqlite_path(loaded.database_url) is not None)
         yield opened
     finally:
         opened.close()
 
 
-__all__ = ["ALL", "NONE", "keeper", "settings", "store"]
+def open_store(loaded: Settings) -> Store:
+    """A store whose schema is current (a brand-new SQLite file is created); the caller closes it."""
+    from ..store import Store, ensure_current, sqlite_path
+
+    opened = Store.from_url(loaded.database_url)
+    try:
+        ensure_current(opened.engine, auto_create=sqlite_path(loaded.database_url) is not None)
+    except BaseException:
+        opened.close()
+        raise
+    return opened
+
+
+__all__ = ["ALL", "NONE", "keeper", "open_store", "settings", "store"]

@@ -23,7 +23,7 @@ from .records import (
     RunStatus,
     Status,
 )
-from .runs import JOB_NAME, RunRepo
+from .runs import JOB_NAME, NOTIFY_CHANNEL, RunRepo
 from .sessions import Rejection, SessionRepo
 
 
@@ -52,6 +52,7 @@ class Store:
 __all__ = [
     "EMBEDDED",
     "JOB_NAME",
+    "NOTIFY_CHANNEL",
     "PG_CRON",
     "REFRESHABLE",
     "ConnectSession",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Connection, Engine, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
@@ -13,6 +13,8 @@ from .schema import runs as t
 
 #: The name of the refresh job, kept from the seed guide.
 JOB_NAME = "refresh-lightspeed-tokens-every-6h"
+#: PostgreSQL NOTIFY channel: a new run or request wakes every worker at once (polling is the fallback).
+NOTIFY_CHANNEL = "lightkeeper_runs"
 
 
 class RunRepo:
@@ -45,6 +47,8 @@ class RunRepo:
         with self._engine.begin() as conn:
             dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
             row = conn.execute(dialect_insert(t).values(**values).on_conflict_do_nothing().returning(*t.c)).first()
+            if row is not None:
+                _notify(conn, row.id)
         return RunRecord.from_row(row) if row else None
 
     def running_full(self, job_name: str = JOB_NAME) -> RunRecord | None:
@@ -70,7 +74,9 @@ class RunRepo:
             .returning(*t.c)
         )
         with self._engine.begin() as conn:
-            return RunRecord.from_row(conn.execute(stmt).one())
+            row = conn.execute(stmt).one()
+            _notify(conn, row.id)
+        return RunRecord.from_row(row)
 
     def start_tick(self, *, job_name: str, tick: datetime, owner: str, now: datetime) -> RunRecord | None:
         """The run of one cron tick, or None if another replica recorded this tick first.
@@ -193,4 +199,10 @@ class RunRepo:
             return conn.execute(stmt).rowcount
 
 
-__all__ = ["JOB_NAME", "RunRepo"]
+def _notify(conn: Connection, run_id: int) -> None:
+    """Wake the workers when this transaction commits (PostgreSQL only; SQLite workers poll)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(select(func.pg_notify(NOTIFY_CHANNEL, str(run_id))))
+
+
+__all__ = ["JOB_NAME", "NOTIFY_CHANNEL", "RunRepo"]

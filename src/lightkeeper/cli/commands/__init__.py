@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import typer
 
-from . import configure, connections, database, demo, runs, serve
+from . import configure, connections, database, demo, runs, schedule, serve
 
 
 def register(app: typer.Typer) -> None:
-    for module in (configure, database, connections, runs, serve, demo):
+    for module in (configure, database, connections, runs, schedule, serve, demo):
         module.register(app)
 
 

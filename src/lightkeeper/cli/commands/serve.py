@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Annotated
 
 import typer
@@ -12,13 +13,27 @@ from ..output import err
 Host = Annotated[str, typer.Option(help="Interface to listen on.")]
 
 
-def serve(host: Host = "127.0.0.1", port: Annotated[int, typer.Option(help="Port.")] = 8000) -> None:
-    """Run the web app: connect flow, OAuth callback, health and metrics."""
+def serve(
+    host: Host = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    scheduler: Annotated[bool, typer.Option(help="Also run the scheduler (like `worker`).")] = True,
+) -> None:
+    """Run the web app (connect flow, OAuth callback, health, metrics) and the scheduler."""
     from ... import web
+    from ...scheduler import Worker
 
     with context.keeper(auto_create=True, daemon=True) as keeper:
         err.print(f"lightkeeper serving on http://{host}:{port} (public URL {keeper.settings.public_url})")
-        web.run(web.create_app(keeper), host=host, port=port)
+        worker = Worker(keeper, poll_s=keeper.settings.worker_poll_s)
+        thread = threading.Thread(target=worker.run_forever, name="scheduler", daemon=True)
+        if scheduler:
+            thread.start()
+        try:
+            web.run(web.create_app(keeper), host=host, port=port)  # returns on SIGTERM / SIGINT
+        finally:
+            worker.request_stop()  # in-flight refreshes finish; unstarted claims are handed back
+            if scheduler:
+                thread.join()
 
 
 def simulate(  # noqa: PLR0917 (Typer maps each parameter to an option)

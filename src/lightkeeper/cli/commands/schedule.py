@@ -1,0 +1,120 @@
+"""``worker``, ``schedule show|set|pause|resume|use-pg-cron|use-embedded`` and ``db install-sql``."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from .. import context
+from ..output import err, out, print_json, when
+from .configure import JsonFlag
+from .database import db
+
+if TYPE_CHECKING:
+    from ...scheduler.schedule import ScheduleService, ScheduleView
+
+schedule_app = typer.Typer(help="The refresh job's schedule (the guide's cron.job).", no_args_is_help=True)
+
+
+def worker() -> None:
+    """Run the scheduler only: ticks, queued requests, shared runs. SIGTERM stops it gracefully."""
+    from ...scheduler import Worker
+
+    with context.keeper(auto_create=True, daemon=True) as keeper:
+        running = Worker(keeper, poll_s=keeper.settings.worker_poll_s)
+        _stop_on_signals(running.request_stop)
+        err.print(f"lightkeeper worker {keeper.owner} running; Ctrl-C or SIGTERM stops it")
+        running.run_forever()
+
+
+def _stop_on_signals(stop: Any) -> None:
+    def handler(_signum: int, _frame: object) -> None:
+        stop()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+
+def _service() -> ScheduleService:
+    from ...clock import utcnow
+    from ...scheduler.schedule import ScheduleService
+
+    settings = context.settings(context.NONE)
+    store = context.open_store(settings)
+    return ScheduleService(store, clock=utcnow, default_schedule=settings.refresh_schedule)
+
+
+def _print(view: ScheduleView, as_json: bool) -> None:
+    if as_json:
+        print_json(view.public())
+        return
+    state = "active" if view.active else "paused"
+    out.print(f"{view.job_name}: '{view.schedule}' (UTC), {state}, ticked by {view.owner}", markup=False)
+    out.print(f"next run: {when(view.next_run_at.isoformat()) if view.next_run_at else '-'}", markup=False)
+    if view.note:
+        out.print(view.note, markup=False)
+
+
+def _do(action: str, as_json: bool, *args: str) -> None:
+    service = _service()
+    try:
+        _print(getattr(service, action)(*args), as_json)
+    finally:
+        service.store.close()
+
+
+@schedule_app.command("show")
+def show(as_json: JsonFlag = False) -> None:
+    """Job name, cron expression, active, who ticks it, next run."""
+    _do("show", as_json)
+
+
+@schedule_app.command("set")
+def set_(
+    cron: Annotated[str, typer.Argument(help="5-field cron, UTC, e.g. '0 */3 * * *'.")], as_json: JsonFlag = False
+) -> None:
+    """Change the schedule (running workers pick it up within a poll interval)."""
+    _do("set", as_json, cron)
+
+
+@schedule_app.command("pause")
+def pause(as_json: JsonFlag = False) -> None:
+    """Stop ticking until `schedule resume` (the guide's cron.unschedule)."""
+    _do("pause", as_json)
+
+
+@schedule_app.command("resume")
+def resume(as_json: JsonFlag = False) -> None:
+    """Tick again from the next scheduled time."""
+    _do("resume", as_json)
+
+
+@schedule_app.command("use-pg-cron")
+def use_pg_cron(as_json: JsonFlag = False) -> None:
+    """Let pg_cron tick the job with SELECT refresh_lightspeed_tokens(); (PostgreSQL with pg_cron)."""
+    _do("use_pg_cron", as_json)
+
+
+@schedule_app.command("use-embedded")
+def use_embedded(as_json: JsonFlag = False) -> None:
+    """Take the job back from pg_cron: lightkeeper's own schedulers tick it."""
+    _do("use_embedded", as_json)
+
+
+@db.command("install-sql")
+def install_sql() -> None:
+    """Create refresh_lightspeed_tokens() in PostgreSQL (SELECT it to queue a run)."""
+    from ...store import pgcron
+
+    with context.store(context.settings(context.NONE)) as store:
+        pgcron.install_function(store.engine)
+    out.print("Installed refresh_lightspeed_tokens(); `SELECT refresh_lightspeed_tokens();` queues a run.")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("worker")(worker)
+    app.add_typer(schedule_app, name="schedule")
