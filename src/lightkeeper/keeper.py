@@ -20,7 +20,16 @@ from .config import Settings
 from .connect import ConnectService
 from .crypto import TokenCipher
 from .lightspeed import ApiClient, OAuthClient
-from .refresh import Pacer, ProgressCallback, Refresher, RunExecutor, RunOptions, stale_after_s
+from .refresh import (
+    AccessGrant,
+    Pacer,
+    ProgressCallback,
+    Refresher,
+    RunExecutor,
+    RunOptions,
+    TokenProvider,
+    stale_after_s,
+)
 from .store import ConnectionRecord, RunRecord, Store, ensure_current, sqlite_path
 from .vault import TokenVault
 
@@ -81,6 +90,7 @@ class Keeper:
             owner=self.owner,
             lease=timedelta(seconds=settings.refresh_lease_s),
         )
+        self.tokens = TokenProvider(self.refresher, leeway=timedelta(seconds=settings.token_refresh_leeway_s))
         self.runs = RunExecutor(
             self.refresher,
             RunOptions(
@@ -90,6 +100,10 @@ class Keeper:
                 stale_after=timedelta(seconds=stale_after_s(settings.run_heartbeat_s)),
             ),
         )
+
+    def fresh_token(self, connection_id: int) -> AccessGrant:
+        """An access token valid for at least ``TOKEN_REFRESH_LEEWAY_S``, refreshed first if needed."""
+        return self.tokens.fresh_token(connection_id)
 
     def ensure_schema(self, *, auto_create: bool = True) -> None:
         """Create a brand-new SQLite file's schema; refuse a database behind the code's migrations."""

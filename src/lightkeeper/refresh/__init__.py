@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+from .ondemand import AccessGrant, TokenProvider
 from .pacing import Pacer
 from .policy import Outcome
 from .run import ProgressCallback, RunExecutor, RunOptions, stale_after_s
-from .single import Refresher
+from .single import Refresher, RefreshResult
 
-__all__ = ["Outcome", "Pacer", "ProgressCallback", "Refresher", "RunExecutor", "RunOptions", "stale_after_s"]
+__all__ = [
+    "AccessGrant",
+    "Outcome",
+    "Pacer",
+    "ProgressCallback",
+    "RefreshResult",
+    "Refresher",
+    "RunExecutor",
+    "RunOptions",
+    "TokenProvider",
+    "stale_after_s",
+]

@@ -24,6 +24,15 @@ from .policy import Outcome
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class RefreshResult:
+    """What one refresh did: its outcome, the committed pair (if saved), the failure (if any)."""
+
+    outcome: Outcome
+    tokens: TokenSet | None = None
+    error: Exception | None = None
+
+
 @dataclass
 class Refresher:
     """What a refresh needs, built once per process and shared by every worker thread."""
@@ -40,29 +49,34 @@ class Refresher:
     _log: logging.Logger = field(default=log, repr=False)
 
     def refresh_claimed(self, record: ConnectionRecord, *, trigger: str) -> Outcome:
-        """Refresh a connection this process holds the lease of; the lease is always released."""
+        """Refresh a connection this process holds the lease of (a run); the lease is always released."""
         if policy.should_skip(record, trigger, self.clock()):
             self.store.connections.release(record.id, self.owner)
             return Outcome.SKIPPED
+        return self.refresh_leased(record).outcome
+
+    def refresh_leased(self, record: ConnectionRecord) -> RefreshResult:
+        """Refresh under our lease and commit the outcome; with the new pair when it was saved."""
         try:
             return self._refresh(record)
         except BaseException:
             self.store.connections.release(record.id, self.owner)
             raise
 
-    def _refresh(self, record: ConnectionRecord) -> Outcome:
+    def _refresh(self, record: ConnectionRecord) -> RefreshResult:
         try:
             tokens = self._call_lightspeed(record)
         except (InvalidClient, UnknownKey) as exc:
             raise ConfigError(_config_message(exc)) from exc
         except DecryptError as exc:
-            return self._undecryptable(record, exc)
+            return RefreshResult(self._undecryptable(record, exc), error=exc)
         except ProviderError as exc:
-            return self._failed(record, exc)
+            return RefreshResult(self._failed(record, exc), error=exc)
         except Exception as exc:  # a bug must cost one connection, not the run
             self._log.exception("unexpected error refreshing connection %s", record.id)
-            return self._failed(record, exc)
-        return self._save(record, tokens)
+            return RefreshResult(self._failed(record, exc), error=exc)
+        outcome = self._save(record, tokens)
+        return RefreshResult(outcome, tokens=tokens if outcome is Outcome.REFRESHED else None)
 
     def _call_lightspeed(self, record: ConnectionRecord) -> TokenSet:
         refresh_token = self.vault.refresh_token(record)
@@ -121,4 +135,4 @@ def _config_message(exc: Exception) -> str:
     return f"{exc}; no connection was changed"
 
 
-__all__ = ["Refresher"]
+__all__ = ["RefreshResult", "Refresher"]

@@ -1,0 +1,143 @@
+"""A valid access token on demand, with single-flight refreshes across threads, processes and machines.
+
+Many callers finding the same expired token is where rotating refresh tokens break integrations: two
+refreshes of one connection and the loser's pair is revoked. Here exactly one caller refreshes: inside a
+process the callers of one connection queue on a lock, across processes the database lease decides,
+and every waiter re-reads the row and uses the pair the winner committed (invariants 1 and 2).
+
+A transient failure puts the connection on a growing cooldown; callers during the cooldown get the
+typed error at once, without calling Lightspeed (Nango's lesson: one broken connection must not turn
+into tens of thousands of refresh calls a day).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from ..errors import ConnectionExpired, ConnectionNotFound, ProviderError, ProviderUnavailable
+from ..store import REFRESHABLE, ConnectionRecord, Status
+from . import policy
+from .policy import Outcome
+from .single import Refresher
+
+
+@dataclass(frozen=True)
+class AccessGrant:
+    """A usable access token for one connection."""
+
+    connection_id: int
+    account_id: str
+    access_token: str
+    expires_at: datetime
+
+    def __repr__(self) -> str:
+        return f"AccessGrant(connection_id={self.connection_id}, access_token=***, expires_at={self.expires_at})"
+
+
+class TokenProvider:
+    def __init__(
+        self,
+        refresher: Refresher,
+        *,
+        leeway: timedelta,
+        wait: timedelta = timedelta(seconds=30),
+        poll: timedelta = timedelta(milliseconds=50),
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.refresher, self.leeway, self.wait, self.poll = refresher, leeway, wait, poll
+        self._sleep = sleep
+        self._locks: dict[int, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+
+    def fresh_token(self, connection_id: int, *, force: bool = False) -> AccessGrant:
+        """A token valid for at least the leeway; ``force`` refreshes even a valid one (after a 401)."""
+        record = self._load(connection_id)
+        if not force and not policy.needs_refresh(record, self.refresher.clock(), self.leeway):
+            return self._grant(record)
+        with self._lock(connection_id):  # one refresher per connection in this process
+            return self._refresh_single_flight(connection_id, stale_version=record.token_version if force else None)
+
+    # -- the slow path -------------------------------------------------------------------------------
+    def _refresh_single_flight(self, connection_id: int, *, stale_version: int | None) -> AccessGrant:
+        deadline = time.monotonic() + self.wait.total_seconds()
+        while True:
+            record = self._load(connection_id)
+            if self._fresh_enough(record, stale_version):
+                return self._grant(record)  # someone else refreshed while we queued
+            self._check_cooldown(record)
+            leased = self._acquire(record)
+            if leased is not None:
+                return self._refresh(leased, stale_version)
+            if time.monotonic() >= deadline:
+                raise ProviderUnavailable(
+                    f"connection {connection_id}: another process is refreshing it and did not finish in time"
+                )
+            self._sleep(self.poll.total_seconds())
+
+    def _fresh_enough(self, record: ConnectionRecord, stale_version: int | None) -> bool:
+        if stale_version is not None:
+            return record.token_version != stale_version
+        return not policy.needs_refresh(record, self.refresher.clock(), self.leeway)
+
+    def _acquire(self, record: ConnectionRecord) -> ConnectionRecord | None:
+        now = self.refresher.clock()
+        return self.refresher.store.connections.acquire(
+            record.id, owner=self.refresher.owner, now=now, until=now + self.refresher.lease
+        )
+
+    def _refresh(self, leased: ConnectionRecord, stale_version: int | None) -> AccessGrant:
+        if self._fresh_enough(leased, stale_version):  # the lease holder before us had just finished
+            self.refresher.store.connections.release(leased.id, self.refresher.owner)
+            return self._grant(leased)
+        result = self.refresher.refresh_leased(leased)
+        if result.tokens is not None:  # committed before anyone sees it (invariant 2)
+            return AccessGrant(leased.id, leased.account_id, result.tokens.access_token, result.tokens.expires_at)
+        if result.outcome is Outcome.SKIPPED:  # a newer pair was saved meanwhile: use it
+            return self._grant(self._load(leased.id))
+        raise _failure(leased.id, result.outcome, result.error)
+
+    # -- helpers -------------------------------------------------------------------------------------
+    def _load(self, connection_id: int) -> ConnectionRecord:
+        record = self.refresher.store.connections.get(connection_id)
+        if record is None:
+            raise ConnectionNotFound(f"there is no connection {connection_id}")
+        if record.status not in REFRESHABLE:
+            raise ConnectionExpired(f"connection {connection_id} is {record.status.value}: the merchant must reconnect")
+        return record
+
+    def _check_cooldown(self, record: ConnectionRecord) -> None:
+        now = self.refresher.clock()
+        if record.status is Status.ERROR and policy.in_backoff(record, now):
+            assert record.next_attempt_at is not None
+            seconds = int((record.next_attempt_at - now).total_seconds()) + 1
+            raise ProviderUnavailable(
+                f"connection {record.id} is cooling down after a failed refresh (retry in {seconds}s): "
+                f"{record.last_error}"
+            )
+
+    def _grant(self, record: ConnectionRecord) -> AccessGrant:
+        assert record.token_expires_at is not None
+        token = self.refresher.vault.access_token(record)
+        return AccessGrant(record.id, record.account_id, token, record.token_expires_at)
+
+    def _lock(self, connection_id: int) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(connection_id, threading.Lock())
+
+
+def _failure(connection_id: int, outcome: Outcome, error: Exception | None) -> Exception:
+    if outcome is Outcome.EXPIRED:
+        return ConnectionExpired(f"connection {connection_id}: Lightspeed refused the refresh token (invalid_grant): "
+                                 "the merchant must reconnect")  # fmt: skip
+    if isinstance(error, ProviderError):
+        return error
+    return ProviderUnavailable(
+        f"connection {connection_id}: the refresh failed ({policy.describe(error or Exception())})"
+    )
+
+
+__all__ = ["AccessGrant", "TokenProvider"]
