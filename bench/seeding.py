@@ -1,6 +1,7 @@
 """Seed many connections fast: simulator accounts with their first token pairs, stored without the consent dance.
 
-Shared by the benchmarks and the tests (``tests.seeding`` re-exports it).
+Shared by the benchmarks and the tests (``tests.seeding`` re-exports it). About 3-4 ms a connection on
+PostgreSQL (one short transaction each, as a real connect would write it).
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ from lightkeeper.simulator import SimulatorControl
 
 def seed_connections(keeper: Keeper, control: SimulatorControl, count: int, *, user_prefix: str = "bench") -> list[int]:
     """``count`` connected connections, one per new simulator account; returns their ids in seeding order."""
-    ids: list[int] = []
-    for number, pair in enumerate(control.seed(count), start=1):
-        ids.append(_store_pair(keeper, pair, user_id=f"{user_prefix}-{number}"))
-    return ids
+    return [
+        _store_pair(keeper, pair, user_id=f"{user_prefix}-{number}")
+        for number, pair in enumerate(control.seed(count), start=1)
+    ]
 
 
 def _store_pair(keeper: Keeper, pair: dict[str, Any], *, user_id: str) -> int:

@@ -47,5 +47,5 @@ def authorize(authorize_url: str) -> dict[str, str]:
 def connect(keeper: Keeper, user_id: str) -> ConnectionRecord:
     """The whole connect flow without a browser: link → start → consent → callback."""
     link = keeper.connect.create_link(user_id)
-    _user, authorize_url = keeper.connect.start(query(link.url)["session"])
-    return keeper.connect.complete(authorize(authorize_url))
+    started = keeper.connect.start(query(link.url)["session"])
+    return keeper.connect.complete(authorize(started.authorize_url))

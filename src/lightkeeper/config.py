@@ -56,6 +56,7 @@ _RULES: dict[str, str] = {
     "worker_poll_s": "must be a number from 0.05 to 60",
     "log_level": "must be one of DEBUG, INFO, WARNING, ERROR",
     "log_format": "must be text or json",
+    "lightkeeper_dev": "must be true or false",
 }
 
 # Set only while load_settings() builds from a mapping it has already gathered: then the environment and
@@ -97,6 +98,10 @@ class Settings(BaseSettings):
     token_refresh_leeway_s: int = Field(300, ge=0)
     http_timeout_s: float = Field(20.0, gt=0, allow_inf_nan=False)
     # A running run beats this often; one silent for 3 beats (+5 s) is shown as interrupted.
+    # Where connect pages may send the merchant back to (origins, comma-separated); the public URL always.
+    lightkeeper_return_to_origins: str = ""
+    # A local development run: the JSON API works without LIGHTKEEPER_API_KEY (never on a public host).
+    lightkeeper_dev: bool = False
     run_heartbeat_s: float = Field(10.0, ge=0.1, le=300, allow_inf_nan=False)
     # How often a worker looks for ticks, requests and runs when no NOTIFY wakes it.
     worker_poll_s: float = Field(5.0, ge=0.05, le=60, allow_inf_nan=False)
@@ -185,6 +190,12 @@ class Settings(BaseSettings):
     # --- derived values ---
 
     @property
+    def return_to_origins(self) -> frozenset[str]:
+        """Origins a connect page may link back to: the public URL's and LIGHTKEEPER_RETURN_TO_ORIGINS."""
+        extra = {_origin(o.strip()) for o in self.lightkeeper_return_to_origins.split(",") if o.strip()}
+        return frozenset({_origin(self.public_url), *extra})
+
+    @property
     def public_url(self) -> str:
         """Where connect links point: ``LIGHTKEEPER_PUBLIC_URL``, else the redirect URI's origin."""
         if self.lightkeeper_public_url:
@@ -209,6 +220,11 @@ class Settings(BaseSettings):
             raise TypeError(f"unknown settings: {', '.join(unknown)}")
         current = {name: getattr(self, name) for name in type(self).model_fields}
         return _validate({**current, **fields}, require=REQUIRE_NONE)
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme.lower()}://{parts.netloc.rpartition('@')[2].lower()}"
 
 
 def check_cron(expression: str) -> str:

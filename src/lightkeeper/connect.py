@@ -8,6 +8,7 @@ access token is used for the account lookup (invariant 2).
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
 import secrets
 from collections.abc import Mapping
@@ -19,12 +20,13 @@ from .clock import Clock
 from .crypto import TokenCipher
 from .errors import ConnectFlowError, InvalidClient, InvalidGrant, LightkeeperError, ProviderError
 from .lightspeed import ApiClient, OAuthClient, TokenSet, account_id_from_jwt, new_pkce, new_state
-from .store import ConnectionRecord, Rejection, Store
+from .store import ConnectionRecord, ConnectSession, Rejection, Store
 from .vault import TokenVault
 
 log = logging.getLogger(__name__)
 
 LINK_TTL = timedelta(hours=1)
+BROWSER_TTL = timedelta(hours=1)
 STATE_TTL = timedelta(minutes=10)
 START_PATH = "/connect-lightspeed/start"
 
@@ -47,6 +49,17 @@ _STATE_REJECTIONS = {
 class ConnectLink:
     url: str
     expires_at: datetime
+
+
+@dataclass(frozen=True)
+class StartedSession:
+    """A link just used: where to send the merchant, and the browser session it opens."""
+
+    user_id: str
+    authorize_url: str
+    browser_token: str
+    browser_expires_at: datetime
+    return_to: str | None
 
 
 def digest(secret: str) -> str:
@@ -83,13 +96,32 @@ class ConnectService:
         )
         return ConnectLink(f"{self.public_url}{START_PATH}?{urlencode({'session': token})}", expires_at)
 
-    def start(self, session_token: str) -> tuple[str, str]:
-        """Use a link: returns (user_id, the Lightspeed authorize URL to redirect to)."""
-        session = self.store.sessions.consume_session(digest(session_token), self.clock())
+    def start(self, session_token: str) -> StartedSession:
+        """Use a link: it opens a browser session and leads to Lightspeed's consent page."""
+        browser_token, now = secrets.token_urlsafe(32), self.clock()
+        browser_expires_at = now + BROWSER_TTL
+        session = self.store.sessions.consume_session(
+            digest(session_token), now, browser_hash=digest(browser_token), browser_expires_at=browser_expires_at
+        )
         if isinstance(session, Rejection):
             code, message = _LINK_REJECTIONS[session]
             raise ConnectFlowError(message, code=code)
-        return session.user_id, self.authorize_url(session.user_id, session_id=session.id)
+        authorize_url = self.authorize_url(session.user_id, session_id=session.id)
+        return StartedSession(session.user_id, authorize_url, browser_token, browser_expires_at, session.return_to)
+
+    def browser_session(self, browser_token: str) -> ConnectSession | None:
+        """The user behind a browser cookie, while its session lasts."""
+        return self.store.sessions.browser_session(digest(browser_token), self.clock()) if browser_token else None
+
+    @staticmethod
+    def csrf_token(browser_token: str) -> str:
+        """Bound to the cookie's secret, so a page of another site cannot know it."""
+        return hmac.new(browser_token.encode(), b"lightkeeper-csrf", hashlib.sha256).hexdigest()
+
+    def check_csrf(self, browser_token: str, submitted: str) -> None:
+        if not submitted or not hmac.compare_digest(self.csrf_token(browser_token), submitted):
+            raise ConnectFlowError("This form has expired. Reload the page and try again.", code="csrf_failed",
+                                   status=403)  # fmt: skip
 
     def authorize_url(self, user_id: str, *, session_id: int | None = None) -> str:
         """Record a fresh state + PKCE verifier for ``user_id`` and build the authorize URL."""
@@ -207,4 +239,13 @@ def _denied(error: str) -> ConnectFlowError:
     )
 
 
-__all__ = ["LINK_TTL", "START_PATH", "STATE_TTL", "ConnectLink", "ConnectService", "digest"]
+__all__ = [
+    "BROWSER_TTL",
+    "LINK_TTL",
+    "START_PATH",
+    "STATE_TTL",
+    "ConnectLink",
+    "ConnectService",
+    "StartedSession",
+    "digest",
+]

@@ -19,6 +19,7 @@ from .clock import Clock, utcnow
 from .config import Settings
 from .connect import ConnectService
 from .crypto import TokenCipher
+from .errors import ConnectionNotFound
 from .lightspeed import ApiClient, OAuthClient
 from .refresh import (
     AccessGrant,
@@ -30,7 +31,7 @@ from .refresh import (
     TokenProvider,
     stale_after_s,
 )
-from .store import ConnectionRecord, RunRecord, Store, ensure_current, sqlite_path
+from .store import ConnectionRecord, RunRecord, Status, Store, ensure_current, sqlite_path
 from .vault import TokenVault
 
 USER_AGENT = f"lightkeeper/{__version__} (+https://github.com/lightkeeper)"
@@ -104,6 +105,19 @@ class Keeper:
     def fresh_token(self, connection_id: int) -> AccessGrant:
         """An access token valid for at least ``TOKEN_REFRESH_LEEWAY_S``, refreshed first if needed."""
         return self.tokens.fresh_token(connection_id)
+
+    def disconnect(self, connection_id: int) -> ConnectionRecord:
+        """Revoke at Lightspeed, forget the tokens, mark ``disconnected``. If Lightspeed cannot be told,
+        nothing changes (a ProviderError says why); an already dead token counts as revoked."""
+        record = self.store.connections.get(connection_id)
+        if record is None:
+            raise ConnectionNotFound(f"there is no connection {connection_id}")
+        if record.status is not Status.DISCONNECTED:
+            with self.tokens.leased(connection_id) as leased:
+                if leased.refresh_token is not None:
+                    self.oauth.revoke(self.vault.refresh_token(leased))
+                self.store.connections.disconnect(connection_id, self.clock())
+        return self.store.connections.get(connection_id) or record
 
     def ensure_schema(self, *, auto_create: bool = True) -> None:
         """Create a brand-new SQLite file's schema; refuse a database behind the code's migrations."""

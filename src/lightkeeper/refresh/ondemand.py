@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -99,6 +100,24 @@ class TokenProvider:
         if result.outcome is Outcome.SKIPPED:  # a newer pair was saved meanwhile: use it
             return self._grant(self._load(leased.id))
         raise _failure(leased.id, result.outcome, result.error)
+
+    @contextmanager
+    def leased(self, connection_id: int) -> Iterator[ConnectionRecord]:
+        """Hold the connection's lease (waiting for a refresh in flight) while the body runs."""
+        deadline = time.monotonic() + self.wait.total_seconds()
+        while True:
+            record = self.refresher.store.connections.get(connection_id)
+            if record is None:
+                raise ConnectionNotFound(f"there is no connection {connection_id}")
+            if (held := self._acquire(record)) is not None:
+                break
+            if time.monotonic() >= deadline:
+                raise ProviderUnavailable(f"connection {connection_id} is busy refreshing; try again")
+            self._sleep(self.poll.total_seconds())
+        try:
+            yield held
+        finally:
+            self.refresher.store.connections.release(connection_id, self.refresher.owner)
 
     # -- helpers -------------------------------------------------------------------------------------
     def _load(self, connection_id: int) -> ConnectionRecord:

@@ -59,13 +59,17 @@ class RunExecutor:
         self, *, trigger: str, connection_id: int | None = None, progress: ProgressCallback | None = None
     ) -> RunRecord:
         """Run a refresh from start to end in this process and return its final record."""
+        return self.execute(self.begin(trigger=trigger, connection_id=connection_id), progress=progress)
+
+    def begin(self, *, trigger: str, connection_id: int | None = None) -> RunRecord:
+        """Record a run starting now (or the full run already going, to join); ``execute`` works on it."""
         if connection_id is not None:
             self._check_refreshable(connection_id)
         self.interrupt_stale()
         now = self.refresher.clock()
         run = self.store.runs.start(trigger=trigger, owner=self.refresher.owner, now=now, connection_id=connection_id)
         log.info("run %s started (%s)", run.id, trigger)
-        return self.execute(run, progress=progress)
+        return run
 
     def execute(
         self,

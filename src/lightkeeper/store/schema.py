@@ -143,6 +143,9 @@ connect_sessions = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("expires_at", UTCDateTime, nullable=False),
     Column("used_at", UTCDateTime),
+    # The browser session the link opens (an HttpOnly cookie): its token's sha256 and its end.
+    Column("browser_hash", Text, unique=True),
+    Column("browser_expires_at", UTCDateTime),
 )
 
 oauth_states = Table(

@@ -37,12 +37,19 @@ class SessionRepo:
         with self._engine.begin() as conn:
             return int(conn.execute(stmt.returning(s.c.id)).scalar_one())
 
-    def consume_session(self, token_hash: str, now: datetime) -> ConnectSession | Rejection:
-        """Use a one-time link: it works once, before it expires."""
+    def consume_session(
+        self,
+        token_hash: str,
+        now: datetime,
+        *,
+        browser_hash: str | None = None,
+        browser_expires_at: datetime | None = None,
+    ) -> ConnectSession | Rejection:
+        """Use a one-time link: it works once, before it expires; it may open a browser session."""
         stmt = (
             update(s)
             .where(s.c.token_hash == token_hash, s.c.used_at.is_(None), s.c.expires_at > now)
-            .values(used_at=now)
+            .values(used_at=now, browser_hash=browser_hash, browser_expires_at=browser_expires_at)
             .returning(s.c.id, s.c.user_id, s.c.return_to, s.c.expires_at)
         )
         with self._engine.begin() as conn:
@@ -51,6 +58,15 @@ class SessionRepo:
                 return ConnectSession(row.id, row.user_id, row.return_to, row.expires_at)
             found = conn.execute(select(s.c.used_at).where(s.c.token_hash == token_hash)).first()
         return _rejection(found)
+
+    def browser_session(self, browser_hash: str, now: datetime) -> ConnectSession | None:
+        """The live browser session with this cookie, if any."""
+        query = select(s.c.id, s.c.user_id, s.c.return_to, s.c.browser_expires_at).where(
+            s.c.browser_hash == browser_hash, s.c.browser_expires_at > now
+        )
+        with self._engine.connect() as conn:
+            row = conn.execute(query).first()
+        return ConnectSession(row.id, row.user_id, row.return_to, row.browser_expires_at) if row else None
 
     def create_state(
         self,

@@ -29,7 +29,10 @@ def upgrade() -> None:
         sa.Column("created_at", lightkeeper.store.schema.UTCDateTime(timezone=True), nullable=False),
         sa.Column("expires_at", lightkeeper.store.schema.UTCDateTime(timezone=True), nullable=False),
         sa.Column("used_at", lightkeeper.store.schema.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("browser_hash", sa.Text(), nullable=True),
+        sa.Column("browser_expires_at", lightkeeper.store.schema.UTCDateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_lightkeeper_connect_sessions")),
+        sa.UniqueConstraint("browser_hash", name=op.f("uq_lightkeeper_connect_sessions_browser_hash")),
         sa.UniqueConstraint("token_hash", name=op.f("uq_lightkeeper_connect_sessions_token_hash")),
     )
     op.create_table(

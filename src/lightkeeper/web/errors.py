@@ -1,0 +1,116 @@
+"""Our errors as HTTP answers: JSON ``{"code", "message"}`` under ``/api/``, friendly pages elsewhere."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.templating import Jinja2Templates
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..errors import (
+    ConfigError,
+    ConnectFlowError,
+    ConnectionExpired,
+    ConnectionNotFound,
+    DecryptError,
+    LightkeeperError,
+    ProviderError,
+    RateLimited,
+)
+
+log = logging.getLogger(__name__)
+templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+
+_TITLES = {
+    "access_denied": "Access not granted",
+    "link_expired": "This link has expired",
+    "link_used": "This link was already used",
+    "link_invalid": "This link is not valid",
+    "provider_unavailable": "Lightspeed is not answering",
+    "client_misconfigured": "This app is misconfigured",
+    "exchange_failed": "Sign-in could not be completed",
+    "session_required": "Please open your connect link again",
+    "csrf_failed": "This form has expired",
+}
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def _classify(exc: LightkeeperError) -> ApiError:
+    """Status and stable code for each of our errors."""
+    if isinstance(exc, ConnectionNotFound):
+        return ApiError(404, "connection_not_found", str(exc))
+    if isinstance(exc, ConnectionExpired):
+        return ApiError(409, "connection_expired", str(exc))
+    if isinstance(exc, RateLimited):
+        return ApiError(503, "rate_limited", str(exc))
+    if isinstance(exc, ProviderError):
+        return ApiError(503, "provider_unavailable", str(exc))
+    if isinstance(exc, (ConfigError, DecryptError)):
+        return ApiError(500, "configuration_error", str(exc))
+    if isinstance(exc, ConnectFlowError):
+        return ApiError(exc.status, exc.code, str(exc))
+    return ApiError(500, "internal_error", "an unexpected error happened; see the service log")
+
+
+def _json(error: ApiError) -> JSONResponse:
+    return JSONResponse({"code": error.code, "message": error.message}, status_code=error.status)
+
+
+def _is_api(request: Request) -> bool:
+    return request.url.path.startswith("/api/")
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    def api_error(_request: Request, exc: ApiError) -> Response:
+        return _json(exc)
+
+    @app.exception_handler(ConnectFlowError)
+    def connect_flow_error(request: Request, exc: ConnectFlowError) -> Response:
+        if _is_api(request):
+            return _json(_classify(exc))
+        log.info("connect flow refused (%s) on %s", exc.code, request.url.path)
+        title = _TITLES.get(exc.code, "This sign-in cannot be used")
+        context = {"title": title, "message": str(exc), "code": exc.code}
+        return templates.TemplateResponse(request, "error.html", context, status_code=exc.status)
+
+    @app.exception_handler(LightkeeperError)
+    def lightkeeper_error(request: Request, exc: LightkeeperError) -> Response:
+        error = _classify(exc)
+        if error.status >= 500:
+            log.warning("%s %s: %s", request.method, request.url.path, exc)
+        return _json(error)
+
+    @app.exception_handler(RequestValidationError)
+    def validation_error(_request: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(part) for part in first.get("loc", ()))
+        return _json(ApiError(422, "validation_error", f"{where}: {first.get('msg', 'invalid request')}"))
+
+    @app.exception_handler(StarletteHTTPException)
+    def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return _json(ApiError(exc.status_code, code, str(exc.detail)))
+
+    @app.exception_handler(Exception)
+    def unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return _json(ApiError(500, "internal_error", "an unexpected error happened; see the service log"))
+
+
+__all__ = ["ApiError", "ErrorBody", "install"]

@@ -1,0 +1,129 @@
+"""The merchant's pages: the one-time link, the OAuth callback, and ``/connect-lightspeed``.
+
+The link opens a browser session (an HttpOnly, SameSite=Lax cookie; Lax because Lightspeed's redirect
+back to the callback is a cross-site top-level navigation). Every form carries a CSRF token derived
+from the cookie's secret. No page ever shows a token.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+
+from ..connect import ConnectService
+from ..errors import ConnectFlowError, ProviderError
+from ..keeper import Keeper
+from ..store import ConnectionRecord, ConnectSession, Status
+
+COOKIE = "lightkeeper_session"
+templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+
+_STATUS_WORDS = {
+    Status.CONNECTED: "Connected",
+    Status.EXPIRED: "Expired: reconnect needed",
+    Status.ERROR: "Error",
+    Status.DISCONNECTED: "Disconnected",
+}
+_FLASH = {"disconnected": "Disconnected from Lightspeed.", "connected": "Connected to Lightspeed."}
+
+
+def router(keeper: Keeper) -> APIRouter:
+    pages = APIRouter(include_in_schema=False)
+    connect = keeper.connect
+
+    @pages.get("/connect-lightspeed/start")
+    def start(request: Request, session: str = "") -> Response:
+        """A one-time connect link: open the browser session, go to Lightspeed's consent page."""
+        if not session:
+            raise ConnectFlowError("This connect link is incomplete. Ask the app for a new one.", code="link_invalid")
+        started = connect.start(session)
+        response = RedirectResponse(started.authorize_url, status_code=302)
+        _set_cookie(response, keeper, started.browser_token)
+        return response
+
+    @pages.get("/oauth/callback", response_class=HTMLResponse)
+    def callback(request: Request) -> Response:
+        """Lightspeed sends the merchant back here with ``code`` and ``state`` (or ``error``)."""
+        record = connect.complete(dict(request.query_params))
+        session = _session(request, connect)
+        if session is None or session.user_id != record.user_id:
+            return templates.TemplateResponse(request, "connected.html", {"connection": record.public()})
+        name = record.account_name or f"account {record.account_id}"
+        return _page(request, keeper, session, flash=f"Connected: {name}.")
+
+    @pages.get("/connect-lightspeed", response_class=HTMLResponse)
+    def page(request: Request, done: str = "") -> Response:
+        """The merchant's connections, with Connect, Disconnect and Reconnect."""
+        return _page(request, keeper, _require_session(request, connect), flash=_FLASH.get(done))
+
+    @pages.post("/connect-lightspeed/connect")
+    def connect_again(request: Request, csrf: Annotated[str, Form()] = "") -> Response:
+        """Start the OAuth flow again for the session's user (Connect or Reconnect)."""
+        session = _require_session(request, connect)
+        connect.check_csrf(request.cookies.get(COOKIE, ""), csrf)
+        return RedirectResponse(connect.authorize_url(session.user_id, session_id=session.id), status_code=303)
+
+    @pages.post("/connect-lightspeed/disconnect")
+    def disconnect(
+        request: Request, connection_id: Annotated[int, Form()], csrf: Annotated[str, Form()] = ""
+    ) -> Response:
+        """Revoke at Lightspeed, delete the stored tokens, show the connection as disconnected."""
+        session = _require_session(request, connect)
+        connect.check_csrf(request.cookies.get(COOKIE, ""), csrf)
+        record = keeper.store.connections.get(connection_id)
+        if record is None or record.user_id != session.user_id:
+            raise ConnectFlowError("That connection is not yours to disconnect.", code="connection_not_found",
+                                   status=404)  # fmt: skip
+        try:
+            keeper.disconnect(connection_id)
+        except ProviderError as exc:
+            raise ConnectFlowError("Lightspeed could not be reached, so nothing was changed. Please try again.",
+                                   code="provider_unavailable", status=502) from exc  # fmt: skip
+        return RedirectResponse("/connect-lightspeed?done=disconnected", status_code=303)
+
+    return pages
+
+
+def _page(request: Request, keeper: Keeper, session: ConnectSession, *, flash: str | None) -> Response:
+    token = request.cookies.get(COOKIE, "")
+    context: dict[str, Any] = {
+        "user_id": session.user_id,
+        "connections": [_view(record) for record in keeper.connections(user_id=session.user_id)],
+        "csrf": keeper.connect.csrf_token(token) if token else "",
+        "flash": flash,
+        "return_to": session.return_to,
+    }
+    return templates.TemplateResponse(request, "connect.html", context)
+
+
+def _view(record: ConnectionRecord) -> dict[str, Any]:
+    public = record.public()
+    public["status_words"] = _STATUS_WORDS[record.status]
+    public["can_disconnect"] = record.status in (Status.CONNECTED, Status.ERROR, Status.EXPIRED)
+    public["needs_reconnect"] = record.status in (Status.EXPIRED, Status.DISCONNECTED)
+    return public
+
+
+def _session(request: Request, connect: ConnectService) -> ConnectSession | None:
+    return connect.browser_session(request.cookies.get(COOKIE, ""))
+
+
+def _require_session(request: Request, connect: ConnectService) -> ConnectSession:
+    session = _session(request, connect)
+    if session is None:
+        raise ConnectFlowError(
+            "Your session has ended. Open the connect link from the app again.", code="session_required", status=401
+        )
+    return session
+
+
+def _set_cookie(response: Response, keeper: Keeper, token: str) -> None:
+    secure = keeper.settings.public_url.startswith("https://")
+    response.set_cookie(COOKIE, token, max_age=3600, httponly=True, samesite="lax", secure=secure, path="/")
+
+
+__all__ = ["COOKIE", "router", "templates"]
