@@ -6,6 +6,7 @@ clock, database) can be handed in, which is how tests run the real code against 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import uuid
@@ -15,6 +16,7 @@ from types import TracebackType
 import httpx2
 
 from . import __version__
+from .client import Lightspeed, LightspeedSession
 from .clock import Clock, utcnow
 from .config import Settings
 from .connect import ConnectService
@@ -105,6 +107,14 @@ class Keeper:
     def fresh_token(self, connection_id: int) -> AccessGrant:
         """An access token valid for at least ``TOKEN_REFRESH_LEEWAY_S``, refreshed first if needed."""
         return self.tokens.fresh_token(connection_id)
+
+    def lightspeed(self, connection_id: int) -> LightspeedSession:
+        """The connection's Lightspeed API client, for ``with`` or ``async with``."""
+        return LightspeedSession(Lightspeed(self.tokens, self.api, connection_id))
+
+    async def afresh_token(self, connection_id: int) -> AccessGrant:
+        """``fresh_token`` for asyncio code."""
+        return await asyncio.to_thread(self.fresh_token, connection_id)
 
     def disconnect(self, connection_id: int) -> ConnectionRecord:
         """Revoke at Lightspeed, forget the tokens, mark ``disconnected``. If Lightspeed cannot be told,

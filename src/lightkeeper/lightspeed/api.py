@@ -1,16 +1,31 @@
 """Lightspeed Retail (R-Series) API calls that need no more than an access token.
 
-Only "who am I" lives here for now; item, stock and rate-limit pacing calls come in their own module. The
-caller hands in the ``httpx2.Client`` and a valid access token; a refused token raises ``AccessDenied``.
+The caller hands in the ``httpx2.Client`` and a valid access token; a refused token raises
+``AccessDenied`` (refreshing and retrying is the on-demand client's job, ``lightkeeper.client``).
+Requests are paced per account by the leaky-bucket model in ``bucket.py``; a 429 that still happens is
+waited out (``Retry-After``) and retried a bounded number of times.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from typing import Any
+
 import httpx2
 
-from lightkeeper.errors import ProviderProtocolError
+from lightkeeper.errors import ProviderProtocolError, RateLimited
+from lightkeeper.lightspeed.bucket import PROCESS_PACER, BucketPacer
 from lightkeeper.lightspeed.responses import check_api_response, json_object, translate_transport_errors
 from lightkeeper.lightspeed.tokens import Account
+
+#: Request costs from LIGHTSPEED.md, used only to book the bucket before sending; the answer's headers
+#: then give the real level.
+GET_COST = 1.0
+PUT_ONE_RELATION_COST = 1.5
+#: How long a 429's Retry-After may be waited out, and how often, before it is raised.
+MAX_RETRY_AFTER_S = 60.0
+MAX_RATE_LIMIT_RETRIES = 3
 
 _ACCOUNT_PATH = "/API/V3/Account.json"
 
@@ -18,9 +33,18 @@ _ACCOUNT_PATH = "/API/V3/Account.json"
 class ApiClient:
     """Calls the ``/API/V3`` endpoints on behalf of whoever owns the access token passed in."""
 
-    def __init__(self, *, http: httpx2.Client, api_url: str) -> None:
+    def __init__(
+        self,
+        *,
+        http: httpx2.Client,
+        api_url: str,
+        pacer: BucketPacer = PROCESS_PACER,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self._http = http
         self._api_url = api_url.rstrip("/")
+        self.pacer = pacer
+        self._sleep = sleep
 
     def __repr__(self) -> str:
         return f"ApiClient(api_url={self._api_url!r})"
@@ -31,6 +55,69 @@ class ApiClient:
         response = self._get(_ACCOUNT_PATH, access_token, action=action)
         check_api_response(response, action=action, redact=(access_token,))
         return _parse_account(response, action=action)
+
+    def item(self, access_token: str, account_id: str, item_id: int) -> dict[str, Any]:
+        """An item with its ``ItemShops`` (stock per shop; ``shopID`` 0 is the all-shops sum)."""
+        path = f"/API/V3/Account/{account_id}/Item/{item_id}.json"
+        body = self.call("GET", path, access_token, account_id, params={"load_relations": '["ItemShops"]'})
+        return _item(body)
+
+    def set_stock(
+        self,
+        access_token: str,
+        account_id: str,
+        *,
+        item_id: int,
+        qoh: int,
+        shop_id: int | None = None,
+        item_shop_id: int | None = None,
+    ) -> dict[str, Any]:
+        """Set an item's quantity on hand in one shop (by ``shop_id`` or by ``item_shop_id``)."""
+        if (shop_id is None) == (item_shop_id is None):
+            raise ValueError("give exactly one of shop_id and item_shop_id")
+        where = {"shopID": shop_id} if shop_id is not None else {"itemShopID": item_shop_id}
+        body = {"ItemShops": {"ItemShop": {**where, "qoh": qoh}}}
+        path = f"/API/V3/Account/{account_id}/Item/{item_id}.json"
+        return _item(self.call("PUT", path, access_token, account_id, json=body, cost=PUT_ONE_RELATION_COST))
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        access_token: str,
+        account_id: str,
+        *,
+        json: Any = None,
+        params: dict[str, str] | None = None,
+        cost: float = GET_COST,
+    ) -> dict[str, Any]:
+        """One API request, paced by the account's bucket; 429s are waited out a few times."""
+        action = f"{method} {path.split('?', maxsplit=1)[0]}"
+        for attempt in range(MAX_RATE_LIMIT_RETRIES + 1):
+            self.pacer.reserve(account_id, cost)
+            response = self._send(method, path, access_token, action=action, json=json, params=params)
+            self.pacer.observe(account_id, response.headers)
+            try:
+                check_api_response(response, action=action, redact=(access_token,))
+            except RateLimited as exc:
+                self._back_off(account_id, exc, attempt)
+                continue
+            return json_object(response) or {}
+        raise AssertionError("unreachable: the last attempt raises")  # pragma: no cover
+
+    def _back_off(self, account_id: str, exc: RateLimited, attempt: int) -> None:
+        self.pacer.full(account_id)
+        wait = exc.retry_after if exc.retry_after is not None else 1.0
+        if attempt >= MAX_RATE_LIMIT_RETRIES or wait > MAX_RETRY_AFTER_S:
+            raise exc
+        self._sleep(wait)
+
+    def _send(
+        self, method: str, path: str, access_token: str, *, action: str, json: Any, params: dict[str, str] | None
+    ) -> httpx2.Response:
+        headers = {"Authorization": f"Bearer {access_token}", "Accept": "application/json"}
+        with translate_transport_errors(action, redact=(access_token,)):
+            return self._http.request(method, f"{self._api_url}{path}", headers=headers, json=json, params=params)
 
     def _get(self, path: str, access_token: str, *, action: str) -> httpx2.Response:
         headers = {"Authorization": f"Bearer {access_token}", "Accept": "application/json"}
@@ -54,6 +141,13 @@ def _parse_account(response: httpx2.Response, *, action: str) -> Account:
     if not isinstance(name, str):
         raise ProviderProtocolError(f"Lightspeed's answer to the {action} has an account name that is not text.")
     return Account(account_id=str(account_id).strip(), name=name)
+
+
+def _item(body: dict[str, Any]) -> dict[str, Any]:
+    item = body.get("Item")
+    if not isinstance(item, dict):
+        raise ProviderProtocolError("Lightspeed's answer has no Item object.")
+    return item
 
 
 __all__ = ["ApiClient"]

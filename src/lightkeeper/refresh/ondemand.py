@@ -54,35 +54,39 @@ class TokenProvider:
         self._locks: dict[int, threading.Lock] = {}
         self._locks_guard = threading.Lock()
 
-    def fresh_token(self, connection_id: int, *, force: bool = False) -> AccessGrant:
-        """A token valid for at least the leeway; ``force`` refreshes even a valid one (after a 401)."""
+    def fresh_token(self, connection_id: int, *, rejected: str | None = None) -> AccessGrant:
+        """A token valid for at least the leeway.
+
+        ``rejected`` is an access token Lightspeed just answered 401 to: unless the stored token is
+        already another one (someone refreshed meanwhile), it is refreshed even if not yet expired.
+        """
         record = self._load(connection_id)
-        if not force and not policy.needs_refresh(record, self.refresher.clock(), self.leeway):
+        if not self._needs_new(record, rejected):
             return self._grant(record)
         with self._lock(connection_id):  # one refresher per connection in this process
-            return self._refresh_single_flight(connection_id, stale_version=record.token_version if force else None)
+            return self._refresh_single_flight(connection_id, rejected=rejected)
 
     # -- the slow path -------------------------------------------------------------------------------
-    def _refresh_single_flight(self, connection_id: int, *, stale_version: int | None) -> AccessGrant:
+    def _refresh_single_flight(self, connection_id: int, *, rejected: str | None) -> AccessGrant:
         deadline = time.monotonic() + self.wait.total_seconds()
         while True:
             record = self._load(connection_id)
-            if self._fresh_enough(record, stale_version):
+            if not self._needs_new(record, rejected):
                 return self._grant(record)  # someone else refreshed while we queued
             self._check_cooldown(record)
             leased = self._acquire(record)
             if leased is not None:
-                return self._refresh(leased, stale_version)
+                return self._refresh(leased, rejected)
             if time.monotonic() >= deadline:
                 raise ProviderUnavailable(
                     f"connection {connection_id}: another process is refreshing it and did not finish in time"
                 )
             self._sleep(self.poll.total_seconds())
 
-    def _fresh_enough(self, record: ConnectionRecord, stale_version: int | None) -> bool:
-        if stale_version is not None:
-            return record.token_version != stale_version
-        return not policy.needs_refresh(record, self.refresher.clock(), self.leeway)
+    def _needs_new(self, record: ConnectionRecord, rejected: str | None) -> bool:
+        if rejected is not None and self.refresher.vault.access_token(record) == rejected:
+            return True
+        return policy.needs_refresh(record, self.refresher.clock(), self.leeway)
 
     def _acquire(self, record: ConnectionRecord) -> ConnectionRecord | None:
         now = self.refresher.clock()
@@ -90,8 +94,8 @@ class TokenProvider:
             record.id, owner=self.refresher.owner, now=now, until=now + self.refresher.lease
         )
 
-    def _refresh(self, leased: ConnectionRecord, stale_version: int | None) -> AccessGrant:
-        if self._fresh_enough(leased, stale_version):  # the lease holder before us had just finished
+    def _refresh(self, leased: ConnectionRecord, rejected: str | None) -> AccessGrant:
+        if not self._needs_new(leased, rejected):  # the lease holder before us had just finished
             self.refresher.store.connections.release(leased.id, self.refresher.owner)
             return self._grant(leased)
         result = self.refresher.refresh_leased(leased)

@@ -151,18 +151,21 @@ class RunExecutor:
         progress: ProgressCallback | None,
         stop: threading.Event,
     ) -> Counts:
-        futures = [pool.submit(self._refresh_one, record, run.trigger, stop) for record in batch]
+        futures = [pool.submit(self._refresh_one, record, run, stop) for record in batch]
         counts, failure = _collect(as_completed(futures), progress)
-        self.store.runs.add_counts(run.id, counts, self.refresher.clock())
         if failure is not None:
             raise failure
         return counts
 
-    def _refresh_one(self, record: ConnectionRecord, trigger: str, stop: threading.Event) -> Outcome | None:
+    def _refresh_one(self, record: ConnectionRecord, run: RunRecord, stop: threading.Event) -> Outcome | None:
         if stop.is_set():  # stopping: hand the claim back instead of starting a refresh
             self.store.connections.unclaim(record.id, self.refresher.owner)
             return None
-        return self.refresher.refresh_claimed(record, trigger=trigger)
+        outcome = self.refresher.refresh_claimed(record, trigger=run.trigger)
+        # Counted at once, not per batch: a participant killed mid-batch must not take the counts of the
+        # connections it already finished (and released) with it; nobody would ever count them again.
+        self.store.runs.add_counts(run.id, _COUNT_FIELD[outcome], self.refresher.clock())
+        return outcome
 
     def _finish(self, run_id: int, status: RunStatus, message: str | None) -> RunRecord:
         record = self.store.runs.finish(run_id, status=status, now=self.refresher.clock(), message=message)
@@ -181,7 +184,7 @@ class RunExecutor:
 def _collect(
     futures: Iterable[Future[Outcome | None]], progress: ProgressCallback | None
 ) -> tuple[Counts, BaseException | None]:
-    """Every outcome of a batch is counted, even when one of them failed the run."""
+    """Every outcome of a batch is reported (the run's record already has it), even when one failed the run."""
     counts, failure = Counts(), None
     for future in futures:
         try:

@@ -72,7 +72,10 @@ class ScheduleService:
         pgcron.enable_pg_cron(engine)
         pgcron.install_function(engine)
         job = self.job()
-        pgcron.schedule(engine, job.schedule, active=job.active)
+        schedule, active = job.schedule, job.active
+        if job.owner == PG_CRON and (cron := pgcron.cron_job(engine)) is not None:
+            schedule, active = cron.schedule, cron.active  # cron.job is the truth: keep the guide's SQL edits
+        pgcron.schedule(engine, schedule, active=active)
         self.store.jobs.update(JOB_NAME, now=self.clock(), owner=PG_CRON)
         return self.show()
 
@@ -80,9 +83,18 @@ class ScheduleService:
         """Take the job back from pg_cron, keeping the schedule and state it had there."""
         job = self.job()
         values: dict[str, object] = {"owner": EMBEDDED}
-        if job.owner == PG_CRON and (cron := pgcron.cron_job(self.store.engine)) is not None:
-            values |= {"schedule": cron.schedule, "active": cron.active}
-            pgcron.unschedule(self.store.engine)
+        if job.owner == PG_CRON:
+            cron = pgcron.cron_job(self.store.engine)
+            if cron is None:  # the guide's "Temporarily Disable" (cron.unschedule): it stays disabled
+                values["active"] = False
+            elif not _is_cron(cron.schedule):  # pg_cron also takes "30 seconds"; croniter does not
+                raise ConfigError(
+                    f"cron.job's schedule '{cron.schedule}' is not a 5-field cron expression the embedded "
+                    "scheduler can run: set one with `lightkeeper schedule set CRON` first; nothing was changed"
+                )
+            else:
+                values |= {"schedule": check_cron(cron.schedule), "active": cron.active}
+                pgcron.unschedule(self.store.engine)
         self.store.jobs.update(JOB_NAME, now=self.clock(), **values)
         return self.show()
 

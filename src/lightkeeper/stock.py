@@ -1,0 +1,191 @@
+"""update-inventory-stock: validate stock updates (single, CSV, JSON), then send them one by one.
+
+The whole input is checked before anything is sent, so bad input changes nothing at Lightspeed. While
+sending, a failed row says why and the others go on, except a persistent 401, which ends the batch:
+every further row would fail the same way.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .client import Lightspeed
+from .errors import AccessDenied, ConfigError, LightkeeperError
+
+CSV_COLUMNS = ("item_id", "shop_id", "qoh")
+
+
+class InputError(ConfigError):
+    """Stock input that cannot be sent (exit code 2: fix the file, nothing was sent)."""
+
+
+@dataclass(frozen=True)
+class StockUpdate:
+    line: int
+    item_id: int
+    qoh: int
+    shop_id: int | None = None
+    item_shop_id: int | None = None
+
+
+@dataclass
+class RowResult:
+    line: int
+    item_id: int
+    status: str  # "done" | "failed" | "not_sent"
+    error: str | None = None
+
+    def public(self) -> dict[str, Any]:
+        return {"line": self.line, "item_id": self.item_id, "status": self.status, "error": self.error}
+
+
+@dataclass
+class BatchResult:
+    rows: list[RowResult] = field(default_factory=list)
+    stopped: str | None = None  # why the batch ended early
+
+    @property
+    def done(self) -> int:
+        return sum(row.status == "done" for row in self.rows)
+
+    @property
+    def failed(self) -> int:
+        return sum(row.status != "done" for row in self.rows)
+
+    def public(self) -> dict[str, Any]:
+        document = {"total": len(self.rows), "done": self.done, "failed": self.failed}
+        return document | {"rows": [row.public() for row in self.rows], "stopped": self.stopped}
+
+
+def parse_csv(text: str) -> list[StockUpdate]:
+    """Rows of ``item_id,shop_id,qoh``; every problem is reported with its line number, all at once."""
+    reader = csv.DictReader(io.StringIO(text))
+    missing = [column for column in CSV_COLUMNS if column not in (reader.fieldnames or [])]
+    if missing:
+        raise InputError(
+            f"line 1: the header must have the columns {', '.join(CSV_COLUMNS)} (missing {', '.join(missing)})"
+        )
+    updates, problems = [], []
+    for row in reader:
+        line = reader.line_num
+        try:
+            updates.append(_update(line, row.get("item_id"), row.get("qoh"), shop_id=row.get("shop_id")))
+        except InputError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise InputError("; ".join(problems[:20]) + (f"; and {len(problems) - 20} more" if len(problems) > 20 else ""))
+    if not updates:
+        raise InputError("the file has no rows to send")
+    return updates
+
+
+def single(item_id: int, qoh: int, *, shop_id: int | None, item_shop_id: int | None) -> StockUpdate:
+    if (shop_id is None) == (item_shop_id is None):
+        raise InputError("give exactly one of --shop and --item-shop")
+    return _update(1, str(item_id), str(qoh), shop_id=_opt(shop_id), item_shop_id=_opt(item_shop_id))
+
+
+def from_json(rows: Iterable[dict[str, Any]]) -> list[StockUpdate]:
+    """The API's ``updates`` list; problems are reported per row index, all at once."""
+    updates, problems = [], []
+    for index, row in enumerate(rows):
+        try:
+            updates.append(_from_mapping(index, row))
+        except InputError as exc:
+            problems.append(str(exc).replace("line", "row", 1))
+    if problems:
+        raise InputError("; ".join(problems))
+    return updates
+
+
+def _from_mapping(index: int, row: dict[str, Any]) -> StockUpdate:
+    fields = {name: _text(row.get(name)) for name in ("item_id", "qoh", "shop_id", "item_shop_id")}
+    return _update(
+        index, fields["item_id"], fields["qoh"], shop_id=fields["shop_id"], item_shop_id=fields["item_shop_id"]
+    )
+
+
+def send(
+    client: Lightspeed, updates: list[StockUpdate], *, progress: Callable[[RowResult], None] | None = None
+) -> BatchResult:
+    """Send each update in order; the result has a line per input row."""
+    result = BatchResult()
+    for update in updates:
+        row = _send_one(client, update) if result.stopped is None else _not_sent(update, result.stopped)
+        if row.status == "failed" and row.error and row.error.startswith("401"):
+            result.stopped = "stopped after a persistent 401 from Lightspeed"
+        result.rows.append(row)
+        if progress is not None:
+            progress(row)
+    return result
+
+
+def _send_one(client: Lightspeed, update: StockUpdate) -> RowResult:
+    try:
+        client.set_stock(item_id=update.item_id, qoh=update.qoh, shop_id=update.shop_id,
+                         item_shop_id=update.item_shop_id)  # fmt: skip
+    except AccessDenied as exc:
+        return RowResult(update.line, update.item_id, "failed", f"401: {exc}")
+    except LightkeeperError as exc:
+        return RowResult(update.line, update.item_id, "failed", str(exc))
+    return RowResult(update.line, update.item_id, "done")
+
+
+def _not_sent(update: StockUpdate, why: str) -> RowResult:
+    return RowResult(update.line, update.item_id, "not_sent", why)
+
+
+def _update(
+    line: int, item_id: str | None, qoh: str | None, *, shop_id: str | None = None, item_shop_id: str | None = None
+) -> StockUpdate:
+    item = _positive(line, "item_id", item_id)
+    quantity = _integer(line, "qoh", qoh)
+    if quantity < 0:
+        raise InputError(f"line {line}: qoh must not be negative (got {quantity})")
+    shop = _positive(line, "shop_id", shop_id, allow_zero=False) if shop_id not in (None, "") else None
+    item_shop = _positive(line, "item_shop_id", item_shop_id) if item_shop_id not in (None, "") else None
+    if (shop is None) == (item_shop is None):
+        raise InputError(f"line {line}: give exactly one of shop_id and item_shop_id")
+    return StockUpdate(line, item, quantity, shop, item_shop)
+
+
+def _integer(line: int, name: str, value: str | None) -> int:
+    text = (value or "").strip()
+    try:
+        return int(text)
+    except ValueError:
+        raise InputError(f"line {line}: {name} must be a whole number (got {text[:20]!r})") from None
+
+
+def _positive(line: int, name: str, value: str | None, *, allow_zero: bool = False) -> int:
+    number = _integer(line, name, value)
+    if number < 0 or (number == 0 and not allow_zero):
+        raise InputError(f"line {line}: {name} must be a positive number (got {number})")
+    return number
+
+
+def _opt(value: int | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def _text(value: object) -> str | None:
+    if value is None or isinstance(value, bool):
+        return None if value is None else "not-a-number"
+    return str(value)
+
+
+__all__ = [
+    "CSV_COLUMNS",
+    "BatchResult",
+    "InputError",
+    "RowResult",
+    "StockUpdate",
+    "from_json",
+    "parse_csv",
+    "send",
+    "single",
+]

@@ -1,0 +1,121 @@
+"""Fixtures for the web layer: the real FastAPI app served over loopback, in this process.
+
+``app_server`` runs ``create_app(keeper)`` on a ``BackgroundServer`` bound before the app starts, so the
+redirect URI (``/oauth/callback``) can point at it. It runs once per database dialect. ``serve_app`` starts
+another app with other settings (no API key, ``LIGHTKEEPER_DEV``) for the tests that need one.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx2
+import pytest
+from sqlalchemy import update
+
+from lightkeeper import Keeper
+from lightkeeper.simulator import SimulatorControl, SimulatorServer
+from lightkeeper.store import ConnectionRecord
+from lightkeeper.store.schema import connections as connections_table
+from lightkeeper.web import BackgroundServer, bind, create_app
+from tests.acceptance.conftest import issued_tokens
+from tests.conftest import FakeClock
+from tests.helpers import make_settings, query
+from tests.integration.conftest import (  # noqa: F401 (fixtures reused by name)
+    database_url,
+    pg_clones,
+    pg_database_url,
+    pg_template,
+    sqlite_url,
+)
+
+ServeApp = Callable[..., AbstractContextManager["AppServer"]]
+
+
+@dataclass
+class AppServer:
+    """A running lightkeeper web app and what a test needs to drive it."""
+
+    url: str
+    keeper: Keeper
+    api_key: str
+    client: httpx2.Client  # base_url = url, sends the API key
+    simulator: SimulatorServer
+    clock: FakeClock
+
+    def anonymous(self, **headers: str) -> httpx2.Client:
+        """A client of the same app without the API key (or with the given headers instead)."""
+        return httpx2.Client(base_url=self.url, headers=headers, timeout=10)
+
+    def connect(self, user_id: str) -> ConnectionRecord:
+        """Connect ``user_id`` through the whole OAuth flow over HTTP, like a merchant's browser."""
+        response = self.client.post("/api/connect-sessions", json={"user_id": user_id})
+        assert response.status_code == 201, response.text
+        with httpx2.Client(timeout=10) as browser:
+            to_lightspeed = browser.get(response.json()["url"])
+            assert to_lightspeed.status_code == 302, to_lightspeed.text
+            back = browser.get(to_lightspeed.headers["location"])
+            assert back.status_code == 302, back.text
+            callback = back.headers["location"]
+            assert callback.startswith(f"{self.url}/oauth/callback?") and "code" in query(callback)
+            page = browser.get(callback)
+            assert page.status_code == 200, page.text
+        [record] = [r for r in self.keeper.connections(user_id=user_id) if r.status.value == "connected"]
+        return record
+
+    def set_row(self, connection_id: int, **values: Any) -> None:
+        """Change a connection row directly (test set-up only)."""
+        with self.keeper.store.engine.begin() as conn:
+            conn.execute(update(connections_table).where(connections_table.c.id == connection_id).values(**values))
+
+    def row(self, connection_id: int) -> dict[str, Any]:
+        """The raw database row of a connection."""
+        with self.keeper.store.engine.connect() as conn:
+            found = conn.execute(connections_table.select().where(connections_table.c.id == connection_id)).first()
+        assert found is not None
+        return dict(found._mapping)
+
+    def issued_tokens(self) -> set[str]:
+        """Every token the simulator has issued in this test: none may appear in a page or API answer."""
+        return issued_tokens(self.simulator)
+
+
+def new_api_key() -> str:
+    return secrets.token_urlsafe(24)[:32]
+
+
+@pytest.fixture
+def serve_app(
+    database_url: str, simulator_server: SimulatorServer, sim: SimulatorControl, clock: FakeClock
+) -> ServeApp:
+    """Start the app with extra settings: ``with serve_app(LIGHTKEEPER_API_KEY="") as server: ...``."""
+    clock.current = clock.current.now(clock.current.tzinfo)  # the simulator's codes live on the wall clock
+
+    @contextmanager
+    def serve(**env: str) -> Iterator[AppServer]:
+        sock = bind("127.0.0.1", 0)
+        origin = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        settings = make_settings(
+            database_url, simulator_server.url, LIGHTSPEED_REDIRECT_URI=f"{origin}/oauth/callback", **env
+        )
+        api_key = env.get("LIGHTKEEPER_API_KEY", "")
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        with (
+            Keeper(settings, clock=clock) as keeper,
+            BackgroundServer(create_app(keeper), sock=sock),
+            httpx2.Client(base_url=origin, headers=headers, timeout=10) as client,
+        ):
+            yield AppServer(origin, keeper, api_key, client, simulator_server, clock)
+
+    return serve
+
+
+@pytest.fixture
+def app_server(serve_app: ServeApp) -> Iterator[AppServer]:
+    """The app with a random 32-character API key and the redirect URI on its own ``/oauth/callback``."""
+    with serve_app(LIGHTKEEPER_API_KEY=new_api_key()) as server:
+        yield server
