@@ -87,7 +87,7 @@ class ScheduleService:
             cron = pgcron.cron_job(self.store.engine)
             if cron is None:  # the guide's "Temporarily Disable" (cron.unschedule): it stays disabled
                 values["active"] = False
-            elif not _is_cron(cron.schedule):  # pg_cron also takes "30 seconds"; croniter does not
+            elif not _is_cron(cron.schedule):  # pg_cron also takes "@reboot", "@hourly", "30 seconds"
                 raise ConfigError(
                     f"cron.job's schedule '{cron.schedule}' is not a 5-field cron expression the embedded "
                     "scheduler can run: set one with `lightkeeper schedule set CRON` first; nothing was changed"

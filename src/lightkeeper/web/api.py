@@ -83,7 +83,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 def router(keeper: Keeper) -> APIRouter:
-    api = APIRouter(prefix="/api", tags=["api"], dependencies=[Depends(_authorize(keeper))], responses=ERRORS)
+    api = APIRouter(prefix="/api", tags=["api"], dependencies=[Depends(authorize(keeper))], responses=ERRORS)
     not_found: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody, "description": "`connection_not_found`"}}
 
     @api.post("/connect-sessions", response_model=ConnectSessionOut, status_code=201)
@@ -135,7 +135,7 @@ def router(keeper: Keeper) -> APIRouter:
     return api
 
 
-def _authorize(keeper: Keeper) -> Any:
+def authorize(keeper: Keeper) -> Any:
     expected = keeper.settings.lightkeeper_api_key.get_secret_value()
 
     def check(request: Request) -> None:

@@ -9,14 +9,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .. import __version__
 from ..keeper import Keeper
 from ..store import current_revision, head_revision
-from . import api, errors, pages
+from . import api, errors, pages, stock_api
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,7 @@ def create_app(keeper: Keeper) -> FastAPI:
     errors.install(app)
     app.include_router(pages.router(keeper))
     app.include_router(api.router(keeper))
+    app.include_router(stock_api.router(keeper, Depends(api.authorize(keeper))), responses=api.ERRORS)
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> JSONResponse:

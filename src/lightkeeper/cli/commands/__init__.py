@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import typer
 
-from . import configure, connections, database, demo, runs, schedule, serve
+from . import configure, connections, database, demo, runs, schedule, serve, stock
 
 
 def register(app: typer.Typer) -> None:
-    for module in (configure, database, connections, runs, schedule, serve, demo):
+    for module in (configure, database, connections, runs, schedule, stock, serve, demo):
         module.register(app)
 
 
