@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Body, Depends, Query, Request
+from fastapi import APIRouter, Body, Depends, Path, Query, Request
 from pydantic import BaseModel, Field
 
 from ..keeper import Keeper
@@ -20,6 +20,8 @@ from ..store import ConnectionRecord, RunRecord
 from .errors import ApiError, ErrorBody
 
 StatusName = Literal["connected", "expired", "error", "disconnected"]
+# Ids are 32-bit in the schema: a bigger number is a malformed request (422), not a database error (500).
+ConnectionId = Annotated[int, Path(ge=1, le=2**31 - 1, description="A connection id.")]
 
 
 class ConnectSessionIn(BaseModel):
@@ -101,11 +103,11 @@ def router(keeper: Keeper) -> APIRouter:
         return [record.public() for record in keeper.store.connections.iter(user_id=user_id, status=status)]
 
     @api.get("/connections/{connection_id}", response_model=ConnectionOut, responses=not_found)
-    def get_connection(connection_id: int) -> dict[str, Any]:
+    def get_connection(connection_id: ConnectionId) -> dict[str, Any]:
         return _connection(keeper, connection_id).public()
 
     @api.delete("/connections/{connection_id}", response_model=ConnectionOut, responses=not_found)
-    def delete_connection(connection_id: int) -> dict[str, Any]:
+    def delete_connection(connection_id: ConnectionId) -> dict[str, Any]:
         """Disconnect: revoke at Lightspeed, delete the stored tokens, status ``disconnected``."""
         _connection(keeper, connection_id)
         return keeper.disconnect(connection_id).public()
@@ -115,7 +117,7 @@ def router(keeper: Keeper) -> APIRouter:
         response_model=TokenOut,
         responses=not_found | {409: {"model": ErrorBody, "description": "`connection_expired`"}},
     )
-    def fresh_token(connection_id: int) -> TokenOut:
+    def fresh_token(connection_id: ConnectionId) -> TokenOut:
         """A valid access token, refreshed first if it expires within the leeway (single-flight)."""
         grant = keeper.fresh_token(connection_id)
         return TokenOut(access_token=grant.access_token, expires_at=grant.expires_at, account_id=grant.account_id)

@@ -109,7 +109,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     def unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        # Called by Starlette outside any ``except`` block: pass the exception, or the log shows "NoneType: None".
+        log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
         return _json(ApiError(500, "internal_error", "an unexpected error happened; see the service log"))
 
 
