@@ -11,10 +11,12 @@ import csv
 import io
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .client import Lightspeed
 from .errors import AccessDenied, ConfigError, LightkeeperError
+
+if TYPE_CHECKING:  # checking input needs no HTTP or database code: bad input is refused fast
+    from .client import Lightspeed
 
 CSV_COLUMNS = ("item_id", "shop_id", "qoh")
 
@@ -57,13 +59,26 @@ class BatchResult:
         return sum(row.status != "done" for row in self.rows)
 
     def public(self) -> dict[str, Any]:
+        """The ``--json`` document: ``{"total", "done", "failed", "rows"}`` (a row not sent says why)."""
         document = {"total": len(self.rows), "done": self.done, "failed": self.failed}
-        return document | {"rows": [row.public() for row in self.rows], "stopped": self.stopped}
+        return document | {"rows": [row.public() for row in self.rows]}
 
 
 def parse_csv(text: str) -> list[StockUpdate]:
     """Rows of ``item_id,shop_id,qoh``; every problem is reported with its line number, all at once."""
     reader = csv.DictReader(io.StringIO(text))
+    try:
+        updates, problems = _rows(reader)
+    except csv.Error as exc:  # e.g. a NUL byte, or a quote left open at the end of the file
+        raise InputError(f"line {reader.line_num}: not a readable CSV line ({exc})") from None
+    if problems:
+        raise InputError("; ".join(problems[:20]) + (f"; and {len(problems) - 20} more" if len(problems) > 20 else ""))
+    if not updates:
+        raise InputError("the file has no rows to send")
+    return updates
+
+
+def _rows(reader: csv.DictReader[str]) -> tuple[list[StockUpdate], list[str]]:
     missing = [column for column in CSV_COLUMNS if column not in (reader.fieldnames or [])]
     if missing:
         raise InputError(
@@ -72,15 +87,14 @@ def parse_csv(text: str) -> list[StockUpdate]:
     updates, problems = [], []
     for row in reader:
         line = reader.line_num
+        if row.get(None):  # DictReader puts the fields beyond the header's under None
+            problems.append(f"line {line}: more fields than the header has columns")
+            continue
         try:
             updates.append(_update(line, row.get("item_id"), row.get("qoh"), shop_id=row.get("shop_id")))
         except InputError as exc:
             problems.append(str(exc))
-    if problems:
-        raise InputError("; ".join(problems[:20]) + (f"; and {len(problems) - 20} more" if len(problems) > 20 else ""))
-    if not updates:
-        raise InputError("the file has no rows to send")
-    return updates
+    return updates, problems
 
 
 def single(item_id: int, qoh: int, *, shop_id: int | None, item_shop_id: int | None) -> StockUpdate:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg
 import pytest
@@ -93,6 +94,10 @@ ORDER BY start_time DESC LIMIT 5;"""
 MANUALLY_TRIGGER = """SELECT refresh_lightspeed_tokens();"""
 
 
+class KeeperFactory(Protocol):
+    def __call__(self, clock: FakeClock | None = None) -> Keeper: ...
+
+
 # -- running things ------------------------------------------------------------------------------------------------
 
 
@@ -125,7 +130,7 @@ def cli(
 @pytest.fixture
 def keeper_factory(
     pg_cron_url: str, simulator_server: SimulatorServer, sim: SimulatorControl
-) -> Iterator[Any]:
+) -> Iterator[KeeperFactory]:
     """Makes in-process ``Keeper``s on the pg_cron database (optionally with a clock); closes them after."""
     made: list[Keeper] = []
 
@@ -219,7 +224,7 @@ def wait_for_run(keeper: Keeper, run_id: int, *, timeout: float) -> RunRecord:
     return run
 
 
-def one_line_error(result: Any) -> str:
+def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
     """An expected failure: exit 1 or 2, one sentence on stderr, no traceback."""
     assert result.returncode in (1, 2), describe(result)
     assert "Traceback" not in result.stderr + result.stdout, describe(result)
@@ -256,8 +261,8 @@ def test_install_sql_on_sqlite_is_a_clear_error(cli: Lightkeeper, tmp_path: Path
     assert "SQLite" in line
 
 
-def test_worker_picks_a_sql_request_up_by_notify(keeper_factory: Any, pg_cron_url: str) -> None:
-    keeper: Keeper = keeper_factory()
+def test_worker_picks_a_sql_request_up_by_notify(keeper_factory: KeeperFactory, pg_cron_url: str) -> None:
+    keeper = keeper_factory()
     pgcron.install_function(keeper.store.engine)
     for user in ("user-notify-1", "user-notify-2"):
         connect(keeper, user)
@@ -275,8 +280,10 @@ def test_worker_picks_a_sql_request_up_by_notify(keeper_factory: Any, pg_cron_ur
     assert all(c.last_token_refresh_at is not None for c in keeper.connections())
 
 
-def test_worker_picks_requests_up_by_polling_when_notify_is_missed(keeper_factory: Any, pg_cron_url: str) -> None:
-    keeper: Keeper = keeper_factory()
+def test_worker_picks_requests_up_by_polling_when_notify_is_missed(
+    keeper_factory: KeeperFactory, pg_cron_url: str
+) -> None:
+    keeper = keeper_factory()
     pgcron.install_function(keeper.store.engine)
     for user in ("user-poll-1", "user-poll-2"):
         connect(keeper, user)
@@ -301,9 +308,9 @@ def test_worker_picks_requests_up_by_polling_when_notify_is_missed(keeper_factor
 
 
 def test_use_pg_cron_then_every_snippet_of_the_guide_works(
-    cli: Lightkeeper, keeper_factory: Any, pg_cron_url: str
+    cli: Lightkeeper, keeper_factory: KeeperFactory, pg_cron_url: str
 ) -> None:
-    keeper: Keeper = keeper_factory()
+    keeper = keeper_factory()
     connect(keeper, "user-guide")
 
     shown = cli.json("schedule", "use-pg-cron")
@@ -376,10 +383,10 @@ def test_use_pg_cron_then_every_snippet_of_the_guide_works(
 
 
 def test_while_pg_cron_owns_the_job_embedded_schedulers_do_not_tick(
-    cli: Lightkeeper, keeper_factory: Any, pg_cron_url: str
+    cli: Lightkeeper, keeper_factory: KeeperFactory, pg_cron_url: str
 ) -> None:
     cli.json("schedule", "use-pg-cron")
-    observer: Keeper = keeper_factory()
+    observer = keeper_factory()
     job = observer.store.jobs.get(JOB_NAME)
     assert job is not None
     assert job.owner == "pg_cron"
@@ -410,9 +417,15 @@ def test_while_pg_cron_owns_the_job_embedded_schedulers_do_not_tick(
     worker.step()
     assert schedule_runs(observer) == []
 
+    # After the guide's "Temporarily Disable", changing the schedule does not silently re-enable the job.
+    rows(pg_cron_url, TEMPORARILY_DISABLE)
+    shown = cli.json("schedule", "set", "0 */4 * * *")
+    assert (shown["owner"], shown["schedule"], shown["active"]) == ("pg_cron", "0 */4 * * *", False)
+    assert [(r["schedule"], r["active"]) for r in cron_job(pg_cron_url)] == [("0 */4 * * *", False)]
+
 
 def test_use_embedded_takes_the_job_back_with_cron_jobs_schedule(
-    cli: Lightkeeper, keeper_factory: Any, pg_cron_url: str
+    cli: Lightkeeper, keeper_factory: KeeperFactory, pg_cron_url: str
 ) -> None:
     cli.json("schedule", "use-pg-cron")
     rows(pg_cron_url, CHANGE_SCHEDULE)  # the user changed the schedule the guide's way, in cron.job
@@ -426,7 +439,7 @@ def test_use_embedded_takes_the_job_back_with_cron_jobs_schedule(
         "embedded", "0 */3 * * *", True, None,
     )  # fmt: skip
 
-    observer: Keeper = keeper_factory()
+    observer = keeper_factory()
     job = observer.store.jobs.get(JOB_NAME)
     assert job is not None
     tick = next_tick("0 */3 * * *", job.updated_at)
@@ -446,7 +459,7 @@ def test_use_embedded_takes_the_job_back_with_cron_jobs_schedule(
 
 
 def test_use_embedded_after_the_guides_disable_keeps_the_job_disabled(
-    cli: Lightkeeper, keeper_factory: Any, pg_cron_url: str
+    cli: Lightkeeper, keeper_factory: KeeperFactory, pg_cron_url: str
 ) -> None:
     cli.json("schedule", "use-pg-cron")
     rows(pg_cron_url, TEMPORARILY_DISABLE)
@@ -454,7 +467,7 @@ def test_use_embedded_after_the_guides_disable_keeps_the_job_disabled(
     shown = cli.json("schedule", "use-embedded")
     assert (shown["owner"], shown["active"]) == ("embedded", False)
 
-    observer: Keeper = keeper_factory()
+    observer = keeper_factory()
     job = observer.store.jobs.get(JOB_NAME)
     assert job is not None
     clock = FakeClock(next_tick(job.schedule, job.updated_at) + timedelta(minutes=1))
@@ -464,13 +477,13 @@ def test_use_embedded_after_the_guides_disable_keeps_the_job_disabled(
 
 def test_use_embedded_refuses_a_pg_cron_only_schedule(cli: Lightkeeper, pg_cron_url: str) -> None:
     cli.json("schedule", "use-pg-cron")
-    rows(pg_cron_url, f"SELECT cron.schedule('{JOB_NAME}', '@hourly', $$SELECT refresh_lightspeed_tokens();$$)")
+    rows(pg_cron_url, f"SELECT cron.schedule('{JOB_NAME}', '@reboot', $$SELECT refresh_lightspeed_tokens();$$)")
 
     line = one_line_error(cli("schedule", "use-embedded"))
-    assert "@hourly" in line
-    assert [r["schedule"] for r in cron_job(pg_cron_url)] == ["@hourly"]  # nothing changed
+    assert "@reboot" in line
+    assert [r["schedule"] for r in cron_job(pg_cron_url)] == ["@reboot"]  # nothing changed
     shown = cli.json("schedule", "show")
-    assert (shown["owner"], shown["schedule"]) == ("pg_cron", "@hourly")
+    assert (shown["owner"], shown["schedule"]) == ("pg_cron", "@reboot")
 
 
 def test_use_pg_cron_without_pg_cron_is_a_clear_error(cli: Lightkeeper, pg_database_url: str) -> None:
@@ -490,9 +503,9 @@ def test_use_pg_cron_on_sqlite_is_a_clear_error(cli: Lightkeeper, tmp_path: Path
 # -- one real pg_cron firing ---------------------------------------------------------------------------------------
 
 
-def test_pg_cron_fires_the_job_for_real(cli: Lightkeeper, keeper_factory: Any, pg_cron_url: str) -> None:
+def test_pg_cron_fires_the_job_for_real(cli: Lightkeeper, keeper_factory: KeeperFactory, pg_cron_url: str) -> None:
     """The only test that waits for real time: pg_cron's next minute, at most ~60 s away."""
-    keeper: Keeper = keeper_factory()
+    keeper = keeper_factory()
     connect(keeper, "user-cron")
     cli.json("schedule", "set", "* * * * *")
     shown = cli.json("schedule", "use-pg-cron")

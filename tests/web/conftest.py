@@ -8,9 +8,11 @@ another app with other settings (no API key, ``LIGHTKEEPER_DEV``) for the tests 
 from __future__ import annotations
 
 import secrets
+import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx2
@@ -34,6 +36,28 @@ from tests.integration.conftest import (  # noqa: F401 (fixtures reused by name)
 )
 
 ServeApp = Callable[..., AbstractContextManager["AppServer"]]
+RUN_WAIT_S = 20.0
+
+
+@dataclass
+class Transcript:
+    """Every answer the API client received (``path``, body), for the no-token-in-any-answer check."""
+
+    bodies: list[tuple[str, bytes]] = field(default_factory=list)
+
+    def record(self, response: httpx2.Response) -> None:
+        response.read()
+        self.bodies.append((response.request.url.path, response.content))
+
+    def leaks(self, tokens: set[str]) -> list[str]:
+        """Paths whose answers hold one of ``tokens``; the token route's answers are exempt (that is its job)."""
+        return [
+            f"{path}: {token[:10]}…"
+            for path, body in self.bodies
+            if not path.endswith("/token")
+            for token in tokens
+            if token.encode() in body
+        ]
 
 
 @dataclass
@@ -46,6 +70,7 @@ class AppServer:
     client: httpx2.Client  # base_url = url, sends the API key
     simulator: SimulatorServer
     clock: FakeClock
+    transcript: Transcript
 
     def anonymous(self, **headers: str) -> httpx2.Client:
         """A client of the same app without the API key (or with the given headers instead)."""
@@ -79,9 +104,27 @@ class AppServer:
         assert found is not None
         return dict(found._mapping)
 
+    def wait_for_run(self, run_id: int) -> dict[str, Any]:
+        """Poll ``GET /api/runs`` until the run has ended; its record."""
+        deadline = time.monotonic() + RUN_WAIT_S
+        while True:
+            runs = self.client.get("/api/runs", params={"limit": 100}).json()
+            [run] = [r for r in runs if r["run_id"] == run_id]
+            if run["status"] != "running":
+                return dict(run)
+            assert time.monotonic() < deadline, f"run {run_id} still running after {RUN_WAIT_S} s"
+            time.sleep(0.05)
+
     def issued_tokens(self) -> set[str]:
         """Every token the simulator has issued in this test: none may appear in a page or API answer."""
         return issued_tokens(self.simulator)
+
+
+def _join_background_runs() -> None:
+    """Let runs started by ``POST /api/refresh`` end before their keeper closes the database."""
+    for thread in threading.enumerate():
+        if thread.name.startswith("run-") and thread is not threading.current_thread():
+            thread.join(RUN_WAIT_S)
 
 
 def new_api_key() -> str:
@@ -90,7 +133,10 @@ def new_api_key() -> str:
 
 @pytest.fixture
 def serve_app(
-    database_url: str, simulator_server: SimulatorServer, sim: SimulatorControl, clock: FakeClock
+    database_url: str,  # noqa: F811 (the fixture imported above)
+    simulator_server: SimulatorServer,
+    sim: SimulatorControl,
+    clock: FakeClock,
 ) -> ServeApp:
     """Start the app with extra settings: ``with serve_app(LIGHTKEEPER_API_KEY="") as server: ...``."""
     clock.current = clock.current.now(clock.current.tzinfo)  # the simulator's codes live on the wall clock
@@ -104,12 +150,19 @@ def serve_app(
         )
         api_key = env.get("LIGHTKEEPER_API_KEY", "")
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        transcript = Transcript()
+        hooks = {"response": [transcript.record]}
         with (
             Keeper(settings, clock=clock) as keeper,
             BackgroundServer(create_app(keeper), sock=sock),
-            httpx2.Client(base_url=origin, headers=headers, timeout=10) as client,
+            httpx2.Client(base_url=origin, headers=headers, timeout=10, event_hooks=hooks) as client,
         ):
-            yield AppServer(origin, keeper, api_key, client, simulator_server, clock)
+            try:
+                yield AppServer(origin, keeper, api_key, client, simulator_server, clock, transcript)
+            finally:
+                _join_background_runs()
+            leaks = transcript.leaks(issued_tokens(simulator_server))
+            assert not leaks, f"tokens in API answers: {leaks}"
 
     return serve
 

@@ -8,8 +8,6 @@ waited out (``Retry-After``) and retried a bounded number of times.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from typing import Any
 
 import httpx2
@@ -39,12 +37,10 @@ class ApiClient:
         http: httpx2.Client,
         api_url: str,
         pacer: BucketPacer = PROCESS_PACER,
-        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._http = http
         self._api_url = api_url.rstrip("/")
         self.pacer = pacer
-        self._sleep = sleep
 
     def __repr__(self) -> str:
         return f"ApiClient(api_url={self._api_url!r})"
@@ -53,6 +49,8 @@ class ApiClient:
         """The account the access token belongs to (``GET /API/V3/Account.json``)."""
         action = "account lookup"
         response = self._get(_ACCOUNT_PATH, access_token, action=action)
+        if account_id := response.headers.get("x-ls-acct-id", "").strip():
+            self.pacer.observe(account_id, response.headers)  # the account is known only now: not paced
         check_api_response(response, action=action, redact=(access_token,))
         return _parse_account(response, action=action)
 
@@ -100,17 +98,19 @@ class ApiClient:
             try:
                 check_api_response(response, action=action, redact=(access_token,))
             except RateLimited as exc:
-                self._back_off(account_id, exc, attempt)
+                self._back_off(account_id, exc, attempt, cost)
                 continue
             return json_object(response) or {}
         raise AssertionError("unreachable: the last attempt raises")  # pragma: no cover
 
-    def _back_off(self, account_id: str, exc: RateLimited, attempt: int) -> None:
-        self.pacer.full(account_id)
+    def _back_off(self, account_id: str, exc: RateLimited, attempt: int, cost: float) -> None:
+        """Raise a 429 we may not wait out; else hold the account's bucket until ``Retry-After`` (the retry's
+        ``reserve`` waits it out, and so does every other request of the account in this process)."""
         wait = exc.retry_after if exc.retry_after is not None else 1.0
         if attempt >= MAX_RATE_LIMIT_RETRIES or wait > MAX_RETRY_AFTER_S:
+            self.pacer.full(account_id)
             raise exc
-        self._sleep(wait)
+        self.pacer.hold(account_id, wait, cost)
 
     def _send(
         self, method: str, path: str, access_token: str, *, action: str, json: Any, params: dict[str, str] | None

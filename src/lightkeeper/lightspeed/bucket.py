@@ -77,27 +77,51 @@ class BucketPacer:
         return max(0.0, wait)
 
     def observe(self, account_id: str, headers: Mapping[str, str]) -> None:
-        """Take the bucket's real state from an answer's headers (requests booked ahead still count)."""
-        bucket_level = parse_bucket(headers)
+        """Take the bucket's size and drip rate from an answer's headers, and its level if that is higher.
+
+        The level an answer reports leaves out the requests still in flight (booked here, sent by other
+        threads, not yet counted by Lightspeed), so it may only raise the model, never lower it: a higher
+        level means someone else spends the account's bucket (another process or client), or a request
+        cost more than booked. Overestimates drain away at the drip rate.
+        """
+        reported = parse_bucket(headers)
         drip = parse_float(headers, "x-ls-api-drip-rate")
         with self._lock:
             bucket = self._bucket(account_id)
             if drip is not None and drip > 0:
                 bucket.drip = drip
+            if reported is None:
+                return
+            used, size = reported
             now = self._monotonic()
-            if bucket_level is not None and bucket.at <= now:
-                bucket.level, bucket.size = bucket_level
-                bucket.at = now
-            elif bucket_level is not None:
-                bucket.size = bucket_level[1]
+            at = max(now, bucket.at)  # requests may be booked ahead of now: compare at the last booking
+            bucket.level = max(bucket.level_at(at), used - (at - now) * bucket.drip)
+            bucket.at, bucket.size = at, size
 
     def _bucket(self, account_id: str) -> _Bucket:
         if account_id not in self._buckets:
             self._buckets[account_id] = _Bucket(at=self._monotonic())
         return self._buckets[account_id]
 
+    def forget(self, account_id: str | None = None) -> None:
+        """Drop what is known of one account's bucket (or of all): the next request starts from empty."""
+        with self._lock:
+            if account_id is None:
+                self._buckets.clear()
+            else:
+                self._buckets.pop(account_id, None)
+
+    def hold(self, account_id: str, retry_after: float, cost: float) -> None:
+        """A 429 said "retry after ``retry_after`` s": nothing of the account goes out before then, and
+        then the refused request (``cost``) fits and the others drip behind it."""
+        with self._lock:
+            bucket = self._bucket(account_id)
+            until = max(bucket.at, self._monotonic() + max(0.0, retry_after))
+            bucket.level = max(bucket.level_at(until), bucket.size - self.headroom - cost)
+            bucket.at = until
+
     def full(self, account_id: str) -> None:
-        """A 429 came: the bucket is full whatever we thought."""
+        """A 429 came that will not be waited out here: the bucket is full whatever we thought."""
         with self._lock:
             bucket = self._bucket(account_id)
             bucket.level, bucket.at = bucket.size, max(bucket.at, self._monotonic())

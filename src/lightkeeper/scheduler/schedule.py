@@ -103,7 +103,8 @@ class ScheduleService:
         if job.owner == PG_CRON:
             cron = pgcron.cron_job(self.store.engine)
             schedule = values.get("schedule", cron.schedule if cron else job.schedule)
-            active = values.get("active", cron.active if cron else job.active)
+            # Not in cron.job: the guide's cron.unschedule disabled it (``show`` says paused); it stays so.
+            active = values.get("active", cron.active if cron else False)
             pgcron.schedule(self.store.engine, schedule, active=active)
         self.store.jobs.update(JOB_NAME, now=self.clock(), **values)
         return self.show()

@@ -57,6 +57,8 @@ class Worker:
             log.error("worker step failed: %s", exc)
         except SQLAlchemyError as exc:  # the database blinked: try again next poll
             log.warning("database error in worker step: %s", str(exc).splitlines()[0])
+        except Exception:  # a bug must not silently end the scheduler: log it, try again next poll
+            log.exception("unexpected error in worker step")
 
     def job(self) -> Job:
         settings = self.keeper.settings

@@ -125,6 +125,9 @@ class Fault:
                 headers["X-LS-API-RateLimit-Type"] = "api-burst-limiter"
             return Reply(429, _ls_error(429, "Too Many Requests", "Rate limit exceeded"), headers)
         headers = {} if self.retry_after is None else {"Retry-After": str(self.retry_after)}
+        if self.status == 401 and self.endpoint == "api":
+            # What the API answers a token it will not accept (expired, revoked, or access withdrawn).
+            return Reply(401, _access_denied().body, headers)
         if self.status >= 500:
             # Gateways in front of the real provider answer 5xx with HTML, not OAuth JSON.
             page = f"<html><body><h1>{self.status} Simulated failure</h1></body></html>"

@@ -18,7 +18,9 @@ COMMAND = "SELECT refresh_lightspeed_tokens();"
 
 FUNCTION_SQL = f"""
 CREATE OR REPLACE FUNCTION refresh_lightspeed_tokens() RETURNS bigint
-LANGUAGE plpgsql AS $fn$
+LANGUAGE plpgsql
+SET search_path FROM CURRENT  -- the schema lightkeeper lives in, whoever calls it (pg_cron included)
+AS $fn$
 DECLARE
     request_id bigint;
 BEGIN

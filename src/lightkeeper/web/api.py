@@ -12,7 +12,8 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Body, Depends, Path, Query, Request
+from fastapi import APIRouter, Body, Depends, Path, Query, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
 from ..keeper import Keeper
@@ -24,9 +25,16 @@ StatusName = Literal["connected", "expired", "error", "disconnected"]
 ConnectionId = Annotated[int, Path(ge=1, le=2**31 - 1, description="A connection id.")]
 
 
+# PostgreSQL text cannot hold NUL: refuse it as a malformed request (422) instead of failing in the database.
+NO_NUL = r"^[^\x00]*$"
+USER_ID = r"^[^\x00]*[^\x00\s][^\x00]*$"  # no NUL, and not blank
+
+
 class ConnectSessionIn(BaseModel):
-    user_id: str = Field(min_length=1, max_length=200, description="The host app's user id.")
-    return_to: str | None = Field(None, max_length=2000, description="Where the page links back to (allow-listed).")
+    user_id: str = Field(min_length=1, max_length=200, pattern=USER_ID, description="The host app's user id.")
+    return_to: str | None = Field(
+        None, max_length=2000, pattern=NO_NUL, description="Where the page links back to (allow-listed)."
+    )
 
 
 class ConnectSessionOut(BaseModel):
@@ -97,7 +105,7 @@ def router(keeper: Keeper) -> APIRouter:
 
     @api.get("/connections", response_model=list[ConnectionOut])
     def list_connections(
-        user_id: Annotated[str | None, Query(max_length=200)] = None, status: StatusName | None = None
+        user_id: Annotated[str | None, Query(max_length=200, pattern=NO_NUL)] = None, status: StatusName | None = None
     ) -> list[dict[str, Any]]:
         """Connections, optionally of one user and/or in one status."""
         return [record.public() for record in keeper.store.connections.iter(user_id=user_id, status=status)]
@@ -122,7 +130,12 @@ def router(keeper: Keeper) -> APIRouter:
         grant = keeper.fresh_token(connection_id)
         return TokenOut(access_token=grant.access_token, expires_at=grant.expires_at, account_id=grant.account_id)
 
-    @api.post("/refresh", response_model=RefreshOut, status_code=202, responses=not_found)
+    @api.post(
+        "/refresh",
+        response_model=RefreshOut,
+        status_code=202,
+        responses=not_found | {409: {"model": ErrorBody, "description": "`connection_expired`: reconnect first"}},
+    )
     def trigger_refresh(body: Annotated[RefreshIn | None, Body()] = None) -> RefreshOut:
         """Start a refresh run now (all connections, or one); it goes on in the background."""
         run = keeper.runs.begin(trigger="api", connection_id=body.connection_id if body else None)
@@ -137,10 +150,16 @@ def router(keeper: Keeper) -> APIRouter:
     return api
 
 
+# Only so that /openapi.json declares the bearer scheme; ``check`` does the (constant-time) comparison itself.
+_BEARER = HTTPBearer(auto_error=False, scheme_name="apiKey", description="`Authorization: Bearer $LIGHTKEEPER_API_KEY`")
+
+
 def authorize(keeper: Keeper) -> Any:
     expected = keeper.settings.lightkeeper_api_key.get_secret_value()
 
-    def check(request: Request) -> None:
+    def check(
+        request: Request, _declared: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)] = None
+    ) -> None:
         if not expected:
             if keeper.settings.lightkeeper_dev:
                 return
@@ -162,7 +181,10 @@ def _connection(keeper: Keeper, connection_id: int) -> ConnectionRecord:
 def _check_return_to(keeper: Keeper, return_to: str | None) -> None:
     if return_to is None:
         return
-    parts = urlsplit(return_to)
+    try:
+        parts = urlsplit(return_to)
+    except ValueError:  # e.g. "http://[" (a malformed IPv6 host)
+        raise ApiError(422, "validation_error", "return_to is not a valid URL") from None
     origin = f"{parts.scheme.lower()}://{parts.netloc.lower()}"
     if parts.scheme not in ("http", "https") or origin not in keeper.settings.return_to_origins:
         raise ApiError(422, "validation_error", "return_to is not on the allow-list (LIGHTKEEPER_RETURN_TO_ORIGINS)")

@@ -34,7 +34,7 @@ def create_app(keeper: Keeper) -> FastAPI:
     app.include_router(api.router(keeper))
     app.include_router(stock_api.router(keeper, Depends(api.authorize(keeper))), responses=api.ERRORS)
 
-    @app.get("/healthz", tags=["ops"])
+    @app.get("/healthz", tags=["ops"], responses={503: {"description": "Database unreachable or schema not current"}})
     def healthz() -> JSONResponse:
         """Database reachable and migrations current: 200; otherwise 503."""
         return _health(keeper)

@@ -69,7 +69,7 @@ def router(keeper: Keeper) -> APIRouter:
 
     @pages.post("/connect-lightspeed/disconnect")
     def disconnect(
-        request: Request, connection_id: Annotated[int, Form()], csrf: Annotated[str, Form()] = ""
+        request: Request, connection_id: Annotated[int, Form(ge=1, le=2**31 - 1)], csrf: Annotated[str, Form()] = ""
     ) -> Response:
         """Revoke at Lightspeed, delete the stored tokens, show the connection as disconnected."""
         session = _require_session(request, connect)

@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 
 from .. import stock
 from ..keeper import Keeper
+from .api import ConnectionId
 from .errors import ApiError, ErrorBody
 
 
@@ -47,7 +48,7 @@ def router(keeper: Keeper, auth: Any) -> APIRouter:
     }
 
     @api.post("/connections/{connection_id}/stock", response_model=StockOut, responses=problems)
-    def update_stock(connection_id: int, body: StockIn) -> dict[str, Any]:
+    def update_stock(connection_id: ConnectionId, body: StockIn) -> dict[str, Any]:
         """Set stock for each row, in order; a failed row says why and the others go on."""
         try:
             updates = stock.from_json(row.model_dump() for row in body.updates)
@@ -55,7 +56,8 @@ def router(keeper: Keeper, auth: Any) -> APIRouter:
             raise ApiError(422, "validation_error", str(exc)) from None
         keeper.fresh_token(connection_id)  # unknown or expired: a clear error before anything is sent
         with keeper.lightspeed(connection_id) as client:
-            return stock.send(client, updates).public()
+            result = stock.send(client, updates)
+        return result.public() | {"stopped": result.stopped}
 
     return api
 

@@ -46,6 +46,8 @@ def _read(path: Path) -> list[StockUpdate]:
         text = path.read_text(encoding="utf-8-sig")
     except OSError as exc:
         raise stock.InputError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise stock.InputError(f"{path} is not UTF-8 text (byte {exc.start + 1})") from None
     return list(stock.parse_csv(text))
 
 
