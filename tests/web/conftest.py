@@ -17,14 +17,12 @@ from typing import Any
 
 import httpx2
 import pytest
-from sqlalchemy import update
 
 from lightkeeper import Keeper
 from lightkeeper.simulator import SimulatorControl, SimulatorServer
 from lightkeeper.store import ConnectionRecord
 from lightkeeper.store.schema import connections as connections_table
 from lightkeeper.web import BackgroundServer, bind, create_app
-from tests.acceptance.conftest import issued_tokens
 from tests.conftest import FakeClock
 from tests.helpers import make_settings, query
 from tests.integration.conftest import (  # noqa: F401 (fixtures reused by name)
@@ -92,11 +90,6 @@ class AppServer:
         [record] = [r for r in self.keeper.connections(user_id=user_id) if r.status.value == "connected"]
         return record
 
-    def set_row(self, connection_id: int, **values: Any) -> None:
-        """Change a connection row directly (test set-up only)."""
-        with self.keeper.store.engine.begin() as conn:
-            conn.execute(update(connections_table).where(connections_table.c.id == connection_id).values(**values))
-
     def row(self, connection_id: int) -> dict[str, Any]:
         """The raw database row of a connection."""
         with self.keeper.store.engine.connect() as conn:
@@ -118,6 +111,13 @@ class AppServer:
     def issued_tokens(self) -> set[str]:
         """Every token the simulator has issued in this test: none may appear in a page or API answer."""
         return issued_tokens(self.simulator)
+
+
+def issued_tokens(server: SimulatorServer) -> set[str]:
+    """Every access and refresh token the simulator issued since its last reset (as tests/acceptance does)."""
+    state = server.state
+    with state._lock:
+        return set(state._refresh_tokens) | set(state._access_tokens)
 
 
 def _join_background_runs() -> None:

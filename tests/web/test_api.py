@@ -26,7 +26,7 @@ sqlite_only = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 LEEWAY = timedelta(seconds=300)  # TOKEN_REFRESH_LEEWAY_S default
 EXPIRING_SOON = 3600 - 200  # seconds after a connect when the hour-long access token is inside the leeway
 UNKNOWN = 424242
-STOCK = {"updates": [{"item_id": 1, "qoh": 1}]}
+STOCK = {"updates": [{"item_id": 1, "qoh": 1, "shop_id": 1}]}
 
 # Every route under /api/, with a request that passes validation (any answer but 401 means the key was let in).
 API_ROUTES: list[tuple[str, str, Any]] = [
@@ -286,6 +286,7 @@ def test_malformed_connection_id_is_422_on_every_route(app_server: AppServer) ->
                 assert_error(response, 422, "validation_error", connection_id)
 
 
+@sqlite_only
 def test_unknown_route_and_wrong_method_are_json_errors(app_server: AppServer) -> None:
     assert_error(app_server.client.get("/api/nothing-here"), 404, "not_found")
     assert_error(app_server.client.put("/api/connections/1"), 405, "method_not_allowed")
@@ -419,7 +420,7 @@ def test_refresh_answers_at_once_and_the_run_completes_in_the_background(
 ) -> None:
     first = app_server.connect("user-1")
     second = app_server.connect("user-2")
-    sim.configure(token_latency_ms=600)  # each refresh takes a while at Lightspeed
+    sim.configure(token_latency_ms=800)  # each refresh takes a while at Lightspeed
 
     started = time.monotonic()
     response = app_server.client.post("/api/refresh")

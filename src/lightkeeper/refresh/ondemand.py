@@ -53,6 +53,9 @@ class TokenProvider:
         self._sleep = sleep
         self._locks: dict[int, threading.Lock] = {}
         self._locks_guard = threading.Lock()
+        # (connection id, ciphertext) -> access token: a row still holding the same ciphertext needs no
+        # decrypt. The id is part of the key, so a ciphertext copied into another row is still refused.
+        self._opened: dict[tuple[int, str], str] = {}
 
     def fresh_token(self, connection_id: int, *, rejected: str | None = None) -> AccessGrant:
         """A token valid for at least the leeway.
@@ -84,7 +87,7 @@ class TokenProvider:
             self._sleep(self.poll.total_seconds())
 
     def _needs_new(self, record: ConnectionRecord, rejected: str | None) -> bool:
-        if rejected is not None and self.refresher.vault.access_token(record) == rejected:
+        if rejected is not None and self._access_token(record) == rejected:
             return True
         return policy.needs_refresh(record, self.refresher.clock(), self.leeway)
 
@@ -144,12 +147,25 @@ class TokenProvider:
 
     def _grant(self, record: ConnectionRecord) -> AccessGrant:
         assert record.token_expires_at is not None
-        token = self.refresher.vault.access_token(record)
-        return AccessGrant(record.id, record.account_id, token, record.token_expires_at)
+        return AccessGrant(record.id, record.account_id, self._access_token(record), record.token_expires_at)
+
+    def _access_token(self, record: ConnectionRecord) -> str:
+        key = (record.id, record.access_token or "")
+        token = self._opened.get(key)
+        if token is None:
+            token = self.refresher.vault.access_token(record)  # raises for a row without tokens
+            if len(self._opened) >= _OPENED_MAX:
+                self._opened.clear()  # tokens rotate: old entries are dead weight, and this stays bounded
+            self._opened[key] = token
+        return token
 
     def _lock(self, connection_id: int) -> threading.Lock:
         with self._locks_guard:
             return self._locks.setdefault(connection_id, threading.Lock())
+
+
+#: Decrypted access tokens kept per TokenProvider (one a connection in use, so this is plenty).
+_OPENED_MAX = 4096
 
 
 def _failure(connection_id: int, outcome: Outcome, error: Exception | None) -> Exception:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, Select, and_, func, or_, select, update
+from sqlalchemy import Engine, Select, and_, bindparam, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -38,6 +38,9 @@ def _lease_free(now: datetime) -> ColumnElement[bool]:
 
 
 _RELEASE = {"acquired_by": None, "acquired_until": None}
+#: Built once: ``fresh_token`` reads a row on every call, and building (and cache-keying) a new statement
+#: each time cost about as much as running it on SQLite.
+_BY_ID = select(t).where(t.c.id == bindparam("connection_id"))
 
 
 class ConnectionRepo:
@@ -47,7 +50,7 @@ class ConnectionRepo:
     # -- reading -------------------------------------------------------------------------------------
     def get(self, connection_id: int) -> ConnectionRecord | None:
         with self._engine.connect() as conn:
-            row = conn.execute(select(t).where(t.c.id == connection_id)).first()
+            row = conn.execute(_BY_ID, {"connection_id": connection_id}).first()
         return ConnectionRecord.from_row(row) if row else None
 
     def list(self, *, user_id: str | None = None, status: str | None = None) -> builtins.list[ConnectionRecord]:

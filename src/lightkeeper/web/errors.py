@@ -36,6 +36,9 @@ _TITLES = {
     "exchange_failed": "Sign-in could not be completed",
     "session_required": "Please open your connect link again",
     "csrf_failed": "This form has expired",
+    "bad_request": "Something is missing",
+    "not_found": "Page not found",
+    "method_not_allowed": "Page not found",
 }
 
 
@@ -68,7 +71,16 @@ def _classify(exc: LightkeeperError) -> ApiError:
 
 
 def _json(error: ApiError) -> JSONResponse:
-    return JSONResponse({"code": error.code, "message": error.message}, status_code=error.status)
+    # RFC 6750: a 401 says which scheme it wants.
+    headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
+    return JSONResponse({"code": error.code, "message": error.message}, status_code=error.status, headers=headers)
+
+
+def _page(request: Request, status: int, code: str, message: str) -> Response:
+    """The friendly page for a merchant; machines get JSON under /api/."""
+    title = _TITLES.get(code, "This page cannot be shown")
+    context = {"title": title, "message": message, "code": code}
+    return templates.TemplateResponse(request, "error.html", context, status_code=status)
 
 
 def _is_api(request: Request) -> bool:
@@ -85,9 +97,7 @@ def install(app: FastAPI) -> None:
         if _is_api(request):
             return _json(_classify(exc))
         log.info("connect flow refused (%s) on %s", exc.code, request.url.path)
-        title = _TITLES.get(exc.code, "This sign-in cannot be used")
-        context = {"title": title, "message": str(exc), "code": exc.code}
-        return templates.TemplateResponse(request, "error.html", context, status_code=exc.status)
+        return _page(request, exc.status, exc.code, str(exc))
 
     @app.exception_handler(LightkeeperError)
     def lightkeeper_error(request: Request, exc: LightkeeperError) -> Response:
@@ -97,14 +107,18 @@ def install(app: FastAPI) -> None:
         return _json(error)
 
     @app.exception_handler(RequestValidationError)
-    def validation_error(_request: Request, exc: RequestValidationError) -> Response:
+    def validation_error(request: Request, exc: RequestValidationError) -> Response:
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(part) for part in first.get("loc", ()))
+        if not _is_api(request):
+            return _page(request, 400, "bad_request", "This request is incomplete. Go back and try again.")
         return _json(ApiError(422, "validation_error", f"{where}: {first.get('msg', 'invalid request')}"))
 
     @app.exception_handler(StarletteHTTPException)
     def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        if request.url.path.startswith(("/connect-lightspeed", "/oauth/")):
+            return _page(request, exc.status_code, code, "There is nothing here. Open the link the app gave you.")
         return _json(ApiError(exc.status_code, code, str(exc.detail)))
 
     @app.exception_handler(Exception)

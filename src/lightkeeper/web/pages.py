@@ -7,6 +7,7 @@ from the cookie's secret. No page ever shows a token.
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -102,10 +103,17 @@ def _page(request: Request, keeper: Keeper, session: ConnectSession, *, flash: s
 
 def _view(record: ConnectionRecord) -> dict[str, Any]:
     public = record.public()
+    public["last_token_refresh_at"] = _when(record.last_token_refresh_at)
+    public["token_expires_at"] = _when(record.token_expires_at)
     public["status_words"] = _STATUS_WORDS[record.status]
     public["can_disconnect"] = record.status in (Status.CONNECTED, Status.ERROR, Status.EXPIRED)
     public["needs_reconnect"] = record.status in (Status.EXPIRED, Status.DISCONNECTED)
     return public
+
+
+def _when(value: datetime | None) -> str | None:
+    """2026-11-27 08:36 UTC: what a person reads, not a log line."""
+    return value.strftime("%Y-%m-%d %H:%M UTC") if value else None
 
 
 def _session(request: Request, connect: ConnectService) -> ConnectSession | None:
