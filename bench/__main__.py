@@ -6,12 +6,14 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-#: name -> (module with ``main(argv) -> int``, what it measures)
+#: name -> (module with ``main(argv) -> int``, or ``module:function``, what it measures)
 BENCHMARKS: dict[str, tuple[str, str]] = {
     "replicas": (
         "bench.replicas",
         "one refresh run over N connections on PostgreSQL, shared by 1, 2, 4 `lightkeeper worker` processes",
     ),
+    "tokens": ("bench.tokens_stock:tokens_main", "fresh_token p50/p99 in-process and over HTTP vs the floor"),
+    "stock": ("bench.tokens_stock:stock_main", "a stock batch against the leaky bucket, paced vs naive"),
 }
 
 
@@ -30,8 +32,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if name not in BENCHMARKS:
         print(f"unknown benchmark {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(BENCHMARKS[name][0])
-    code: int = module.main(rest)
+    module_name, _, function = BENCHMARKS[name][0].partition(":")
+    module = importlib.import_module(module_name)
+    code: int = getattr(module, function or "main")(rest)
     return code
 
 

@@ -77,8 +77,10 @@ class Measurement:
     invalid_grant: int
     in_grace: int
     split: list[int]  # refreshes per worker, from their logs
+    late_counts: int  # counts that landed after the run was already closed (a replica closed it too early)
     worker_cpu_s: float
     bench_cpu_s: float  # this process: mostly the simulator
+    pg_cpu_s: float  # the database's server processes for this database
     host_busy: float  # share of all CPUs busy during the run
     cores: int = field(default_factory=lambda: os.cpu_count() or 1)
 
@@ -120,6 +122,13 @@ def fresh_database() -> Iterator[str]:
     finally:
         with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def backend_pids(database_url: str) -> list[int]:
+    """PostgreSQL server processes serving the database (the workers' pooled connections, ours, the LISTENs)."""
+    query = "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        return [int(row[0]) for row in conn.execute(query).fetchall()]
 
 
 def listening_workers(database_url: str) -> int:
@@ -222,7 +231,7 @@ def worker_env(options: Options, database_url: str, simulator_url: str, key: str
         "REFRESH_BATCH_SIZE": str(options.batch_size),
         "REFRESH_CONCURRENCY": str(options.concurrency),
         "LOG_LEVEL": "INFO",
-    }
+    } | ({"PYTHONPATH": os.environ["PYTHONPATH"]} if os.environ.get("PYTHONPATH") else {})  # to bench a variant tree
 
 
 # -- one measurement ------------------------------------------------------------------------------------------
@@ -236,7 +245,7 @@ def wait_for_end(keeper: Keeper, run_id: int, timeout: float) -> RunRecord:
             raise RuntimeError(f"run {run_id} vanished")
         if run.status not in (RunStatus.QUEUED, RunStatus.RUNNING) or time.monotonic() > deadline:
             return run
-        time.sleep(0.02)
+        time.sleep(0.1)  # run_s comes from the record; polling faster only costs the simulator's CPU
 
 
 def settle_counts(keeper: Keeper, run: RunRecord, expected: int, timeout: float = 3.0) -> RunRecord:
@@ -263,6 +272,7 @@ def measure(options: Options, replicas: int, server: SimulatorServer, control: S
                 wait_ready(workers, database_url)
                 console.print(f"[dim]{replicas} replica(s): listening; requesting the run…[/]")
                 cpu_before = sum(process_cpu_s(w.process.pid) for w in workers)
+                pg_before = {pid: process_cpu_s(pid) for pid in backend_pids(database_url)}
                 bench_before, host_before = time.process_time(), host_cpu()
                 started = time.monotonic()
                 requested = keeper.store.runs.request(trigger="api", now=keeper.clock())
@@ -270,7 +280,9 @@ def measure(options: Options, replicas: int, server: SimulatorServer, control: S
                 run = wait_for_end(keeper, requested.id, timeout=max(120.0, 5 * ideal))
                 wall = time.monotonic() - started
                 cpu_after = sum(process_cpu_s(w.process.pid) for w in workers)
+                pg_cpu = sum(process_cpu_s(pid) - pg_before.get(pid, 0.0) for pid in backend_pids(database_url))
                 bench_after, host_after = time.process_time(), host_cpu()
+                closed_with = run.total
                 run = settle_counts(keeper, run, n)
                 split = [w.refreshed() for w in workers]
             finally:
@@ -291,8 +303,10 @@ def measure(options: Options, replicas: int, server: SimulatorServer, control: S
         invalid_grant=int(stats["invalid_grant"]),
         in_grace=int(stats["refreshes_in_grace"]),
         split=split,
+        late_counts=run.total - closed_with,
         worker_cpu_s=cpu_after - cpu_before,
         bench_cpu_s=bench_after - bench_before,
+        pg_cpu_s=pg_cpu,
         host_busy=busy / total if total else 0.0,
     )
 
@@ -312,7 +326,7 @@ def report(options: Options, results: list[Measurement]) -> Table:
         table.add_column(name, justify="right")
     for name in ("sim refreshes", "double", "invalid_grant", "in grace", "split"):
         table.add_column(name, justify="right")
-    for name in ("worker CPU s", "sim CPU s", "host busy"):
+    for name in ("worker CPU s", "sim CPU s", "pg CPU s", "host busy"):
         table.add_column(name, justify="right")
     for m in results:
         speedup = base.run_s / m.run_s if base and m.run_s else 0.0
@@ -333,6 +347,7 @@ def report(options: Options, results: list[Measurement]) -> Table:
             "/".join(map(str, m.split)),
             f"{m.worker_cpu_s:.1f}",
             f"{m.bench_cpu_s:.1f}",
+            f"{m.pg_cpu_s:.1f}",
             f"{m.host_busy:.0%}",
             style=style,
         )
@@ -346,6 +361,11 @@ def verdict(results: list[Measurement]) -> list[str]:
             lines.append(
                 f"FAIL {m.replicas} replica(s): status {m.status}, {m.refreshed} refreshed, simulator saw "
                 f"{m.refreshes} refreshes for {m.connections} connections, {m.invalid_grant} invalid_grant"
+            )
+        if m.late_counts:
+            lines.append(
+                f"note {m.replicas} replica(s): the run was closed with {m.late_counts} outcome(s) not yet counted "
+                "(another replica's last counts landed just after)"
             )
     by_count = {m.replicas: m for m in results}
     if 1 in by_count and 4 in by_count:

@@ -36,7 +36,11 @@ def fresh_pacer() -> Iterator[None]:
 
 
 @pytest.fixture
-def make_keeper(database_url: str, simulator_server: SimulatorServer, sim: SimulatorControl) -> Iterator[KeeperFactory]:
+def make_keeper(
+    database_url: str,  # noqa: F811 (the imported fixture, by name)
+    simulator_server: SimulatorServer,
+    sim: SimulatorControl,
+) -> Iterator[KeeperFactory]:
     """Keepers on this test's database (each one as a separate process would build it); closed after."""
     opened: list[Keeper] = []
 

@@ -10,19 +10,20 @@ import asyncio
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
-from lightkeeper import Keeper
-from lightkeeper.errors import AccessDenied, RateLimited
+from lightkeeper import ConnectionNotFound, Keeper
+from lightkeeper.errors import AccessDenied, DecryptError, ProviderUnavailable, RateLimited
 from lightkeeper.lightspeed.api import PUT_ONE_RELATION_COST
 from lightkeeper.lightspeed.bucket import PROCESS_PACER
 from lightkeeper.simulator import SimulatorControl
 from lightkeeper.store import ConnectionRecord
 from tests.helpers import connect
 
-from .conftest import KeeperFactory
+from .conftest import KeeperFactory, set_row
 
 ITEMS = (1, 2, 3, 4, 5)
 SHOPS = (1, 2)
@@ -109,6 +110,56 @@ def test_a_second_401_is_access_denied_after_one_refresh(
     assert sim.stats()["refreshes"] == 1
 
 
+def test_current_answers_from_the_row_and_never_refreshes(
+    keeper: Keeper, record: ConnectionRecord, sim: SimulatorControl
+) -> None:
+    grant = keeper.tokens.current(record.id)
+    assert grant is not None and grant.access_token == keeper.fresh_token(record.id).access_token
+    set_row(keeper, record.id, token_expires_at=keeper.clock() + timedelta(minutes=4))  # inside the leeway
+    assert keeper.tokens.current(record.id) is None
+    assert sim.stats()["refreshes"] == 0
+    with pytest.raises(ConnectionNotFound):
+        keeper.tokens.current(999)
+
+
+def test_a_token_copied_into_another_row_is_refused_even_when_the_fast_path_knows_it(
+    keeper: Keeper, record: ConnectionRecord
+) -> None:
+    """fresh_token keeps decrypted tokens by (row, ciphertext): the row binding of the ciphertext still holds."""
+    other = connect(keeper, "user-2")
+    assert keeper.fresh_token(record.id).access_token == keeper.vault.access_token(record)  # now known
+    set_row(keeper, other.id, access_token=record.access_token)
+    with pytest.raises(DecryptError):
+        keeper.fresh_token(other.id)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="product bug: callers queued on TokenProvider's per-connection threading.Lock wait without a timeout, "
+    "so the n-th caller waits up to n x TokenProvider.wait instead of wait",
+)
+def test_waiting_for_a_refresh_held_elsewhere_is_bounded_for_every_caller(
+    keeper: Keeper, record: ConnectionRecord, sim: SimulatorControl
+) -> None:
+    """Another process holds the lease (and is stuck): each caller gives up after ``wait``, not after the others."""
+    now = keeper.clock()
+    set_row(keeper, record.id, token_expires_at=now - timedelta(minutes=1), acquired_by="elsewhere:1:stuck",
+            acquired_until=now + timedelta(minutes=5))  # fmt: skip
+    keeper.tokens.wait = timedelta(seconds=0.3)
+
+    def call(_n: int) -> float:
+        started = time.monotonic()
+        with pytest.raises(ProviderUnavailable, match="did not finish in time"):
+            keeper.fresh_token(record.id)
+        return time.monotonic() - started
+
+    with ThreadPoolExecutor(4) as pool:
+        waits = list(pool.map(call, range(4)))
+
+    assert sim.stats()["refreshes"] == 0
+    assert max(waits) < 0.3 + 0.5, waits  # today: about 0.3, 0.6, 0.9, 1.2 s
+
+
 # -- 429 ---------------------------------------------------------------------------------------------------
 
 
@@ -170,15 +221,15 @@ def test_pacing_is_shared_by_every_client_of_an_account_in_the_process(
 
     def hammer(args: tuple[Keeper, int]) -> None:
         barrier.wait()
-        put_many(args[0], record, 25, start=args[1])
+        put_many(args[0], record, 20, start=args[1])
 
     started = time.monotonic()
     with ThreadPoolExecutor(2) as pool:
-        list(pool.map(hammer, [(keeper, 0), (other, 25)]))
+        list(pool.map(hammer, [(keeper, 0), (other, 20)]))
     elapsed = time.monotonic() - started
 
     assert sim.stats()["rate_limited"] == 0
-    assert elapsed >= minimum_seconds(50, 10, 20)  # 3.25 s: the two threads together never beat the drip
+    assert elapsed >= minimum_seconds(40, 10, 20)  # 2.5 s: the two threads together never beat the drip
 
 
 def test_pacing_is_independent_between_accounts(

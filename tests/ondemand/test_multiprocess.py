@@ -41,7 +41,9 @@ def test_100_callers_in_4_processes_cause_exactly_one_refresh(
     results = context.Queue()
     env = make_env(database_url, simulator_server.url)
     processes = [
-        context.Process(target=fresh_token_callers, args=(env, record.id, THREADS, start, results), name=f"callers-{n}", daemon=True)
+        context.Process(
+            target=fresh_token_callers, args=(env, record.id, THREADS, start, results), name=f"callers-{n}", daemon=True
+        )
         for n in range(PROCESSES)
     ]
     for process in processes:

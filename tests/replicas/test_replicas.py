@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -124,7 +125,7 @@ def start_workers(tmp_path: Path, worker_env: dict[str, str]) -> Iterator[StartW
     started: list[WorkerProcess] = []
 
     def start(count: int, **env: str) -> list[WorkerProcess]:
-        batch = []
+        batch: list[WorkerProcess] = []
         for _ in range(count):
             log_path = tmp_path / f"worker-{len(started) + 1}.log"
             with log_path.open("wb") as log_file:
@@ -140,7 +141,7 @@ def start_workers(tmp_path: Path, worker_env: dict[str, str]) -> Iterator[StartW
             started.append(worker)
             batch.append(worker)
         for worker in batch:
-            wait_for(lambda w=worker: _ready(w), timeout=START_TIMEOUT_S, what=f"worker {worker.pid} to start")
+            wait_for(partial(_ready, worker), timeout=START_TIMEOUT_S, what=f"worker {worker.pid} to start")
         return batch
 
     yield start
@@ -450,11 +451,9 @@ def test_refresh_delay_spaces_each_replicas_requests(
     most = max(len(w.refreshes()) for w in workers)
     # Whatever the split, the busier replica sent >= 10 requests, each >= delay_s after the one before.
     assert took >= (most - 1) * delay_s * 0.9, f"{took:.2f} s for {most} refreshes on one replica"
+    window, allowed = 0.5, int(0.5 / delay_s) + 2  # saves are logged a few ms after their paced sends: jitter
     for worker in workers:
         stamps = [stamp for stamp, _ in worker.refreshes()]
-        if len(stamps) < 2:
-            continue
-        span = (stamps[-1] - stamps[0]).total_seconds()
-        # Saves are logged a few ms after each paced send; allow that jitter on the first and last one.
-        assert span >= (len(stamps) - 1) * delay_s * 0.85, f"worker {worker.pid}: {len(stamps)} in {span:.2f} s"
+        busiest = max((sum(1 for t in stamps if s <= t < s + timedelta(seconds=window)) for s in stamps), default=0)
+        assert busiest <= allowed, f"worker {worker.pid}: {busiest} refreshes within {window} s: {stamps}"
     print(f"pacing: {took:.2f} s, split {[len(w.refreshes()) for w in workers]}")

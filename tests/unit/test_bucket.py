@@ -51,7 +51,7 @@ def test_an_empty_bucket_sends_at_once_until_it_is_full(pacer: BucketPacer, fake
 
 
 def test_a_batch_takes_the_theoretical_minimum(pacer: BucketPacer, fake: FakeTime) -> None:
-    """(n × cost − usable bucket) / drip: the first bucketful at once, then exactly at the drip rate."""
+    """(n x cost - usable bucket) / drip: the first bucketful at once, then exactly at the drip rate."""
     learn(pacer, "1", size=90, drip=1)
     started = fake.now
     for _ in range(300):
@@ -86,7 +86,7 @@ def test_an_answer_never_forgets_requests_still_in_flight(pacer: BucketPacer, fa
         pacer.reserve("1", 3.0)
     pacer.observe("1", headers(3, 10, 1))  # the answer to the first one
     assert pacer._buckets["1"].level == pytest.approx(9)
-    assert pacer.reserve("1", 3.0) == pytest.approx(3.0)  # 9 + 3 − 9 usable, at 1/s
+    assert pacer.reserve("1", 3.0) == pytest.approx(3.0)  # 9 + 3 - 9 usable, at 1/s
 
 
 def test_a_higher_reported_level_wins(pacer: BucketPacer, fake: FakeTime) -> None:
@@ -128,7 +128,7 @@ def test_hold_honours_retry_after_then_drips(pacer: BucketPacer, fake: FakeTime)
 def test_full_makes_the_next_request_wait_a_drip(pacer: BucketPacer, fake: FakeTime) -> None:
     learn(pacer, "1", size=10, drip=2)
     pacer.full("1")
-    assert pacer.reserve("1", 1.0) == pytest.approx(1.0)  # (10 + 1 − 9) / 2
+    assert pacer.reserve("1", 1.0) == pytest.approx(1.0)  # (10 + 1 - 9) / 2
 
 
 def test_forget(pacer: BucketPacer, fake: FakeTime) -> None:

@@ -69,6 +69,13 @@ class TokenProvider:
         with self._lock(connection_id):  # one refresher per connection in this process
             return self._refresh_single_flight(connection_id, rejected=rejected)
 
+    def current(self, connection_id: int) -> AccessGrant | None:
+        """The stored token if it is valid for the leeway, else None: one read, never waits, never calls
+        Lightspeed. For async code that may do the fast path on its event loop and hand only a refresh
+        (``fresh_token``) to a thread."""
+        record = self._load(connection_id)
+        return None if self._needs_new(record, None) else self._grant(record)
+
     # -- the slow path -------------------------------------------------------------------------------
     def _refresh_single_flight(self, connection_id: int, *, rejected: str | None) -> AccessGrant:
         deadline = time.monotonic() + self.wait.total_seconds()
