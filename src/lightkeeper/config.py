@@ -54,6 +54,7 @@ _RULES: dict[str, str] = {
     "http_timeout_s": "must be a number > 0",
     "run_heartbeat_s": "must be a number from 0.1 to 300",
     "worker_poll_s": "must be a number from 0.05 to 60",
+    "token_wait_s": "must be a number from 0.1 to 600",
     "log_level": "must be one of DEBUG, INFO, WARNING, ERROR",
     "log_format": "must be text or json",
     "lightkeeper_dev": "must be true or false",
@@ -104,6 +105,8 @@ class Settings(BaseSettings):
     lightkeeper_dev: bool = False
     run_heartbeat_s: float = Field(10.0, ge=0.1, le=300, allow_inf_nan=False)
     # How often a worker looks for ticks, requests and runs when no NOTIFY wakes it.
+    # How long a caller of fresh_token waits for a refresh another caller is doing, at most.
+    token_wait_s: float = Field(30.0, ge=0.1, le=600, allow_inf_nan=False)
     worker_poll_s: float = Field(5.0, ge=0.05, le=60, allow_inf_nan=False)
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

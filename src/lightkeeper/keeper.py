@@ -93,7 +93,11 @@ class Keeper:
             owner=self.owner,
             lease=timedelta(seconds=settings.refresh_lease_s),
         )
-        self.tokens = TokenProvider(self.refresher, leeway=timedelta(seconds=settings.token_refresh_leeway_s))
+        self.tokens = TokenProvider(
+            self.refresher,
+            leeway=timedelta(seconds=settings.token_refresh_leeway_s),
+            wait=timedelta(seconds=settings.token_wait_s),
+        )
         self.runs = RunExecutor(
             self.refresher,
             RunOptions(

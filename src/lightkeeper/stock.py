@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .errors import AccessDenied, ConfigError, LightkeeperError
+from .errors import AccessDenied, ConfigError, ConnectionExpired, LightkeeperError
 
 if TYPE_CHECKING:  # checking input needs no HTTP or database code: bad input is refused fast
     from .client import Lightspeed
@@ -129,24 +129,32 @@ def send(
     """Send each update in order; the result has a line per input row."""
     result = BatchResult()
     for update in updates:
-        row = _send_one(client, update) if result.stopped is None else _not_sent(update, result.stopped)
-        if row.status == "failed" and row.error and row.error.startswith("401"):
-            result.stopped = "stopped after a persistent 401 from Lightspeed"
+        if result.stopped is None:
+            row, result.stopped = _send_one(client, update)
+        else:
+            row = _not_sent(update, result.stopped)
         result.rows.append(row)
         if progress is not None:
             progress(row)
     return result
 
 
-def _send_one(client: Lightspeed, update: StockUpdate) -> RowResult:
+def _send_one(client: Lightspeed, update: StockUpdate) -> tuple[RowResult, str | None]:
+    """The row's result, and why the batch must stop if every further row would fail the same way."""
     try:
         client.set_stock(item_id=update.item_id, qoh=update.qoh, shop_id=update.shop_id,
                          item_shop_id=update.item_shop_id)  # fmt: skip
     except AccessDenied as exc:
-        return RowResult(update.line, update.item_id, "failed", f"401: {exc}")
+        return _failed(update, f"401: {exc}"), "stopped after a persistent 401 from Lightspeed"
+    except ConnectionExpired as exc:
+        return _failed(update, str(exc)), "stopped: the connection needs the merchant to reconnect"
     except LightkeeperError as exc:
-        return RowResult(update.line, update.item_id, "failed", str(exc))
-    return RowResult(update.line, update.item_id, "done")
+        return _failed(update, str(exc)), None
+    return RowResult(update.line, update.item_id, "done"), None
+
+
+def _failed(update: StockUpdate, error: str) -> RowResult:
+    return RowResult(update.line, update.item_id, "failed", error)
 
 
 def _not_sent(update: StockUpdate, why: str) -> RowResult:

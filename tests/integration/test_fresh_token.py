@@ -154,7 +154,9 @@ def test_forced_refresh_after_a_401_happens_once_for_concurrent_callers(
     sim.configure(token_latency_ms=100)
     with ThreadPoolExecutor(10) as pool:
         rejected = keeper.vault.access_token(record)
-        tokens = set(pool.map(lambda _: keeper.tokens.fresh_token(record.id, rejected=rejected).access_token, range(10)))
+        tokens = set(
+            pool.map(lambda _: keeper.tokens.fresh_token(record.id, rejected=rejected).access_token, range(10))
+        )
     assert sim.stats()["refreshes"] == 1 and len(tokens) == 1
 
 

@@ -133,11 +133,6 @@ def test_a_token_copied_into_another_row_is_refused_even_when_the_fast_path_know
         keeper.fresh_token(other.id)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: callers queued on TokenProvider's per-connection threading.Lock wait without a timeout, "
-    "so the n-th caller waits up to n x TokenProvider.wait instead of wait",
-)
 def test_waiting_for_a_refresh_held_elsewhere_is_bounded_for_every_caller(
     keeper: Keeper, record: ConnectionRecord, sim: SimulatorControl
 ) -> None:

@@ -66,8 +66,14 @@ class TokenProvider:
         record = self._load(connection_id)
         if not self._needs_new(record, rejected):
             return self._grant(record)
-        with self._lock(connection_id):  # one refresher per connection in this process
-            return self._refresh_single_flight(connection_id, rejected=rejected)
+        deadline = time.monotonic() + self.wait.total_seconds()  # one bound for the whole call
+        lock = self._lock(connection_id)  # one refresher per connection in this process
+        if not lock.acquire(timeout=self.wait.total_seconds()):
+            raise _busy(connection_id)
+        try:
+            return self._refresh_single_flight(connection_id, rejected=rejected, deadline=deadline)
+        finally:
+            lock.release()
 
     def current(self, connection_id: int) -> AccessGrant | None:
         """The stored token if it is valid for the leeway, else None: one read, never waits, never calls
@@ -77,8 +83,7 @@ class TokenProvider:
         return None if self._needs_new(record, None) else self._grant(record)
 
     # -- the slow path -------------------------------------------------------------------------------
-    def _refresh_single_flight(self, connection_id: int, *, rejected: str | None) -> AccessGrant:
-        deadline = time.monotonic() + self.wait.total_seconds()
+    def _refresh_single_flight(self, connection_id: int, *, rejected: str | None, deadline: float) -> AccessGrant:
         while True:
             record = self._load(connection_id)
             if not self._needs_new(record, rejected):
@@ -88,9 +93,7 @@ class TokenProvider:
             if leased is not None:
                 return self._refresh(leased, rejected)
             if time.monotonic() >= deadline:
-                raise ProviderUnavailable(
-                    f"connection {connection_id}: another process is refreshing it and did not finish in time"
-                )
+                raise _busy(connection_id)
             self._sleep(self.poll.total_seconds())
 
     def _needs_new(self, record: ConnectionRecord, rejected: str | None) -> bool:
@@ -173,6 +176,12 @@ class TokenProvider:
 
 #: Decrypted access tokens kept per TokenProvider (one a connection in use, so this is plenty).
 _OPENED_MAX = 4096
+
+
+def _busy(connection_id: int) -> ProviderUnavailable:
+    return ProviderUnavailable(
+        f"connection {connection_id}: another caller is refreshing it and did not finish in time (TOKEN_WAIT_S)"
+    )
 
 
 def _failure(connection_id: int, outcome: Outcome, error: Exception | None) -> Exception:

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Request, Security
+from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
@@ -125,10 +126,13 @@ def router(keeper: Keeper) -> APIRouter:
         response_model=TokenOut,
         responses=not_found | {409: {"model": ErrorBody, "description": "`connection_expired`"}},
     )
-    def fresh_token(connection_id: ConnectionId) -> TokenOut:
+    def fresh_token(connection_id: ConnectionId) -> JSONResponse:
         """A valid access token, refreshed first if it expires within the leeway (single-flight)."""
         grant = keeper.fresh_token(connection_id)
-        return TokenOut(access_token=grant.access_token, expires_at=grant.expires_at, account_id=grant.account_id)
+        # Answered as a ready JSONResponse: FastAPI would otherwise validate the model in another thread hop,
+        # and this is the hot route of the API (host apps call it before every Lightspeed request).
+        body = TokenOut(access_token=grant.access_token, expires_at=grant.expires_at, account_id=grant.account_id)
+        return JSONResponse(body.model_dump(mode="json"))
 
     @api.post(
         "/refresh",
@@ -157,7 +161,8 @@ _BEARER = HTTPBearer(auto_error=False, scheme_name="apiKey", description="`Autho
 def authorize(keeper: Keeper) -> Any:
     expected = keeper.settings.lightkeeper_api_key.get_secret_value()
 
-    def check(
+    # async: it does no I/O, and a sync dependency would cost every API call a thread-pool hop.
+    async def check(
         request: Request, _declared: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)] = None
     ) -> None:
         if not expected:
