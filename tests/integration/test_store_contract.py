@@ -22,6 +22,7 @@ from lightkeeper.store import (
     RunStatus,
     Status,
     Store,
+    Tally,
     current_revision,
     ensure_current,
     head_revision,
@@ -687,3 +688,22 @@ def test_job_is_created_once_and_updated(store: Store) -> None:
     later = NOW + timedelta(hours=1)
     paused = store.jobs.update(JOB_NAME, now=later, active=False, schedule="0 */3 * * *")
     assert (paused.active, paused.schedule, paused.updated_at) == (False, "0 */3 * * *", later)
+
+
+def test_an_outcome_is_counted_in_its_run_by_the_same_write(store: Store) -> None:
+    cid = connect(store)
+    run_id = start_run(store)
+    (claimed,) = store.connections.claim_batch(run_id=run_id, owner="w1", now=NOW, until=NOW + LEASE, limit=10)
+    saved = store.connections.save_tokens(
+        cid, version=claimed.token_version, tokens=NewTokens("a", "r", NOW), now=NOW, tally=Tally(run_id, "refreshed")
+    )
+    stale = store.connections.mark_error(
+        cid, version=claimed.token_version, error="x", retry_at=NOW, now=NOW, tally=Tally(run_id, "errors")
+    )
+    run = store.runs.get(run_id)
+    assert saved and not stale
+    assert run is not None and (run.total, run.refreshed, run.errors) == (
+        1,
+        1,
+        0,
+    )  # a write that changed nothing counts nothing

@@ -161,11 +161,9 @@ class RunExecutor:
         if stop.is_set():  # stopping: hand the claim back instead of starting a refresh
             self.store.connections.unclaim(record.id, self.refresher.owner)
             return None
-        outcome = self.refresher.refresh_claimed(record, trigger=run.trigger)
-        # Counted at once, not per batch: a participant killed mid-batch must not take the counts of the
-        # connections it already finished (and released) with it; nobody would ever count them again.
-        self.store.runs.add_counts(run.id, _COUNT_FIELD[outcome], self.refresher.clock())
-        return outcome
+        # The outcome is counted in the run by the very transaction that records it (store.Tally): a
+        # participant killed at any moment loses no count, and the run never looks done before its counts.
+        return self.refresher.refresh_claimed(record, trigger=run.trigger, run_id=run.id)
 
     def _finish(self, run_id: int, status: RunStatus, message: str | None) -> RunRecord:
         record = self.store.runs.finish(run_id, status=status, now=self.refresher.clock(), message=message)

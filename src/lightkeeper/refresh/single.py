@@ -15,7 +15,7 @@ from datetime import timedelta
 from ..clock import Clock
 from ..errors import ConfigError, DecryptError, InvalidClient, ProviderError, RateLimited, UnknownKey
 from ..lightspeed import OAuthClient, TokenSet
-from ..store import ConnectionRecord, Store
+from ..store import ConnectionRecord, Store, Tally
 from ..vault import TokenVault
 from . import policy
 from .pacing import Pacer
@@ -48,34 +48,37 @@ class Refresher:
     max_retry_after: float = 60.0
     _log: logging.Logger = field(default=log, repr=False)
 
-    def refresh_claimed(self, record: ConnectionRecord, *, trigger: str) -> Outcome:
-        """Refresh a connection this process holds the lease of (a run); the lease is always released."""
-        if policy.should_skip(record, trigger, self.clock()):
-            self.store.connections.release(record.id, self.owner)
-            return Outcome.SKIPPED
-        return self.refresh_leased(record).outcome
+    def refresh_claimed(self, record: ConnectionRecord, *, trigger: str, run_id: int | None = None) -> Outcome:
+        """Refresh a connection this process holds the lease of (a run); the lease is always released.
 
-    def refresh_leased(self, record: ConnectionRecord) -> RefreshResult:
+        With ``run_id`` the outcome is counted in that run by the same transaction that records it.
+        """
+        if policy.should_skip(record, trigger, self.clock()):
+            self.store.connections.release(record.id, self.owner, tally=_tally(run_id, Outcome.SKIPPED))
+            return Outcome.SKIPPED
+        return self.refresh_leased(record, run_id=run_id).outcome
+
+    def refresh_leased(self, record: ConnectionRecord, *, run_id: int | None = None) -> RefreshResult:
         """Refresh under our lease and commit the outcome; with the new pair when it was saved."""
         try:
-            return self._refresh(record)
+            return self._refresh(record, run_id)
         except BaseException:
             self.store.connections.release(record.id, self.owner)
             raise
 
-    def _refresh(self, record: ConnectionRecord) -> RefreshResult:
+    def _refresh(self, record: ConnectionRecord, run_id: int | None) -> RefreshResult:
         try:
             tokens = self._call_lightspeed(record)
         except (InvalidClient, UnknownKey) as exc:
             raise ConfigError(_config_message(exc)) from exc
         except DecryptError as exc:
-            return RefreshResult(self._undecryptable(record, exc), error=exc)
+            return RefreshResult(self._undecryptable(record, exc, run_id), error=exc)
         except ProviderError as exc:
-            return RefreshResult(self._failed(record, exc), error=exc)
+            return RefreshResult(self._failed(record, exc, run_id), error=exc)
         except Exception as exc:  # a bug must cost one connection, not the run
             self._log.exception("unexpected error refreshing connection %s", record.id)
-            return RefreshResult(self._failed(record, exc), error=exc)
-        outcome = self._save(record, tokens)
+            return RefreshResult(self._failed(record, exc, run_id), error=exc)
+        outcome = self._save(record, tokens, run_id)
         return RefreshResult(outcome, tokens=tokens if outcome is Outcome.REFRESHED else None)
 
     def _call_lightspeed(self, record: ConnectionRecord) -> TokenSet:
@@ -92,38 +95,55 @@ class Refresher:
         self.pacer.wait()
         return self.oauth.refresh(refresh_token)
 
-    def _save(self, record: ConnectionRecord, tokens: TokenSet) -> Outcome:
+    def _save(self, record: ConnectionRecord, tokens: TokenSet, run_id: int | None) -> Outcome:
         sealed = self.vault.seal(record.id, tokens)
-        if self.store.connections.save_tokens(record.id, version=record.token_version, tokens=sealed, now=self.clock()):
+        saved = self.store.connections.save_tokens(
+            record.id, version=record.token_version, tokens=sealed, now=self.clock(),
+            tally=_tally(run_id, Outcome.REFRESHED),
+        )  # fmt: skip
+        if saved:
             self._log.info("connection %s refreshed, access token valid until %s", record.id, tokens.expires_at)
             return Outcome.REFRESHED
         # Our lease ran out and another refresher saved first: its pair is the live one, ours is dropped.
         self._log.warning("connection %s: tokens changed during refresh; keeping the newer pair", record.id)
-        self.store.connections.release(record.id, self.owner)
+        self.store.connections.release(record.id, self.owner, tally=_tally(run_id, Outcome.SKIPPED))
         return Outcome.SKIPPED
 
-    def _failed(self, record: ConnectionRecord, exc: Exception) -> Outcome:
-        now, error = self.clock(), policy.describe(exc)
+    def _failed(self, record: ConnectionRecord, exc: Exception, run_id: int | None) -> Outcome:
+        now, error, version = self.clock(), policy.describe(exc), record.token_version
+        connections = self.store.connections
         if isinstance(exc, ProviderError) and policy.is_fatal_for_connection(exc):
-            marked = self.store.connections.mark_expired(record.id, version=record.token_version, error=error, now=now)
             outcome = Outcome.EXPIRED
+            marked = connections.mark_expired(record.id, version=version, error=error, now=now,
+                                              tally=_tally(run_id, outcome))  # fmt: skip
         else:
-            retry = policy.retry_at(record, exc, now) if isinstance(exc, ProviderError) else now + policy.backoff(1)
-            marked = self.store.connections.mark_error(
-                record.id, version=record.token_version, error=error, retry_at=retry, now=now
-            )
             outcome = Outcome.ERROR
+            retry = policy.retry_at(record, exc, now) if isinstance(exc, ProviderError) else now + policy.backoff(1)
+            marked = connections.mark_error(record.id, version=version, error=error, retry_at=retry, now=now,
+                                            tally=_tally(run_id, outcome))  # fmt: skip
         self._log.warning("connection %s: %s (%s)", record.id, outcome.value, error)
         if not marked:  # tokens were replaced meanwhile: our failure is about a stale pair
-            self.store.connections.release(record.id, self.owner)
+            connections.release(record.id, self.owner, tally=_tally(run_id, Outcome.SKIPPED))
             return Outcome.SKIPPED
         return outcome
 
-    def _undecryptable(self, record: ConnectionRecord, exc: DecryptError) -> Outcome:
+    def _undecryptable(self, record: ConnectionRecord, exc: DecryptError, run_id: int | None) -> Outcome:
         """A tampered row changes nothing: it is reported, left as it is, and the run goes on."""
         self._log.error("connection %s: stored tokens cannot be decrypted: %s", record.id, exc)
-        self.store.connections.release(record.id, self.owner)
+        self.store.connections.release(record.id, self.owner, tally=_tally(run_id, Outcome.ERROR))
         return Outcome.ERROR
+
+
+_TALLY_FIELD = {
+    Outcome.REFRESHED: "refreshed",
+    Outcome.EXPIRED: "expired",
+    Outcome.ERROR: "errors",
+    Outcome.SKIPPED: "skipped",
+}
+
+
+def _tally(run_id: int | None, outcome: Outcome) -> Tally | None:
+    return None if run_id is None else Tally(run_id, _TALLY_FIELD[outcome])
 
 
 def _config_message(exc: Exception) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from sqlalchemy import Engine
 
-from .connections import ConnectionRepo, EncryptPair, NewTokens
+from .connections import ConnectionRepo, EncryptPair, NewTokens, Tally
 from .engine import make_engine, normalise_url, sqlite_path
 from .jobs import EMBEDDED, PG_CRON, JobRepo
 from .migrate import current_revision, ensure_current, head_revision, upgrade
@@ -71,6 +71,7 @@ __all__ = [
     "SessionRepo",
     "Status",
     "Store",
+    "Tally",
     "current_revision",
     "ensure_current",
     "head_revision",

@@ -13,15 +13,28 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, Select, and_, bindparam, func, or_, select, update
+from sqlalchemy import Connection, Engine, Select, and_, bindparam, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.elements import ColumnElement
 
 from .records import REFRESHABLE, ConnectionRecord, Status
 from .schema import connections as t
+from .schema import runs as runs_table
 
 #: Given the new row's id, returns the (access, refresh) ciphertexts bound to that id.
 EncryptPair = Callable[[int], tuple[str, str]]
+
+
+@dataclass(frozen=True)
+class Tally:
+    """Count an outcome in a run, in the same transaction as the write that makes it true: a worker
+    killed right after the write cannot lose the count, and a run never reads finished before it."""
+
+    run_id: int
+    outcome: str  # "refreshed" | "expired" | "errors" | "skipped"
+
+
+_TALLIES = frozenset({"refreshed", "expired", "errors", "skipped"})
 
 
 @dataclass(frozen=True)
@@ -180,8 +193,8 @@ class ConnectionRepo:
             rows = conn.execute(stmt).all()
         return sorted((ConnectionRecord.from_row(row) for row in rows), key=lambda r: r.id)
 
-    def release(self, connection_id: int, owner: str) -> None:
-        self._update(and_(t.c.id == connection_id, t.c.acquired_by == owner), **_RELEASE)
+    def release(self, connection_id: int, owner: str, *, tally: Tally | None = None) -> None:
+        self._update(and_(t.c.id == connection_id, t.c.acquired_by == owner), tally=tally, **_RELEASE)
 
     def unclaim(self, connection_id: int, owner: str) -> None:
         """Give a claimed connection back untouched (a stopping worker): the run will claim it again."""
@@ -197,10 +210,13 @@ class ConnectionRepo:
             return int(conn.execute(query).scalar_one())
 
     # -- outcomes (compare-and-swap on token_version) -------------------------------------------------
-    def save_tokens(self, connection_id: int, *, version: int, tokens: NewTokens, now: datetime) -> bool:
+    def save_tokens(
+        self, connection_id: int, *, version: int, tokens: NewTokens, now: datetime, tally: Tally | None = None
+    ) -> bool:
         """Commit a refreshed pair if nobody saved another since ``version`` was read."""
         return self._update(
             _at_version(connection_id, version),
+            tally=tally,
             access_token=tokens.access_token,
             refresh_token=tokens.refresh_token,
             token_expires_at=tokens.expires_at,
@@ -214,10 +230,13 @@ class ConnectionRepo:
             **_RELEASE,
         )
 
-    def mark_expired(self, connection_id: int, *, version: int, error: str, now: datetime) -> bool:
+    def mark_expired(
+        self, connection_id: int, *, version: int, error: str, now: datetime, tally: Tally | None = None
+    ) -> bool:
         """Dead refresh token: the tokens stay (useless but harmless) until the merchant reconnects."""
         return self._update(
             _at_version(connection_id, version),
+            tally=tally,
             status=Status.EXPIRED.value,
             last_error=error,
             next_attempt_at=None,
@@ -225,10 +244,20 @@ class ConnectionRepo:
             **_RELEASE,
         )
 
-    def mark_error(self, connection_id: int, *, version: int, error: str, retry_at: datetime, now: datetime) -> bool:
+    def mark_error(
+        self,
+        connection_id: int,
+        *,
+        version: int,
+        error: str,
+        retry_at: datetime,
+        now: datetime,
+        tally: Tally | None = None,
+    ) -> bool:
         """A transient failure: tokens kept, retried no sooner than ``retry_at``."""
         return self._update(
             _at_version(connection_id, version),
+            tally=tally,
             status=Status.ERROR.value,
             last_error=error,
             consecutive_failures=t.c.consecutive_failures + 1,
@@ -237,9 +266,22 @@ class ConnectionRepo:
             **_RELEASE,
         )
 
-    def _update(self, where: ColumnElement[bool], **values: object) -> bool:
+    def _update(self, where: ColumnElement[bool], *, tally: Tally | None = None, **values: object) -> bool:
         with self._engine.begin() as conn:
-            return conn.execute(update(t).where(where).values(**values)).rowcount > 0
+            changed = conn.execute(update(t).where(where).values(**values)).rowcount > 0
+            if changed and tally is not None:
+                _count(conn, tally)
+            return changed
+
+
+def _count(conn: Connection, tally: Tally) -> None:
+    assert tally.outcome in _TALLIES, tally.outcome
+    column = runs_table.c[tally.outcome]
+    conn.execute(
+        update(runs_table)
+        .where(runs_table.c.id == tally.run_id)
+        .values({column: column + 1, runs_table.c.total: runs_table.c.total + 1})
+    )
 
 
 def _not_done_in(run_id: int) -> ColumnElement[bool]:
@@ -261,4 +303,4 @@ def _filtered(query: Select[Any], user_id: str | None, status: str | None) -> Se
     return query
 
 
-__all__ = ["ConnectionRepo", "EncryptPair", "NewTokens"]
+__all__ = ["ConnectionRepo", "EncryptPair", "NewTokens", "Tally"]
