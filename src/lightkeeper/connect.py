@@ -19,7 +19,7 @@ from urllib.parse import urlencode
 from .clock import Clock
 from .crypto import TokenCipher
 from .errors import ConnectFlowError, InvalidClient, InvalidGrant, LightkeeperError, ProviderError
-from .lightspeed import ApiClient, OAuthClient, TokenSet, account_id_from_jwt, new_pkce, new_state
+from .lightspeed import Account, ApiClient, OAuthClient, TokenSet, account_id_from_jwt, new_pkce, new_state
 from .store import ConnectionRecord, ConnectSession, Rejection, Store
 from .vault import TokenVault
 
@@ -204,9 +204,9 @@ class ConnectService:
         log.info("connection %s: account %s connected for user %s", connection_id, account_id, user_id)
         return record
 
-    def _lookup(self, tokens: TokenSet) -> _Account:
+    def _lookup(self, tokens: TokenSet) -> Account:
         try:
-            return _Account(self.api.account(tokens.access_token).account_id)
+            return self.api.account(tokens.access_token)
         except ProviderError as exc:
             raise ConnectFlowError(
                 "Lightspeed did not say which account this is. Please try again in a minute.",
@@ -221,11 +221,6 @@ class ConnectService:
             log.warning("connection %s: account name look-up failed: %s", connection_id, exc)
             return
         self.store.connections.set_account_name(connection_id, account.name, self.clock())
-
-
-@dataclass(frozen=True)
-class _Account:
-    account_id: str
 
 
 def _denied(error: str) -> ConnectFlowError:

@@ -15,7 +15,6 @@ from lightkeeper.store import (
     JOB_NAME,
     ConnectionRecord,
     ConnectSession,
-    Counts,
     NewTokens,
     OAuthState,
     Rejection,
@@ -442,16 +441,6 @@ def test_start_records_a_running_run(store: Store) -> None:
     assert (run.started_at, run.heartbeat_at, run.finished_at) == (NOW, NOW, None)
     assert (run.total, run.refreshed, run.expired, run.errors, run.skipped) == (0, 0, 0, 0, 0)
     assert store.runs.get(run.id) == run
-
-
-def test_add_counts_accumulates(store: Store) -> None:
-    run_id = start_run(store)
-    store.runs.add_counts(run_id, Counts(refreshed=2, errors=1), NOW)
-    store.runs.add_counts(run_id, Counts(refreshed=1, expired=1, skipped=3), NOW + timedelta(seconds=5))
-    run = store.runs.get(run_id)
-    assert run is not None
-    assert (run.total, run.refreshed, run.expired, run.errors, run.skipped) == (8, 3, 1, 1, 3)
-    assert run.heartbeat_at == NOW + timedelta(seconds=5)
 
 
 def test_finish_closes_a_run_once(store: Store) -> None:

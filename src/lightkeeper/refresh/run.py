@@ -15,20 +15,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from ..errors import ConfigError, ConnectionExpired, ConnectionNotFound
-from ..store import REFRESHABLE, ConnectionRecord, Counts, RunRecord, RunStatus
+from ..store import REFRESHABLE, ConnectionRecord, RunRecord, RunStatus
 from .policy import Outcome
 from .single import Refresher
 
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[Outcome], None]
-
-_COUNT_FIELD = {
-    Outcome.REFRESHED: Counts(refreshed=1),
-    Outcome.EXPIRED: Counts(expired=1),
-    Outcome.ERROR: Counts(errors=1),
-    Outcome.SKIPPED: Counts(skipped=1),
-}
 
 
 def stale_after_s(heartbeat_s: float) -> float:
@@ -150,12 +143,10 @@ class RunExecutor:
         batch: list[ConnectionRecord],
         progress: ProgressCallback | None,
         stop: threading.Event,
-    ) -> Counts:
+    ) -> None:
         futures = [pool.submit(self._refresh_one, record, run, stop) for record in batch]
-        counts, failure = _collect(as_completed(futures), progress)
-        if failure is not None:
+        if (failure := _collect(as_completed(futures), progress)) is not None:
             raise failure
-        return counts
 
     def _refresh_one(self, record: ConnectionRecord, run: RunRecord, stop: threading.Event) -> Outcome | None:
         if stop.is_set():  # stopping: hand the claim back instead of starting a refresh
@@ -179,23 +170,19 @@ class RunExecutor:
         return record
 
 
-def _collect(
-    futures: Iterable[Future[Outcome | None]], progress: ProgressCallback | None
-) -> tuple[Counts, BaseException | None]:
-    """Every outcome of a batch is reported (the run's record already has it), even when one failed the run."""
-    counts, failure = Counts(), None
+def _collect(futures: Iterable[Future[Outcome | None]], progress: ProgressCallback | None) -> BaseException | None:
+    """Wait for every refresh of a batch and report its outcome (the run's record already counts it);
+    the first failure is returned once all are done, so no claim is left mid-flight."""
+    failure = None
     for future in futures:
         try:
             outcome = future.result()
         except BaseException as exc:
             failure = failure or exc
             continue
-        if outcome is None:
-            continue
-        counts += _COUNT_FIELD[outcome]
-        if progress is not None:
+        if outcome is not None and progress is not None:
             progress(outcome)
-    return counts, failure
+    return failure
 
 
 class _Heartbeat:

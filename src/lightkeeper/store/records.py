@@ -119,28 +119,6 @@ class RunRecord:
 
 
 @dataclass(frozen=True)
-class Counts:
-    """Outcome counts of part of a run, added to the run record in one statement."""
-
-    refreshed: int = 0
-    expired: int = 0
-    errors: int = 0
-    skipped: int = 0
-
-    @property
-    def total(self) -> int:
-        return self.refreshed + self.expired + self.errors + self.skipped
-
-    def __add__(self, other: Counts) -> Counts:
-        return Counts(
-            self.refreshed + other.refreshed,
-            self.expired + other.expired,
-            self.errors + other.errors,
-            self.skipped + other.skipped,
-        )
-
-
-@dataclass(frozen=True)
 class Job:
     """The seed guide's ``cron.job`` row: which schedule, whether active, and who ticks it."""
 
@@ -178,7 +156,6 @@ __all__ = [
     "REFRESHABLE",
     "ConnectSession",
     "ConnectionRecord",
-    "Counts",
     "Job",
     "OAuthState",
     "RunRecord",

@@ -8,7 +8,7 @@ from sqlalchemy import Connection, Engine, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
-from .records import Counts, RunRecord, RunStatus
+from .records import RunRecord, RunStatus
 from .schema import runs as t
 
 #: The name of the refresh job, kept from the seed guide.
@@ -150,23 +150,6 @@ class RunRepo:
         query = select(t).order_by(t.c.id.desc()).limit(limit)
         with self._engine.connect() as conn:
             return [RunRecord.from_row(row) for row in conn.execute(query)]
-
-    def add_counts(self, run_id: int, counts: Counts, now: datetime) -> None:
-        """Add a batch's outcomes in one statement, so replicas sharing a run never lose an update."""
-        stmt = (
-            update(t)
-            .where(t.c.id == run_id)
-            .values(
-                total=t.c.total + counts.total,
-                refreshed=t.c.refreshed + counts.refreshed,
-                expired=t.c.expired + counts.expired,
-                errors=t.c.errors + counts.errors,
-                skipped=t.c.skipped + counts.skipped,
-                heartbeat_at=now,
-            )
-        )
-        with self._engine.begin() as conn:
-            conn.execute(stmt)
 
     def heartbeat(self, run_id: int, now: datetime) -> None:
         with self._engine.begin() as conn:

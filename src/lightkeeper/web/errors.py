@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -22,9 +20,9 @@ from ..errors import (
     ProviderError,
     RateLimited,
 )
+from .templating import templates
 
 log = logging.getLogger(__name__)
-templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 
 _TITLES = {
     "access_denied": "Access not granted",

@@ -8,20 +8,18 @@ from the cookie's secret. No page ever shows a token.
 from __future__ import annotations
 
 from datetime import datetime
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from fastapi.templating import Jinja2Templates
 
 from ..connect import ConnectService
 from ..errors import ConnectFlowError, ProviderError
 from ..keeper import Keeper
 from ..store import ConnectionRecord, ConnectSession, Status
+from .templating import templates
 
 COOKIE = "lightkeeper_session"
-templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 
 _STATUS_WORDS = {
     Status.CONNECTED: "Connected",
@@ -134,4 +132,4 @@ def _set_cookie(response: Response, keeper: Keeper, token: str) -> None:
     response.set_cookie(COOKIE, token, max_age=3600, httponly=True, samesite="lax", secure=secure, path="/")
 
 
-__all__ = ["COOKIE", "router", "templates"]
+__all__ = ["COOKIE", "router"]
