@@ -25,7 +25,7 @@ import psycopg
 import pytest
 
 from lightkeeper.store import make_engine, upgrade
-from tests.acceptance.conftest import free_port
+from tests.acceptance.conftest import cli, free_port  # noqa: F401 (``cli``: the acceptance fixture, reused)
 from tests.integration.conftest import (  # noqa: F401 (fixtures reused by name: a PostgreSQL without pg_cron)
     pg_clones,
     pg_database_url,
@@ -148,3 +148,9 @@ def pg_cron_url(pg_cron_cluster: str) -> str:
     """The cluster's ``lightkeeper`` database, migrated, with nothing scheduled and no pg_cron extension yet."""
     _reset(pg_cron_cluster)
     return pg_cron_cluster
+
+
+@pytest.fixture
+def lk_database_url(pg_cron_url: str) -> str:
+    """Points the acceptance ``cli`` (and its no-token-leak check) at the pg_cron database."""
+    return pg_cron_url

@@ -8,7 +8,6 @@ for a real pg_cron tick.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import threading
@@ -31,14 +30,10 @@ from lightkeeper.store import JOB_NAME, NOTIFY_CHANNEL, RunRecord, RunStatus, pg
 from tests.acceptance.conftest import (
     Lightkeeper,
     describe,
-    free_port,
-    issued_tokens,
-    lightkeeper_executable,
-    token_leaks,
     wait_for,
 )
-from tests.conftest import CLIENT_ID, CLIENT_SECRET, FakeClock
-from tests.helpers import TEST_KEY, connect, make_settings
+from tests.conftest import FakeClock
+from tests.helpers import connect, make_settings
 
 NOTICE = re.compile(r"Token refresh triggered with request ID: (\d+)")
 DEFAULT_SCHEDULE = "0 */6 * * *"
@@ -99,32 +94,6 @@ class KeeperFactory(Protocol):
 
 
 # -- running things ------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def cli(
-    tmp_path: Path, pg_cron_url: str, simulator_server: SimulatorServer, sim: SimulatorControl
-) -> Iterator[Lightkeeper]:
-    """``lightkeeper`` in subprocesses against the pg_cron database; checks no token leaked into any output."""
-    home = tmp_path / "home"
-    home.mkdir()
-    port = free_port()
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(home),
-        "LIGHTSPEED_CLIENT_ID": CLIENT_ID,
-        "LIGHTSPEED_CLIENT_SECRET": CLIENT_SECRET,
-        "TOKEN_ENCRYPTION_KEY": TEST_KEY,
-        "DATABASE_URL": pg_cron_url,
-        "LIGHTSPEED_OAUTH_URL": simulator_server.url,
-        "LIGHTSPEED_API_URL": simulator_server.url,
-        "LIGHTSPEED_REDIRECT_URI": f"http://127.0.0.1:{port}/oauth/callback",
-        "REFRESH_DELAY_MS": "0",
-    }
-    harness = Lightkeeper(lightkeeper_executable(), tmp_path, env, port, None)
-    yield harness
-    leaks = token_leaks(issued_tokens(simulator_server), "\n".join(harness.transcript).encode())
-    assert not leaks, f"plaintext tokens in command output: {leaks}"
 
 
 @pytest.fixture
