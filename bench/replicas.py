@@ -59,7 +59,6 @@ class Options:
     latency_ms: int = 150
     replicas: list[int] = field(default_factory=lambda: [1, 2, 4])
     concurrency: int = 4
-    batch_size: int = 50
     poll_s: float = 0.2
 
 
@@ -76,6 +75,7 @@ class Measurement:
     refreshes: int  # what the simulator saw
     invalid_grant: int
     in_grace: int
+    reuse: int  # refresh tokens the simulator saw presented twice (must be 0)
     split: list[int]  # refreshes per worker, from their logs
     late_counts: int  # counts that landed after the run was already closed (a replica closed it too early)
     worker_cpu_s: float
@@ -95,6 +95,7 @@ class Measurement:
             and self.refreshes == self.connections
             and self.refreshed == self.connections
             and self.invalid_grant == 0
+            and self.reuse == 0
         )
 
 
@@ -228,7 +229,6 @@ def worker_env(options: Options, database_url: str, simulator_url: str, key: str
         "TOKEN_ENCRYPTION_KEY": key,
         "REFRESH_DELAY_MS": "0",
         "WORKER_POLL_S": str(options.poll_s),
-        "REFRESH_BATCH_SIZE": str(options.batch_size),
         "REFRESH_CONCURRENCY": str(options.concurrency),
         "LOG_LEVEL": "INFO",
     } | ({"PYTHONPATH": os.environ["PYTHONPATH"]} if os.environ.get("PYTHONPATH") else {})  # to bench a variant tree
@@ -302,6 +302,7 @@ def measure(options: Options, replicas: int, server: SimulatorServer, control: S
         refreshes=int(stats["refreshes"]),
         invalid_grant=int(stats["invalid_grant"]),
         in_grace=int(stats["refreshes_in_grace"]),
+        reuse=int(stats["reuse"]),
         split=split,
         late_counts=run.total - closed_with,
         worker_cpu_s=cpu_after - cpu_before,
@@ -318,13 +319,13 @@ def report(options: Options, results: list[Measurement]) -> Table:
     base = next((m for m in results if m.replicas == 1), results[0] if results else None)
     title = (
         f"Refresh run over {options.connections} connections, Lightspeed latency {options.latency_ms} ms, "
-        f"REFRESH_CONCURRENCY={options.concurrency}, REFRESH_BATCH_SIZE={options.batch_size}, "
+        f"REFRESH_CONCURRENCY={options.concurrency}, "
         f"REFRESH_DELAY_MS=0, PostgreSQL, {os.cpu_count()} CPU cores"
     )
     table = Table(title=title, title_justify="left")
     for name in ("replicas", "status", "run s", "wall s", "conn/s", "speed-up", "ideal s"):
         table.add_column(name, justify="right")
-    for name in ("sim refreshes", "double", "invalid_grant", "in grace", "split"):
+    for name in ("sim refreshes", "reuse", "invalid_grant", "in grace", "split"):
         table.add_column(name, justify="right")
     for name in ("worker CPU s", "sim CPU s", "pg CPU s", "host busy"):
         table.add_column(name, justify="right")
@@ -341,7 +342,7 @@ def report(options: Options, results: list[Measurement]) -> Table:
             f"{speedup:.2f}x",
             f"{ideal:.1f}",
             str(m.refreshes),
-            str(max(0, m.refreshes - m.connections)),
+            str(m.reuse),
             str(m.invalid_grant),
             str(m.in_grace),
             "/".join(map(str, m.split)),
@@ -360,7 +361,8 @@ def verdict(results: list[Measurement]) -> list[str]:
         if not m.correct:
             lines.append(
                 f"FAIL {m.replicas} replica(s): status {m.status}, {m.refreshed} refreshed, simulator saw "
-                f"{m.refreshes} refreshes for {m.connections} connections, {m.invalid_grant} invalid_grant"
+                f"{m.refreshes} refreshes for {m.connections} connections, {m.invalid_grant} invalid_grant, "
+                f"{m.reuse} reuse"
             )
         if m.late_counts:
             lines.append(
@@ -381,7 +383,6 @@ def parse(argv: Sequence[str]) -> Options:
     parser.add_argument("--latency-ms", type=int, default=150, help="simulator token latency (default 150)")
     parser.add_argument("--replicas", default="1,2,4", help="replica counts to measure (default 1,2,4)")
     parser.add_argument("--concurrency", type=int, default=4, help="REFRESH_CONCURRENCY per replica (default 4)")
-    parser.add_argument("--batch-size", type=int, default=50, help="REFRESH_BATCH_SIZE (default 50)")
     parser.add_argument("--poll-s", type=float, default=0.2, help="WORKER_POLL_S (default 0.2)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 200 connections")
     args = parser.parse_args(argv)
@@ -398,7 +399,6 @@ def parse(argv: Sequence[str]) -> Options:
         latency_ms=args.latency_ms,
         replicas=replicas,
         concurrency=args.concurrency,
-        batch_size=args.batch_size,
         poll_s=args.poll_s,
     )
 

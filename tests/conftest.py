@@ -11,6 +11,9 @@ from lightkeeper.simulator import SimulatorConfig, SimulatorControl, SimulatorSe
 
 CLIENT_ID = "lightkeeper-test"
 CLIENT_SECRET = "test-client-secret-9f3a"
+# The redirect URI registered for CLIENT_ID, as Lightspeed keeps one per client (tests.helpers.make_env sends
+# it). Fixtures that serve the callback elsewhere add theirs with ``sim.register_redirect_uri(...)``.
+REDIRECT_URI = "http://127.0.0.1:8000/oauth/callback"
 
 
 class FakeClock:
@@ -34,17 +37,24 @@ def clock() -> FakeClock:
 
 @pytest.fixture(scope="session")
 def simulator_server() -> Iterator[SimulatorServer]:
-    config = SimulatorConfig(client_id=CLIENT_ID, client_secret=CLIENT_SECRET)
+    config = SimulatorConfig(client_id=CLIENT_ID, client_secret=CLIENT_SECRET, redirect_uri=REDIRECT_URI)
     with SimulatorServer(config) as server:
         yield server
 
 
 @pytest.fixture
 def sim(simulator_server: SimulatorServer) -> Iterator[SimulatorControl]:
-    """The simulator's knobs, with state reset before each test."""
+    """The simulator's knobs, with state reset before each test (extra redirect URIs are forgotten too)."""
     control = SimulatorControl(simulator_server.url)
     control.reset()
-    control.configure(token_latency_ms=0, api_latency_ms=0, bucket_size=90.0, drip_rate=1.0, access_token_ttl=3600)
+    control.configure(
+        token_latency_ms=0,
+        api_latency_ms=0,
+        bucket_size=90.0,
+        drip_rate=1.0,
+        access_token_ttl=3600,
+        redirect_uri=REDIRECT_URI,
+    )
     yield control
     control.clear_faults()
     control.close()

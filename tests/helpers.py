@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from urllib.parse import parse_qsl, urlsplit
 
 import httpx2
 
 from lightkeeper import Keeper, Settings, load_settings
 from lightkeeper.config import REQUIRE_ALL
-from lightkeeper.store import ConnectionRecord
+from lightkeeper.store import ConnectionRecord, Store
 
 from .conftest import CLIENT_ID, CLIENT_SECRET
 
@@ -48,4 +49,16 @@ def connect(keeper: Keeper, user_id: str) -> ConnectionRecord:
     """The whole connect flow without a browser: link → start → consent → callback."""
     link = keeper.connect.create_link(user_id)
     started = keeper.connect.start(query(link.url)["session"])
-    return keeper.connect.complete(authorize(started.authorize_url))
+    return keeper.connect.complete(authorize(started.authorize_url), browser_token=started.browser_token)
+
+
+def age_heartbeat(store: Store, run_id: int, age: timedelta) -> None:
+    """Make a run's last heartbeat ``age`` old by the database's clock, as if its workers died then."""
+    from sqlalchemy import update
+
+    from lightkeeper.store import dialect
+    from lightkeeper.store.schema import runs
+
+    with store.engine.begin() as conn:
+        stale = dialect.now_plus(conn, -age.total_seconds())
+        conn.execute(update(runs).where(runs.c.id == run_id).values(heartbeat_at=stale))

@@ -13,6 +13,7 @@ variables and say what is wrong; they never repeat a value, since several values
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Collection, Mapping
 from contextvars import ContextVar
 from datetime import UTC, datetime
@@ -43,13 +44,17 @@ _REQUIRE_ORDER = (CLIENT_ID, CLIENT_SECRET, ENCRYPTION_KEY)
 
 _KEY_RULE = "must be 32 bytes, base64 or hex"
 _URL_RULE = "must be an http(s) URL with a host"
+_TLS_RULE = "must be an https:// URL (plain http only for a loopback host)"
+#: Shorter keys can be guessed or brute-forced over the network; `lightkeeper gen-key` makes a good one.
+API_KEY_MIN_CHARS = 32
+_LOOPBACK_NAMES = frozenset({"localhost"})
 
 # What to say when pydantic's own checks (types, bounds, choices) reject a value.
 _RULES: dict[str, str] = {
     "refresh_delay_ms": "must be an integer >= 0",
     "refresh_concurrency": "must be an integer from 1 to 64",
-    "refresh_batch_size": "must be an integer from 1 to 1000",
     "refresh_lease_s": "must be an integer >= 10",
+    "refresh_max_retry_after_s": "must be a number from 0 to 3600",
     "token_refresh_leeway_s": "must be an integer >= 0",
     "http_timeout_s": "must be a number > 0",
     "run_heartbeat_s": "must be a number from 0.1 to 300",
@@ -58,6 +63,9 @@ _RULES: dict[str, str] = {
     "log_level": "must be one of DEBUG, INFO, WARNING, ERROR",
     "log_format": "must be text or json",
     "lightkeeper_dev": "must be true or false",
+    "lightkeeper_app_name": "must be 1 to 100 characters",
+    "lightkeeper_max_body_bytes": "must be an integer from 1024 to 1073741824",
+    "lightkeeper_max_stock_body_bytes": "must be an integer from 1024 to 1073741824",
 }
 
 # Set only while load_settings() builds from a mapping it has already gathered: then the environment and
@@ -90,12 +98,19 @@ class Settings(BaseSettings):
     lightspeed_scope: str = "employee:all"
     lightkeeper_public_url: str = ""  # empty: the origin of the redirect URI (see public_url)
     lightkeeper_api_key: SecretStr = SecretStr("")
+    # What the confirm page of a connect link calls the app the merchant is connecting to.
+    lightkeeper_app_name: str = Field("lightkeeper", min_length=1, max_length=100)
+    # Request bodies above these are refused with 413 as they stream in (chunked ones too).
+    lightkeeper_max_body_bytes: int = Field(1_048_576, ge=1024, le=2**30)
+    lightkeeper_max_stock_body_bytes: int = Field(4_194_304, ge=1024, le=2**30)
 
     refresh_schedule: str = "0 */6 * * *"
     refresh_delay_ms: int = Field(200, ge=0)
     refresh_concurrency: int = Field(4, ge=1, le=64)
-    refresh_batch_size: int = Field(50, ge=1, le=1000)
+    # One refresh's lease: at least its worst case, 2 x HTTP_TIMEOUT_S + REFRESH_MAX_RETRY_AFTER_S (checked).
     refresh_lease_s: int = Field(120, ge=10)
+    # The longest token-endpoint Retry-After a refresh waits out before leaving it to a later run.
+    refresh_max_retry_after_s: float = Field(30.0, ge=0, le=3600, allow_inf_nan=False)
     token_refresh_leeway_s: int = Field(300, ge=0)
     http_timeout_s: float = Field(20.0, gt=0, allow_inf_nan=False)
     # A running run beats this often; one silent for 3 beats (+5 s) is shown as interrupted.
@@ -151,6 +166,21 @@ class Settings(BaseSettings):
     def _base_url(cls, value: str) -> str:
         # Bases get paths appended ("/auth/oauth/token"), so a trailing slash would double up.
         return _check_http_url(value).rstrip("/") if value else value
+
+    @field_validator("lightspeed_oauth_url", "lightspeed_api_url")
+    @classmethod
+    def _tls(cls, value: str) -> str:
+        # Client secret, codes and tokens travel to these: plain http only to the simulator on this machine.
+        if value and urlsplit(value).scheme.lower() != "https" and not is_loopback_host(urlsplit(value).hostname):
+            raise ValueError(_TLS_RULE)
+        return value
+
+    @field_validator("lightkeeper_api_key")
+    @classmethod
+    def _api_key(cls, value: SecretStr) -> SecretStr:
+        if value.get_secret_value() and len(value.get_secret_value()) < API_KEY_MIN_CHARS:
+            raise ValueError(f"must be at least {API_KEY_MIN_CHARS} characters (`lightkeeper gen-key` makes one)")
+        return value
 
     @field_validator("lightspeed_redirect_uri", "notify_webhook_url")
     @classmethod
@@ -257,6 +287,19 @@ def _check_http_url(value: str) -> str:
     return value
 
 
+def is_loopback_host(host: str | None) -> bool:
+    """Whether ``host`` (a name or an address, IPv6 with or without brackets) is this machine only."""
+    if not host:
+        return False
+    name = host.strip("[]").lower()
+    if name in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback  # 127.0.0.0/8 and ::1
+    except ValueError:
+        return False
+
+
 def _is_key(text: str) -> bool:
     try:
         parse_key(text)
@@ -305,9 +348,28 @@ def _validate(raw: Mapping[str, Any], *, require: Collection[str]) -> Settings:
     present = {name: value for name, value in raw.items() if not _is_blank(value)}
     missing = [name for name in _REQUIRE_ORDER if name in require and name.lower() not in present]
     settings, invalid = _build(present)
-    if settings is None or missing:
+    if settings is not None and (problem := lease_problem(settings)):
+        invalid.append(problem)
+    if settings is None or missing or invalid:
         raise ConfigError(_message(missing, invalid))
     return settings
+
+
+def lease_problem(settings: Settings) -> str | None:
+    """Why ``REFRESH_LEASE_S`` cannot cover one refresh's worst case, or None.
+
+    A refresh may send twice (once more after a ``Retry-After`` it waits out), each send taking up to
+    ``HTTP_TIMEOUT_S``: a shorter lease could run out while its refresh is in flight, and another process
+    would then spend the same refresh token (invariant 1).
+    """
+    worst = 2 * settings.http_timeout_s + settings.refresh_max_retry_after_s
+    if settings.refresh_lease_s >= worst:
+        return None
+    return (
+        f"REFRESH_LEASE_S ({settings.refresh_lease_s:g} s is shorter than one refresh's worst case: "
+        f"2 x HTTP_TIMEOUT_S ({settings.http_timeout_s:g} s) + REFRESH_MAX_RETRY_AFTER_S "
+        f"({settings.refresh_max_retry_after_s:g} s) = {worst:g} s)"
+    )
 
 
 def _build(values: Mapping[str, Any]) -> tuple[Settings | None, list[str]]:
@@ -360,5 +422,7 @@ __all__ = [
     "REQUIRE_NONE",
     "Settings",
     "check_cron",
+    "is_loopback_host",
+    "lease_problem",
     "load_settings",
 ]

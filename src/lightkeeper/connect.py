@@ -1,12 +1,17 @@
 """The OAuth connect flow: one-time connect links, state + PKCE, and the callback that stores tokens.
 
-A link is single use and lasts an hour; the OAuth state it starts is single use, bound to the link's user
-and lasts ten minutes. A bad callback changes nothing (invariant 6). The new pair is committed before its
-access token is used for the account lookup (invariant 2).
+A link lasts an hour. Opening it (GET) only shows a confirm page; the page's CSRF-protected POST uses it
+up, opens a browser session (a cookie) and leads to Lightspeed, so a mail scanner that fetches every link
+cannot burn it. The OAuth state it starts is single use, lasts ten minutes and is bound to that browser
+session: a callback proceeds only with the cookie the state was issued to, so an attacker's state cannot
+connect a victim's store to the attacker's user (RFC 6749 §10.12, RFC 9700 §4.7). A bad callback changes
+nothing (invariant 6). The new pair is committed before its access token is used for the account lookup
+(invariant 2).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -29,6 +34,7 @@ LINK_TTL = timedelta(hours=1)
 BROWSER_TTL = timedelta(hours=1)
 STATE_TTL = timedelta(minutes=10)
 START_PATH = "/connect-lightspeed/start"
+LABEL_MAX = 200
 
 _LINK_REJECTIONS = {
     Rejection.UNKNOWN: ("link_invalid", "This connect link is not valid. Ask the app for a new one."),
@@ -42,7 +48,35 @@ _STATE_REJECTIONS = {
         "state_expired",
         "This sign-in took too long and expired. Start again from a new connect link.",
     ),
+    Rejection.FOREIGN: (
+        "browser_mismatch",
+        "This sign-in was not started in this browser (or its session has ended), so nothing was connected. "
+        "Open the connect link from the app again, in this browser.",
+    ),
 }
+# RFC 6749 §4.1.2.1: the codes Lightspeed may send back, each with our own words. The ``error`` text in
+# the URL is never shown: anybody can craft a callback URL, and a page must not repeat what it says.
+_RETRY = "Nothing was connected. Please try again in a minute."
+_MISCONFIGURED = (
+    "Lightspeed did not accept this app's sign-in request, so nothing was connected. "
+    "The app's operator must fix its configuration."
+)
+_AUTHORIZATION_ERRORS = {
+    "access_denied": (
+        "access_denied",
+        "Access was not granted in Lightspeed, so nothing was connected. You can try again any time.",
+    ),
+    "invalid_request": ("authorization_error", _MISCONFIGURED),
+    "unauthorized_client": ("authorization_error", _MISCONFIGURED),
+    "unsupported_response_type": ("authorization_error", _MISCONFIGURED),
+    "invalid_scope": ("authorization_error", _MISCONFIGURED),
+    "server_error": ("provider_unavailable", f"Lightspeed had a problem with this sign-in. {_RETRY}"),
+    "temporarily_unavailable": ("provider_unavailable", f"Lightspeed is busy right now. {_RETRY}"),
+}
+_UNKNOWN_ERROR = (
+    "authorization_error",
+    "Lightspeed answered with an error, so nothing was connected. Start again from a new connect link.",
+)
 
 
 @dataclass(frozen=True)
@@ -85,27 +119,35 @@ class ConnectService:
         self.public_url = public_url.rstrip("/")
 
     # -- links ---------------------------------------------------------------------------------------
-    def create_link(self, user_id: str, *, return_to: str | None = None) -> ConnectLink:
-        """A one-time URL that sends ``user_id`` to Lightspeed's consent page."""
+    def create_link(self, user_id: str, *, return_to: str | None = None, label: str | None = None) -> ConnectLink:
+        """A one-time URL that sends ``user_id`` to Lightspeed's consent page, via a confirm page naming
+        ``label`` (the host app's words for whose store this is; default: the user id)."""
         if not user_id.strip():
             raise ConnectFlowError("a user id is required", code="validation_error")
+        label = _check_label(label)
         token, now = secrets.token_urlsafe(32), self.clock()
         expires_at = now + LINK_TTL
         self.store.sessions.create_session(
-            token_hash=digest(token), user_id=user_id, return_to=return_to, now=now, expires_at=expires_at
+            token_hash=digest(token), user_id=user_id, return_to=return_to, label=label, now=now, expires_at=expires_at
         )
         return ConnectLink(f"{self.public_url}{START_PATH}?{urlencode({'session': token})}", expires_at)
 
+    def preview(self, session_token: str) -> ConnectSession:
+        """What the confirm page shows about a link; changes nothing (scanners and previews GET links)."""
+        found = self.store.sessions.peek_session(digest(session_token), self.clock())
+        if isinstance(found, Rejection):
+            raise _link_refused(found)
+        return found
+
     def start(self, session_token: str) -> StartedSession:
-        """Use a link: it opens a browser session and leads to Lightspeed's consent page."""
+        """Use a link (the confirm page's POST): it opens a browser session and leads to Lightspeed."""
         browser_token, now = secrets.token_urlsafe(32), self.clock()
         browser_expires_at = now + BROWSER_TTL
         session = self.store.sessions.consume_session(
             digest(session_token), now, browser_hash=digest(browser_token), browser_expires_at=browser_expires_at
         )
         if isinstance(session, Rejection):
-            code, message = _LINK_REJECTIONS[session]
-            raise ConnectFlowError(message, code=code)
+            raise _link_refused(session)
         authorize_url = self.authorize_url(session.user_id, session_id=session.id)
         return StartedSession(session.user_id, authorize_url, browser_token, browser_expires_at, session.return_to)
 
@@ -114,16 +156,23 @@ class ConnectService:
         return self.store.sessions.browser_session(digest(browser_token), self.clock()) if browser_token else None
 
     @staticmethod
-    def csrf_token(browser_token: str) -> str:
-        """Bound to the cookie's secret, so a page of another site cannot know it."""
-        return hmac.new(browser_token.encode(), b"lightkeeper-csrf", hashlib.sha256).hexdigest()
+    def csrf_token(cookie: str, *, purpose: str = "session") -> str:
+        """Bound to a cookie's secret, so a page of another site cannot know it; ``purpose`` keeps the
+        token of one form from passing for another's."""
+        return hmac.new(cookie.encode(), f"lightkeeper-csrf:{purpose}".encode(), hashlib.sha256).hexdigest()
 
-    def check_csrf(self, browser_token: str, submitted: str) -> None:
-        if not submitted or not hmac.compare_digest(self.csrf_token(browser_token), submitted):
+    def check_csrf(self, cookie: str, submitted: str, *, purpose: str = "session") -> None:
+        expected = self.csrf_token(cookie, purpose=purpose) if cookie else ""
+        if not expected or not submitted or not hmac.compare_digest(expected.encode(), submitted.encode()):
             raise ConnectFlowError("This form has expired. Reload the page and try again.", code="csrf_failed",
                                    status=403)  # fmt: skip
 
-    def authorize_url(self, user_id: str, *, session_id: int | None = None) -> str:
+    @staticmethod
+    def confirm_purpose(session_token: str) -> str:
+        """The CSRF purpose of one link's confirm form: its token passes for no other link."""
+        return f"confirm:{digest(session_token)}"
+
+    def authorize_url(self, user_id: str, *, session_id: int) -> str:
         """Record a fresh state + PKCE verifier for ``user_id`` and build the authorize URL."""
         state, (verifier, challenge), now = new_state(), new_pkce(), self.clock()
         state_hash = digest(state)
@@ -138,32 +187,43 @@ class ConnectService:
         return self.oauth.authorize_url(state=state, code_challenge=challenge)
 
     # -- callback ------------------------------------------------------------------------------------
-    def complete(self, params: Mapping[str, str]) -> ConnectionRecord:
-        """Handle ``/oauth/callback``: check the state, exchange the code, store the tokens."""
+    def complete(self, params: Mapping[str, str], *, browser_token: str) -> ConnectionRecord:
+        """Handle ``/oauth/callback``: check the state and that ``browser_token`` (the callback's cookie)
+        is the session it was issued to, exchange the code, store the tokens."""
         state = params.get("state", "")
         if params.get("error"):
-            if state:  # burn the state: a denied attempt cannot be replayed into a success
-                self.store.sessions.consume_state(digest(state), self.clock())
+            if state:  # burn our own state: a denied attempt cannot be replayed into a success
+                with contextlib.suppress(ConnectFlowError):
+                    self._consume_state(state, browser_token)
             raise _denied(params["error"])
         if not state:
             raise ConnectFlowError(
                 "The sign-in response has no state, so it cannot be trusted. Start again.", code="state_missing"
             )
-        user_id, verifier = self._consume_state(state)
+        user_id, verifier = self._consume_state(state, browser_token)
         code = params.get("code", "")
         if not code:
             raise ConnectFlowError("Lightspeed sent no authorization code. Start again.", code="code_missing")
         tokens = self._exchange(code, verifier)
         return self._store_connection(user_id, tokens)
 
-    def _consume_state(self, state: str) -> tuple[str, str]:
-        state_hash = digest(state)
-        found = self.store.sessions.consume_state(state_hash, self.clock())
+    def _consume_state(self, state: str, browser_token: str) -> tuple[str, str]:
+        """The state's user and PKCE verifier, once, and only for the browser session it was issued to."""
+        state_hash, now = digest(state), self.clock()
+        found = self.store.sessions.peek_state(state_hash, now)
+        if not isinstance(found, Rejection) and not self._same_browser(found.session_id, browser_token):
+            found = Rejection.FOREIGN  # left unused: a stranger cannot burn the rightful browser's sign-in
+        if not isinstance(found, Rejection):
+            found = self.store.sessions.consume_state(state_hash, now)  # atomic: one callback wins
         if isinstance(found, Rejection):
             code, message = _STATE_REJECTIONS[found]
-            raise ConnectFlowError(message, code=code)
+            raise ConnectFlowError(message, code=code, status=403 if found is Rejection.FOREIGN else 400)
         verifier = self._cipher.decrypt_text(found.code_verifier, context=f"oauth_state:{state_hash}")
         return found.user_id, verifier
+
+    def _same_browser(self, session_id: int | None, browser_token: str) -> bool:
+        session = self.browser_session(browser_token)
+        return session_id is not None and session is not None and session.id == session_id
 
     def _exchange(self, code: str, verifier: str) -> TokenSet:
         try:
@@ -224,18 +284,28 @@ class ConnectService:
 
 
 def _denied(error: str) -> ConnectFlowError:
-    if error == "access_denied":
-        return ConnectFlowError(
-            "Access was not granted in Lightspeed, so nothing was connected. You can try again any time.",
-            code="access_denied",
-        )
-    return ConnectFlowError(
-        f"Lightspeed answered with an error ({error[:60]}); nothing was connected.", code="authorization_error"
-    )
+    """Fixed words for the OAuth error code; never the text of the URL."""
+    code, message = _AUTHORIZATION_ERRORS.get(error, _UNKNOWN_ERROR)
+    return ConnectFlowError(message, code=code)
+
+
+def _link_refused(rejection: Rejection) -> ConnectFlowError:
+    code, message = _LINK_REJECTIONS[rejection]
+    return ConnectFlowError(message, code=code)
+
+
+def _check_label(label: str | None) -> str | None:
+    """The label as stored: stripped, None when blank; refused when too long or holding NUL."""
+    if label is None or not label.strip():
+        return None
+    if len(label) > LABEL_MAX or "\x00" in label:
+        raise ConnectFlowError(f"a label is at most {LABEL_MAX} characters and holds no NUL", code="validation_error")
+    return label.strip()
 
 
 __all__ = [
     "BROWSER_TTL",
+    "LABEL_MAX",
     "LINK_TTL",
     "START_PATH",
     "STATE_TTL",

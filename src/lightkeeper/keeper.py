@@ -72,6 +72,7 @@ class Keeper:
             redirect_uri=settings.lightspeed_redirect_uri,
             scope=settings.lightspeed_scope,
             clock=clock,
+            timeout_s=settings.http_timeout_s,
         )
         self.api = ApiClient(http=self.http, api_url=settings.lightspeed_api_url)
         self.vault = TokenVault(self.cipher)
@@ -88,10 +89,13 @@ class Keeper:
             store=self.store,
             vault=self.vault,
             oauth=self.oauth,
-            pacer=Pacer(settings.refresh_delay_ms / 1000),
+            # One spacing for every process sharing the database: Lightspeed limits the client as a whole.
+            pacer=Pacer(settings.refresh_delay_ms / 1000, self.store.pacing),
             clock=clock,
             owner=self.owner,
             lease=timedelta(seconds=settings.refresh_lease_s),
+            max_retry_after=settings.refresh_max_retry_after_s,
+            http_timeout=settings.http_timeout_s,
         )
         self.tokens = TokenProvider(
             self.refresher,
@@ -101,7 +105,6 @@ class Keeper:
         self.runs = RunExecutor(
             self.refresher,
             RunOptions(
-                batch_size=settings.refresh_batch_size,
                 concurrency=settings.refresh_concurrency,
                 heartbeat=timedelta(seconds=settings.run_heartbeat_s),
                 stale_after=timedelta(seconds=stale_after_s(settings.run_heartbeat_s)),
@@ -127,10 +130,10 @@ class Keeper:
         if record is None:
             raise ConnectionNotFound(f"there is no connection {connection_id}")
         if record.status is not Status.DISCONNECTED:
-            with self.tokens.leased(connection_id) as leased:
-                if leased.refresh_token is not None:
-                    self.oauth.revoke(self.vault.refresh_token(leased))
-                self.store.connections.disconnect(connection_id, self.clock())
+            with self.tokens.leased(connection_id) as lease:
+                if lease.record.refresh_token is not None:
+                    self.oauth.revoke(self.vault.refresh_token(lease.record))
+                self.store.connections.disconnect(connection_id, lease_token=lease.token, now=self.clock())
         return self.store.connections.get(connection_id) or record
 
     def ensure_schema(self, *, auto_create: bool = True) -> None:

@@ -2,6 +2,10 @@
 
 Nothing here redacts: our messages never carry a token. Access logs of the web server are off because
 URLs of the connect flow carry one-time secrets (link tokens, OAuth codes); ``web`` logs paths only.
+
+Messages do carry text from outside (user ids, account names, request paths). In text logs every control
+character in a message is escaped, so a newline in a user id cannot forge a log line and an escape
+sequence cannot repaint an operator's terminal; JSON logs get the same from ``json.dumps``.
 """
 
 from __future__ import annotations
@@ -9,7 +13,41 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import unicodedata
 from datetime import UTC, datetime
+
+# Besides C0/C1 controls (category Cc): line and paragraph separators, which some viewers break lines on,
+# and the bidirectional overrides and isolates, which reorder what a reader sees.
+_ALSO_ESCAPED = frozenset("\u2028\u2029\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+_SHORT = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with each control character written as an escape (``\\n``, ``\\x1b``, ``\\u2028``)."""
+    if text.isprintable():  # the common case, and fast
+        return text
+    return "".join(_escape_char(char) for char in text)
+
+
+def _escape_char(char: str) -> str:
+    if char not in _ALSO_ESCAPED and unicodedata.category(char) != "Cc":
+        return char
+    if char in _SHORT:
+        return _SHORT[char]
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+class TextFormatter(logging.Formatter):
+    """The standard text format, with the message's control characters escaped (tracebacks keep theirs)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        original = record.message
+        record.message = escape_controls(original)
+        try:
+            return super().formatMessage(record)
+        finally:
+            record.message = original  # other handlers (and pytest's caplog) see the record unchanged
 
 
 class JsonFormatter(logging.Formatter):
@@ -30,7 +68,7 @@ def configure(level: str = "INFO", fmt: str = "text") -> None:
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -39,4 +77,4 @@ def configure(level: str = "INFO", fmt: str = "text") -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-__all__ = ["JsonFormatter", "configure"]
+__all__ = ["JsonFormatter", "TextFormatter", "configure", "escape_controls"]

@@ -19,6 +19,11 @@ class TokenVault:
     def __init__(self, cipher: TokenCipher) -> None:
         self._cipher = cipher
 
+    @property
+    def key_ids(self) -> tuple[str, ...]:
+        """The ids of every configured key (the primary first)."""
+        return self._cipher.key_ids
+
     def seal(self, connection_id: int, tokens: TokenSet) -> NewTokens:
         access, refresh = self.seal_pair(connection_id, tokens)
         return NewTokens(access_token=access, refresh_token=refresh, expires_at=tokens.expires_at)

@@ -27,6 +27,7 @@ import pytest
 
 from lightkeeper import Keeper, load_settings
 from lightkeeper.simulator import SimulatorControl, SimulatorServer
+from lightkeeper.web.browser import continue_to_lightspeed
 from tests.conftest import CLIENT_ID, CLIENT_SECRET
 from tests.helpers import TEST_KEY, connect
 from tests.integration.conftest import (  # noqa: F401 (fixtures reused by name)
@@ -36,7 +37,7 @@ from tests.integration.conftest import (  # noqa: F401 (fixtures reused by name)
     pg_template,
 )
 
-API_KEY = "acceptance-api-key-7c1e"
+API_KEY = "acceptance-api-key-7c1e-5f08b2d94a61"  # at least 32 characters, or serve refuses it
 COMMAND_TIMEOUT_S = 60.0
 WEB_START_TIMEOUT_S = 30.0
 WEB_STOP_TIMEOUT_S = 10.0
@@ -234,6 +235,7 @@ def cli(
         "LIGHTKEEPER_API_KEY": API_KEY,
         "REFRESH_DELAY_MS": "0",
     }
+    sim.register_redirect_uri(env["LIGHTSPEED_REDIRECT_URI"])  # the simulator refuses unregistered ones
     db_path = tmp_path / "lk.db" if lk_database_url.startswith("sqlite") else None
     harness = Lightkeeper(lightkeeper_executable(), tmp_path, env, port, db_path)
     yield harness
@@ -255,8 +257,9 @@ class Web:
     browser: httpx2.Client
 
     def open(self, link: str) -> httpx2.Response:
-        """What a merchant's browser ends on after following a link (through Lightspeed's consent page)."""
-        return self.browser.get(link)
+        """What a merchant's browser ends on after following a link: its confirm page's Continue button, then
+        Lightspeed's consent page (a link refused on GET, or any other URL, answers its own page)."""
+        return continue_to_lightspeed(self.browser, link)
 
     def connect(self, link: str) -> httpx2.Response:
         page = self.open(link)

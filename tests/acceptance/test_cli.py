@@ -397,8 +397,9 @@ def test_a_killed_run_is_shown_interrupted_and_nothing_is_left_broken(cli: Light
     cli.env |= {
         "RUN_HEARTBEAT_S": str(heartbeat_s),
         "REFRESH_LEASE_S": "10",
+        "HTTP_TIMEOUT_S": "4",
+        "REFRESH_MAX_RETRY_AFTER_S": "2",
         "REFRESH_CONCURRENCY": "1",
-        "REFRESH_BATCH_SIZE": "1",
     }
     cli.seed("alice", "bob", "carol", "dave")
     sim.configure(token_latency_ms=3000)  # 12 s for the whole run: it is killed long before

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from urllib.parse import urlencode
 
 import httpx2
@@ -14,6 +15,7 @@ from lightkeeper import Keeper, Status
 from lightkeeper.simulator import SimulatorControl, SimulatorServer
 from lightkeeper.store.schema import connections as connections_table
 from lightkeeper.web import BackgroundServer, bind, create_app
+from lightkeeper.web.browser import continue_to_lightspeed
 from tests.conftest import FakeClock
 from tests.helpers import make_settings, query
 
@@ -28,9 +30,10 @@ class Service:
         return self.keeper.connect.create_link(user_id).url
 
     def consent(self, link: str) -> str:
-        """Open a link and let the simulator's consent page answer: the callback URL it sends back."""
-        to_lightspeed = self.browser.get(link)
-        assert to_lightspeed.status_code == 302, to_lightspeed.text
+        """Open a link, press its confirm page's button, and let the simulator's consent page answer: the
+        callback URL it sends back."""
+        to_lightspeed = continue_to_lightspeed(self.browser, link)
+        assert to_lightspeed.status_code == 303, to_lightspeed.text
         back = self.browser.get(to_lightspeed.headers["location"])
         assert back.status_code == 302
         callback: str = back.headers["location"]
@@ -48,6 +51,7 @@ def service(
 ) -> Iterator[Service]:
     sock = bind("127.0.0.1", 0)
     origin = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    sim.register_redirect_uri(f"{origin}/oauth/callback")  # the simulator refuses unregistered ones
     settings = make_settings(database_url, simulator_server.url, LIGHTSPEED_REDIRECT_URI=f"{origin}/oauth/callback")
     clock.current = clock.current.now(clock.current.tzinfo)  # the simulator's codes live on the wall clock
     with (
@@ -74,8 +78,8 @@ def test_link_connects_the_account_and_stores_encrypted_tokens(service: Service,
 
 
 def test_link_redirects_to_lightspeed_authorize_with_state_and_pkce(service: Service) -> None:
-    response = service.browser.get(service.link("user-1"))
-    assert response.status_code == 302
+    response = continue_to_lightspeed(service.browser, service.link("user-1"))
+    assert response.status_code == 303
     location = response.headers["location"]
     assert location.startswith(f"{service.keeper.settings.lightspeed_oauth_url}/auth/oauth/authorize?")
     params = query(location)
@@ -86,7 +90,7 @@ def test_link_redirects_to_lightspeed_authorize_with_state_and_pkce(service: Ser
 
 def test_link_works_once(service: Service) -> None:
     link = service.link("user-1")
-    assert service.browser.get(link).status_code == 302
+    assert continue_to_lightspeed(service.browser, link).status_code == 303
     again = service.browser.get(link)
     assert again.status_code == 400 and "already used" in again.text
 
@@ -162,9 +166,12 @@ def test_failed_code_exchange_says_whether_to_retry(service: Service, sim: Simul
 def test_reconnecting_the_same_account_updates_its_row(service: Service, sim: SimulatorControl) -> None:
     service.browser.get(service.consent(service.link("user-1")))
     [first] = service.keeper.connections()
+    lease = service.keeper.store.connections.acquire(first.id, owner="test", lease=timedelta(minutes=1))
+    assert lease is not None
     service.keeper.store.connections.mark_expired(
-        first.id, version=first.token_version, error="invalid_grant", now=service.keeper.clock()
-    )
+        first.id, lease_token=lease.token, version=first.token_version, error="invalid_grant",
+        now=service.keeper.clock(),
+    )  # fmt: skip
 
     sim.authorize_mode("approve", account_id=first.account_id)
     page = service.browser.get(service.consent(service.link("user-1")))

@@ -165,13 +165,11 @@ def test_a_waiter_uses_the_pair_another_process_commits(
 ) -> None:
     other = make_keeper(clock=clock)
     expire_soon(clock)
-    held = other.store.connections.acquire(
-        record.id, owner=other.owner, now=clock(), until=clock() + timedelta(minutes=1)
-    )
+    held = other.store.connections.acquire(record.id, owner=other.owner, lease=timedelta(minutes=1))
     assert held is not None
 
     def finish_elsewhere() -> None:
-        other.refresher.refresh_leased(held)
+        other.refresher.refresh(held)
 
     timer = threading.Timer(0.3, finish_elsewhere)
     timer.start()
@@ -185,6 +183,8 @@ def test_a_waiter_uses_the_pair_another_process_commits(
 def test_unknown_and_disconnected_connections(keeper: Keeper, record: ConnectionRecord) -> None:
     with pytest.raises(ConnectionNotFound):
         keeper.fresh_token(999_999)
-    keeper.store.connections.disconnect(record.id, keeper.clock())
+    lease = keeper.store.connections.acquire(record.id, owner=keeper.owner, lease=timedelta(minutes=1))
+    assert lease is not None
+    keeper.store.connections.disconnect(record.id, lease_token=lease.token, now=keeper.clock())
     with pytest.raises(ConnectionExpired, match="disconnected"):
         keeper.fresh_token(record.id)

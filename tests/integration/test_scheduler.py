@@ -16,7 +16,7 @@ from lightkeeper.simulator import SimulatorControl, SimulatorServer
 from lightkeeper.store import JOB_NAME, RunRecord
 from lightkeeper.store.schema import runs as runs_table
 from tests.conftest import FakeClock
-from tests.helpers import connect, make_settings
+from tests.helpers import age_heartbeat, connect, make_settings
 
 START = datetime(2026, 6, 1, 5, 0, tzinfo=UTC)
 
@@ -165,6 +165,7 @@ def test_stale_runs_are_closed_by_workers(worker: Worker, clock: FakeClock) -> N
     stale = worker.keeper.store.runs.start(
         trigger="manual", owner="dead", now=clock() - timedelta(minutes=5), connection_id=1
     )
+    age_heartbeat(worker.keeper.store, stale.id, timedelta(minutes=5))
     worker.step()
     closed = worker.keeper.store.runs.get(stale.id)
     assert closed is not None and closed.status is RunStatus.INTERRUPTED

@@ -29,7 +29,7 @@ from .conftest import set_row
 ITEMS = (1, 2, 3, 4, 5)
 SHOPS = (1, 2)
 ROW_KEYS = {"line", "item_id", "status", "error"}
-API_KEY = "ondemand-stock-api-key-0b5d"
+API_KEY = "ondemand-stock-api-key-0b5d-7e21c94f"  # at least 32 characters
 
 
 def qoh(sim: SimulatorControl, account_id: str, item_id: int, shop_id: int) -> int:

@@ -112,7 +112,6 @@ def worker_env(tmp_path: Path, pg_database_url: str, simulator_server: Simulator
         "REFRESH_DELAY_MS": "0",
         "WORKER_POLL_S": "0.2",
         "RUN_HEARTBEAT_S": str(HEARTBEAT_S),
-        "REFRESH_BATCH_SIZE": "5",
         "REFRESH_CONCURRENCY": "2",
         "LOG_LEVEL": "INFO",
     }
@@ -310,7 +309,9 @@ def test_a_killed_replica_loses_nothing_the_survivor_takes_over(
     sim.configure(token_latency_ms=500)
     seed_connections(keeper, sim, 40, user_prefix="kill")
     before = versions(keeper)
-    victim, survivor = workers = start_workers(2, REFRESH_LEASE_S="10")
+    victim, survivor = workers = start_workers(
+        2, REFRESH_LEASE_S="10", HTTP_TIMEOUT_S="4", REFRESH_MAX_RETRY_AFTER_S="2"
+    )
     requested = keeper.store.runs.request(trigger="api", now=keeper.clock())
 
     def victim_mid_batch() -> bool:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lightkeeper.config import REQUIRE_ALL, REQUIRE_NONE, Settings, check_cron, load_settings
+from lightkeeper.config import REQUIRE_ALL, REQUIRE_NONE, Settings, check_cron, is_loopback_host, load_settings
 from lightkeeper.crypto import generate_key
 from lightkeeper.errors import ConfigError
 
@@ -85,9 +85,9 @@ def test_malformed_values_reported_with_missing_ones() -> None:
 
 
 def test_only_malformed_values() -> None:
-    message = error_of({**GOOD, "REFRESH_BATCH_SIZE": "0", "LOG_FORMAT": "xml"})
+    message = error_of({**GOOD, "REFRESH_CONCURRENCY": "0", "LOG_FORMAT": "xml"})
     assert message == (
-        "Invalid settings: REFRESH_BATCH_SIZE (must be an integer from 1 to 1000), LOG_FORMAT (must be text or json)"
+        "Invalid settings: REFRESH_CONCURRENCY (must be an integer from 1 to 64), LOG_FORMAT (must be text or json)"
     )
 
 
@@ -133,8 +133,9 @@ def test_secret_values_never_in_message() -> None:
     }
     message = error_of({**secrets, "REFRESH_DELAY_MS": "hunter2"})
     assert "hunter2" not in message
-    for name in ("TOKEN_ENCRYPTION_KEY", "TOKEN_ENCRYPTION_OLD_KEYS", "DATABASE_URL", "REFRESH_DELAY_MS"):
+    for name in ("TOKEN_ENCRYPTION_KEY", "TOKEN_ENCRYPTION_OLD_KEYS", "DATABASE_URL", "LIGHTKEEPER_API_KEY"):
         assert f"{name} (" in message
+    assert "REFRESH_DELAY_MS (" in message
 
 
 # --- values and defaults ---
@@ -150,7 +151,6 @@ def test_defaults() -> None:
     assert settings.refresh_schedule == "0 */6 * * *"
     assert settings.refresh_delay_ms == 200
     assert settings.refresh_concurrency == 4
-    assert settings.refresh_batch_size == 50
     assert settings.refresh_lease_s == 120
     assert settings.token_refresh_leeway_s == 300
     assert settings.http_timeout_s == 20.0
@@ -158,6 +158,10 @@ def test_defaults() -> None:
     assert settings.notify_webhook_url == ""
     assert settings.lightkeeper_api_key.get_secret_value() == ""
     assert settings.public_url == "http://127.0.0.1:8000"
+    assert settings.lightkeeper_app_name == "lightkeeper"
+    assert settings.lightkeeper_max_body_bytes == 1_048_576
+    assert settings.lightkeeper_max_stock_body_bytes == 4_194_304
+    assert settings.lightkeeper_dev is False
 
 
 def test_values_are_parsed_and_names_are_case_insensitive() -> None:
@@ -278,3 +282,113 @@ def test_with_overrides_validates() -> None:
 def test_check_cron_normalises() -> None:
     assert check_cron("0   */6 * * *") == "0 */6 * * *"
     assert {"LIGHTSPEED_CLIENT_ID", "LIGHTSPEED_CLIENT_SECRET", "TOKEN_ENCRYPTION_KEY"} == REQUIRE_ALL
+
+
+# --- security rules (issue 9) ---
+
+
+def test_api_key_must_be_at_least_32_characters() -> None:
+    short = "s3cr3t-but-only-31-characters-x"
+    assert len(short) == 31
+    message = error_of({**GOOD, "LIGHTKEEPER_API_KEY": short})
+    assert message == (
+        "Invalid settings: LIGHTKEEPER_API_KEY (must be at least 32 characters (`lightkeeper gen-key` makes one))"
+    )
+    assert short not in message
+    key = load_settings({**GOOD, "LIGHTKEEPER_API_KEY": short + "y"}).lightkeeper_api_key
+    assert key.get_secret_value() == short + "y"
+
+
+@pytest.mark.parametrize("name", ["LIGHTSPEED_OAUTH_URL", "LIGHTSPEED_API_URL"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://cloud.lightspeedapp.com",
+        "http://10.0.0.5:9100",
+        "http://[fd00::2]:9100",
+        "http://localhost.evil.example",
+        "http://127.0.0.1.nip.io",
+        "HTTP://api.example",
+    ],
+)
+def test_lightspeed_urls_must_be_https_unless_loopback(name: str, url: str) -> None:
+    assert error_of({**GOOD, name: url}) == (
+        f"Invalid settings: {name} (must be an https:// URL (plain http only for a loopback host))"
+    )
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://cloud.example",
+        "http://127.0.0.1:9100",
+        "http://127.1.2.3",
+        "http://localhost:9100/",
+        "http://LOCALHOST",
+        "http://[::1]:9100",
+    ],
+)
+def test_https_and_loopback_lightspeed_urls_are_accepted(url: str) -> None:
+    settings = load_settings({**GOOD, "LIGHTSPEED_OAUTH_URL": url, "LIGHTSPEED_API_URL": url})
+    assert settings.lightspeed_oauth_url == url.rstrip("/")
+
+
+def test_the_redirect_uri_and_public_url_may_stay_plain_http() -> None:
+    env = {"LIGHTSPEED_REDIRECT_URI": "http://shop.example/cb", "LIGHTKEEPER_PUBLIC_URL": "http://shop.example"}
+    assert load_settings({**GOOD, **env}).public_url == "http://shop.example"
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.255.0.9", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("localhost", True),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("192.168.1.2", False),
+        ("localhost.example", False),
+        ("", False),
+        (None, False),
+    ],
+)
+def test_is_loopback_host(host: str | None, loopback: bool) -> None:
+    assert is_loopback_host(host) is loopback
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "rule"),
+    [
+        ("LIGHTKEEPER_MAX_BODY_BYTES", "100", "must be an integer from 1024 to 1073741824"),
+        ("LIGHTKEEPER_MAX_STOCK_BODY_BYTES", "lots", "must be an integer from 1024 to 1073741824"),
+        ("LIGHTKEEPER_APP_NAME", "x" * 101, "must be 1 to 100 characters"),
+    ],
+)
+def test_new_settings_are_checked(name: str, value: str, rule: str) -> None:
+    assert error_of({**GOOD, name: value}) == f"Invalid settings: {name} ({rule})"
+
+
+def test_new_settings_are_read() -> None:
+    env = {
+        "LIGHTKEEPER_APP_NAME": " Acme Inventory ",
+        "LIGHTKEEPER_MAX_BODY_BYTES": "2048",
+        "LIGHTKEEPER_MAX_STOCK_BODY_BYTES": "8388608",
+    }
+    settings = load_settings({**GOOD, **env})
+    assert settings.lightkeeper_app_name == "Acme Inventory"
+    assert (settings.lightkeeper_max_body_bytes, settings.lightkeeper_max_stock_body_bytes) == (2048, 8_388_608)
+
+
+def test_a_lease_shorter_than_one_refresh_names_the_three_numbers() -> None:
+    message = error_of({**GOOD, "REFRESH_LEASE_S": "60", "HTTP_TIMEOUT_S": "20", "REFRESH_MAX_RETRY_AFTER_S": "30"})
+    assert message == (
+        "Invalid settings: REFRESH_LEASE_S (60 s is shorter than one refresh's worst case: 2 x HTTP_TIMEOUT_S "
+        "(20 s) + REFRESH_MAX_RETRY_AFTER_S (30 s) = 70 s)"
+    )
+
+
+def test_a_lease_covering_the_worst_case_is_accepted() -> None:
+    settings = load_settings(env={**GOOD, "REFRESH_LEASE_S": "70", "HTTP_TIMEOUT_S": "20"})
+    assert settings.refresh_max_retry_after_s == 30 and settings.refresh_lease_s == 70

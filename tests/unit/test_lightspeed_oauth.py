@@ -195,11 +195,23 @@ def test_expires_at_follows_expires_in(make_oauth: MakeOAuth, expires_in: object
 
 
 @pytest.mark.parametrize("expires_in", [_DROP, None, "soon", "", 0, -60, True, 10**12, "1e999", [3600]])
-def test_unusable_expires_in_is_a_protocol_error(make_oauth: MakeOAuth, expires_in: object) -> None:
-    oauth, _ = make_oauth(reply(body=token_json(expires_in=expires_in)))
-    with pytest.raises(ProviderProtocolError, match="expires_in") as caught:
-        oauth.refresh(REFRESH)
-    assert_no_secrets(caught.value)
+def test_without_usable_expires_in_the_jwt_exp_is_used(make_oauth: MakeOAuth, expires_in: object) -> None:
+    # Lightspeed already rotated the pair: throwing the answer away would lose the only live refresh token.
+    access = make_jwt({"acct": "98765", "exp": int((NOW + timedelta(minutes=45)).timestamp())})
+    oauth, _ = make_oauth(reply(body=token_json(expires_in=expires_in, access_token=access)))
+    tokens = oauth.refresh(REFRESH)
+    assert tokens.expires_at == NOW + timedelta(minutes=45) and tokens.refresh_token == NEW_REFRESH
+
+
+@pytest.mark.parametrize("claims", [{"acct": "1"}, {"exp": "soon"}, {"exp": True}, {"exp": 0}, {"exp": 10**13}])
+def test_without_expires_in_or_a_usable_exp_thirty_minutes_are_assumed(make_oauth: MakeOAuth, claims: object) -> None:
+    oauth, _ = make_oauth(reply(body=token_json(expires_in=_DROP, access_token=make_jwt(claims))))
+    assert oauth.refresh(REFRESH).expires_at == NOW + timedelta(minutes=30)
+
+
+def test_an_opaque_access_token_without_expires_in_gets_thirty_minutes(make_oauth: MakeOAuth) -> None:
+    oauth, _ = make_oauth(reply(body=token_json(expires_in=None, access_token="opaque-token-value")))
+    assert oauth.refresh(REFRESH).expires_at == NOW + timedelta(minutes=30)
 
 
 @pytest.mark.parametrize("refresh_token", [_DROP, "", None, "   "])
@@ -254,7 +266,17 @@ ERROR_CASES: list[tuple[str, Handler, type[ProviderError], tuple[str, ...]]] = [
         InvalidClient,
         ("HTTP 400", "invalid_client"),
     ),
-    ("401 without body", raw(401, "Unauthorized", "text/plain"), InvalidClient, ("HTTP 401",)),
+    # Classified by the body: only an OAuth invalid_client is a configuration fault.
+    ("401 without body", raw(401, "Unauthorized", "text/plain"), ProviderProtocolError, ("HTTP 401", "not JSON")),
+    ("401 html", raw(401, "<html><h1>401 Authorization Required</h1></html>"), ProviderProtocolError, ("HTTP 401",)),
+    ("401 empty", raw(401, ""), ProviderProtocolError, ("HTTP 401",)),
+    (
+        "401 invalid_grant",
+        reply(401, {"error": "invalid_grant", "error_description": "The refresh token is invalid."}),
+        InvalidGrant,
+        ("HTTP 401", "invalid_grant"),
+    ),
+    ("401 other oauth error", reply(401, {"error": "access_denied"}), ProviderProtocolError, ("access_denied",)),
     (
         "invalid_request",
         reply(

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from lightkeeper.errors import InvalidClient, InvalidGrant, ProviderUnavailable, RateLimited
-from lightkeeper.refresh import Pacer, policy
+from lightkeeper.refresh import LocalSlots, Pacer, policy
 from lightkeeper.store import ConnectionRecord, Status
 
 NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
@@ -30,6 +30,8 @@ RECORD = ConnectionRecord(
     next_attempt_at=None,
     acquired_by=None,
     acquired_until=None,
+    lease_token=None,
+    claim_run_id=None,
     last_run_id=None,
     created_at=NOW,
     updated_at=NOW,
@@ -93,7 +95,7 @@ class FakeTime:
 
 def test_pacer_spaces_calls_by_the_interval() -> None:
     clock = FakeTime()
-    pacer = Pacer(0.2, monotonic=clock.monotonic, sleep=clock.sleep)
+    pacer = Pacer(0.2, LocalSlots(clock.monotonic), sleep=clock.sleep)
     starts = []
     for _ in range(4):
         pacer.wait()
@@ -103,7 +105,7 @@ def test_pacer_spaces_calls_by_the_interval() -> None:
 
 def test_pacer_does_not_wait_when_calls_are_already_far_apart() -> None:
     clock = FakeTime()
-    pacer = Pacer(0.2, monotonic=clock.monotonic, sleep=clock.sleep)
+    pacer = Pacer(0.2, LocalSlots(clock.monotonic), sleep=clock.sleep)
     pacer.wait()
     clock.now += 5
     assert pacer.wait() == 0
@@ -112,6 +114,6 @@ def test_pacer_does_not_wait_when_calls_are_already_far_apart() -> None:
 
 def test_pacer_hold_pauses_everyone() -> None:
     clock = FakeTime()
-    pacer = Pacer(0, monotonic=clock.monotonic, sleep=clock.sleep)
+    pacer = Pacer(0, LocalSlots(clock.monotonic), sleep=clock.sleep)
     pacer.hold(3)
     assert pacer.wait() == pytest.approx(3)

@@ -23,6 +23,7 @@ from lightkeeper.simulator import SimulatorControl, SimulatorServer
 from lightkeeper.store import ConnectionRecord
 from lightkeeper.store.schema import connections as connections_table
 from lightkeeper.web import BackgroundServer, bind, create_app
+from lightkeeper.web.browser import continue_to_lightspeed
 from tests.conftest import FakeClock
 from tests.helpers import make_settings, query
 from tests.integration.conftest import (  # noqa: F401 (fixtures reused by name)
@@ -74,13 +75,18 @@ class AppServer:
         """A client of the same app without the API key (or with the given headers instead)."""
         return httpx2.Client(base_url=self.url, headers=headers, timeout=10)
 
+    def link(self, user_id: str, **fields: str) -> str:
+        """A one-time connect link from the API (``fields``: ``label``, ``return_to``)."""
+        response = self.client.post("/api/connect-sessions", json={"user_id": user_id, **fields})
+        assert response.status_code == 201, response.text
+        url: str = response.json()["url"]
+        return url
+
     def connect(self, user_id: str) -> ConnectionRecord:
         """Connect ``user_id`` through the whole OAuth flow over HTTP, like a merchant's browser."""
-        response = self.client.post("/api/connect-sessions", json={"user_id": user_id})
-        assert response.status_code == 201, response.text
         with httpx2.Client(timeout=10) as browser:
-            to_lightspeed = browser.get(response.json()["url"])
-            assert to_lightspeed.status_code == 302, to_lightspeed.text
+            to_lightspeed = continue_to_lightspeed(browser, self.link(user_id))  # confirm page, then its button
+            assert to_lightspeed.status_code == 303, to_lightspeed.text
             back = browser.get(to_lightspeed.headers["location"])
             assert back.status_code == 302, back.text
             callback = back.headers["location"]
@@ -138,13 +144,18 @@ def serve_app(
     sim: SimulatorControl,
     clock: FakeClock,
 ) -> ServeApp:
-    """Start the app with extra settings: ``with serve_app(LIGHTKEEPER_API_KEY="") as server: ...``."""
+    """Start the app with extra settings: ``with serve_app(LIGHTKEEPER_API_KEY="") as server: ...``.
+
+    ``public_host`` names the app in its URLs (``localhost``: another site than the simulator's 127.0.0.1,
+    as Lightspeed is to a real deployment); it always listens on 127.0.0.1.
+    """
     clock.current = clock.current.now(clock.current.tzinfo)  # the simulator's codes live on the wall clock
 
     @contextmanager
-    def serve(**env: str) -> Iterator[AppServer]:
+    def serve(public_host: str = "127.0.0.1", **env: str) -> Iterator[AppServer]:
         sock = bind("127.0.0.1", 0)
-        origin = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        origin = f"http://{public_host}:{sock.getsockname()[1]}"
+        sim.register_redirect_uri(f"{origin}/oauth/callback")  # the simulator refuses unregistered ones
         settings = make_settings(
             database_url, simulator_server.url, LIGHTSPEED_REDIRECT_URI=f"{origin}/oauth/callback", **env
         )

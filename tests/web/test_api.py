@@ -18,6 +18,7 @@ from sqlalchemy import text
 
 from lightkeeper.simulator import SimulatorControl
 from lightkeeper.store import head_revision
+from lightkeeper.web.browser import continue_to_lightspeed
 from tests.web.conftest import AppServer, ServeApp
 
 # No database behaviour involved: one dialect is enough (the fixture's params are overridden).
@@ -169,8 +170,8 @@ def test_connect_session_returns_a_one_time_link_valid_for_an_hour(app_server: A
     assert body["url"].startswith(f"{app_server.url}/connect-lightspeed/start?session=")
     assert when(body["expires_at"]) == app_server.clock() + timedelta(hours=1)
     with httpx2.Client(timeout=10) as browser:
-        first = browser.get(body["url"])
-        assert first.status_code == 302
+        first = continue_to_lightspeed(browser, body["url"])  # the confirm page, then its button
+        assert first.status_code == 303
         assert first.headers["location"].startswith(f"{app_server.simulator.url}/auth/oauth/authorize?")
         assert browser.get(body["url"]).status_code == 400  # used up
 

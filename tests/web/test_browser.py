@@ -1,5 +1,9 @@
 """The merchant's side in a real browser: Playwright drives Debian's Chromium through the connect page.
 
+The flow crosses sites as it does in production: lightkeeper is served as ``localhost`` and the simulator
+(Lightspeed) as ``127.0.0.1``, so the browser applies SameSite, CSP ``form-action`` and the cross-site
+redirect back to the callback as it would for a real deployment.
+
 Screenshots of every step go to ``test-artifacts/screenshots/`` (gitignored). Chromium is required, never
 skipped: ``.ci/run`` installs Debian's ``chromium`` package.
 """
@@ -11,12 +15,14 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx2
 import pytest
-from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, expect, sync_playwright
 
 from lightkeeper.simulator import SimulatorControl
 from lightkeeper.store import ConnectionRecord
-from tests.web.conftest import AppServer
+from lightkeeper.web.browser import continue_to_lightspeed
+from tests.web.conftest import AppServer, ServeApp, new_api_key
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -31,6 +37,8 @@ CHROMIUM_ARGS = [
 ]
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 TIMEOUT_MS = 10_000
+APP_NAME = "Acme Inventory"
+CONTINUE = "Continue to Lightspeed"
 # The first test runs on both databases; the others check the pages themselves, which are the same on both
 # (the database side of each is covered on both dialects by test_api.py and tests/integration/).
 sqlite_only = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -56,12 +64,32 @@ def browser(playwright: Playwright) -> Iterator[Browser]:
 
 
 @pytest.fixture
+def app_server(serve_app: ServeApp) -> Iterator[AppServer]:
+    """The app on another site than Lightspeed's: ``http://localhost:PORT`` (the simulator is 127.0.0.1)."""
+    with serve_app(public_host="localhost", LIGHTKEEPER_API_KEY=new_api_key(), LIGHTKEEPER_APP_NAME=APP_NAME) as server:
+        yield server
+
+
+@pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
     context = browser.new_context(viewport={"width": 900, "height": 700})
     context.set_default_timeout(TIMEOUT_MS)
     page = context.new_page()
     yield page
     context.close()
+
+
+@pytest.fixture
+def csp_violations(page: Page) -> list[str]:
+    """Console reports of Content-Security-Policy violations on ``page``: every test expects none."""
+    found: list[str] = []
+
+    def note(message: ConsoleMessage) -> None:
+        if "Content Security Policy" in message.text:
+            found.append(message.text)
+
+    page.on("console", note)
+    return found
 
 
 class _Camera:
@@ -84,11 +112,8 @@ def shoot(page: Page, request: pytest.FixtureRequest) -> _Camera:
     return _Camera(page, re.sub(r"[^A-Za-z0-9_.-]+", "-", request.node.name).strip("-"))
 
 
-def connect_link(server: AppServer, user_id: str) -> str:
-    response = server.client.post("/api/connect-sessions", json={"user_id": user_id})
-    assert response.status_code == 201, response.text
-    url: str = response.json()["url"]
-    return url
+def connect_link(server: AppServer, user_id: str, **fields: str) -> str:
+    return server.link(user_id, **fields)
 
 
 def assert_no_token(server: AppServer, page: Page) -> None:
@@ -97,13 +122,76 @@ def assert_no_token(server: AppServer, page: Page) -> None:
     assert not leaks, f"tokens in the page at {page.url}: {leaks}"
 
 
-def connect_in_browser(server: AppServer, page: Page, user_id: str) -> ConnectionRecord:
-    """Open a connect link; Lightspeed (the simulator) approves; the page says Connected."""
-    response = page.goto(connect_link(server, user_id))
+def open_confirm_page(server: AppServer, page: Page, link: str) -> None:
+    """Open a connect link: the confirm page, with its one button."""
+    response = page.goto(link)
     assert response is not None and response.status == 200, response and response.text()
+    expect(page.get_by_role("heading", level=1)).to_have_text(f"Connect {APP_NAME} to Lightspeed")
+    expect(page.get_by_role("button")).to_have_count(1)
+    expect(page.get_by_role("button", name=CONTINUE)).to_be_visible()
+
+
+def connect_in_browser(server: AppServer, page: Page, user_id: str) -> ConnectionRecord:
+    """Open a connect link, press Continue; Lightspeed (the simulator) approves; the page says Connected."""
+    open_confirm_page(server, page, connect_link(server, user_id))
+    with page.expect_response(lambda answer: "/oauth/callback?" in answer.url) as callback:
+        page.get_by_role("button", name=CONTINUE).click()
+    assert callback.value.status == 200, callback.value.text()
+    page.wait_for_load_state()
     assert page.url.startswith(f"{server.url}/oauth/callback?")
     [record] = server.keeper.connections(user_id=user_id)
     return record
+
+
+def test_confirm_page_names_the_app_and_the_label_and_a_scanned_link_still_connects(
+    app_server: AppServer, sim: SimulatorControl, page: Page, shoot: _Camera, csp_violations: list[str]
+) -> None:
+    assert app_server.url.startswith("http://localhost:") and app_server.simulator.url.startswith("http://127.0.0.1:")
+    link = connect_link(app_server, "merchant-42", label="Acme Store #42 <b>")
+    scanned = httpx2.get(link, timeout=10)  # a mail scanner fetches the link before the merchant does
+    assert scanned.status_code == 200 and CONTINUE in scanned.text
+
+    open_confirm_page(app_server, page, link)
+    expect(page.locator(".label")).to_have_text("Acme Store #42 <b>")  # shown as text, never as markup
+    expect(page.locator(".app-name")).to_have_text(APP_NAME)
+    button_colour = page.get_by_role("button", name=CONTINUE).evaluate("b => getComputedStyle(b).backgroundColor")
+    assert button_colour == "rgb(31, 111, 235)"  # the inline style is allowed by the CSP's hash
+    path = shoot("confirm")
+    assert path.exists() and path.parent == SCREENSHOTS
+    assert app_server.keeper.connections() == []  # neither GET changed anything
+
+    with page.expect_response(lambda answer: "/oauth/callback?" in answer.url) as callback:
+        page.get_by_role("button", name=CONTINUE).click()
+
+    assert callback.value.status == 200, callback.value.text()
+    expect(page.get_by_role("status")).to_contain_text("Connected: ")
+    [record] = app_server.keeper.connections(user_id="merchant-42")
+    assert record.status.value == "connected"
+    [session] = [c for c in page.context.cookies() if c["name"] == "lightkeeper_session"]
+    assert session["sameSite"] == "Lax" and session["httpOnly"] and session["domain"] == "localhost"
+    shoot("connected")
+    assert csp_violations == []
+
+
+def test_a_callback_in_another_browser_is_refused_and_stores_nothing(
+    app_server: AppServer, sim: SimulatorControl, page: Page, shoot: _Camera, csp_violations: list[str]
+) -> None:
+    """Login CSRF (RFC 6749 §10.12): the attacker starts a flow, the victim's browser finishes it."""
+    with httpx2.Client(timeout=10) as attacker:
+        started = continue_to_lightspeed(attacker, connect_link(app_server, "attacker"))
+        assert started.status_code == 303
+        authorize_url = started.headers["location"]
+    victim = connect_in_browser(app_server, page, "victim")  # the victim even has a live session of their own
+
+    with page.expect_response(lambda answer: "/oauth/callback?" in answer.url) as callback:
+        page.goto(authorize_url)  # Lightspeed's consent page approves; back to our callback, with the victim's cookie
+
+    assert callback.value.status == 403
+    expect(page.get_by_role("heading", level=1)).to_have_text("This sign-in belongs to another browser")
+    shoot("refused")
+    assert app_server.keeper.connections(user_id="attacker") == []
+    assert [r.id for r in app_server.keeper.connections()] == [victim.id]
+    assert csp_violations == []
 
 
 def test_merchant_connects_then_disconnects_and_the_refresh_token_is_revoked(
@@ -138,10 +226,13 @@ def test_denied_access_shows_a_friendly_page_and_stores_nothing(
     app_server: AppServer, sim: SimulatorControl, page: Page, shoot: _Camera
 ) -> None:
     sim.authorize_mode("deny")
+    open_confirm_page(app_server, page, connect_link(app_server, "merchant-1"))
 
-    response = page.goto(connect_link(app_server, "merchant-1"))
+    with page.expect_response(lambda answer: "/oauth/callback?" in answer.url) as callback:
+        page.get_by_role("button", name=CONTINUE).click()
 
-    assert response is not None and response.status == 400
+    assert callback.value.status == 400
+    page.wait_for_load_state()
     assert page.url.startswith(f"{app_server.url}/oauth/callback?")
     expect(page.get_by_role("heading", level=1)).to_have_text("Access not granted")
     expect(page.locator(".card")).to_contain_text("Nothing was stored")

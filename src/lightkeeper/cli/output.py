@@ -1,6 +1,9 @@
 """How the CLI prints: one JSON document on stdout with ``--json``, Rich tables for people otherwise.
 
-Errors and progress go to stderr so that stdout stays parseable.
+Errors and progress go to stderr so that stdout stays parseable. Values come from outside (user ids from
+the host app, account names from the merchant's Lightspeed, error texts): they are printed as plain
+``Text``, never parsed as Rich markup, and their control characters are escaped, so a value can neither
+crash a command, plant a terminal link, nor repaint the terminal.
 """
 
 from __future__ import annotations
@@ -12,10 +15,18 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
+
+from ..logs import escape_controls
 
 # Piped output is not squeezed into 80 columns: tables stay one row per record for grep and logs.
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def plain(value: Any) -> Text:
+    """``value`` as text that Rich prints literally (no markup) with control characters escaped."""
+    return Text("" if value is None else escape_controls(str(value)))
 
 
 def print_json(document: Any) -> None:
@@ -24,19 +35,19 @@ def print_json(document: Any) -> None:
 
 
 def error(message: str) -> None:
-    err.print(f"[bold red]error:[/] {message}", markup=True)
+    err.print(Text.assemble(("error:", "bold red"), " ", plain(message)))
 
 
 def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]], *, empty: str = "none") -> None:
     rows = list(rows)
     if not rows:
-        out.print(f"{title}: {empty}")
+        out.print(plain(f"{title}: {empty}"))
         return
     grid = Table(title=title, title_justify="left")
     for column in columns:
         grid.add_column(column, overflow="fold")
     for row in rows:
-        grid.add_row(*("" if cell is None else str(cell) for cell in row))
+        grid.add_row(*(plain(cell) for cell in row))
     out.print(grid)
 
 
@@ -47,4 +58,4 @@ def when(value: str | None) -> str:
     return value[:19].replace("T", " ") + "Z"
 
 
-__all__ = ["err", "error", "out", "print_json", "table", "when"]
+__all__ = ["err", "error", "out", "plain", "print_json", "table", "when"]

@@ -13,6 +13,7 @@ import httpx2
 
 from lightkeeper.clock import Clock
 from lightkeeper.errors import InvalidGrant
+from lightkeeper.lightspeed.deadline import post_within
 from lightkeeper.lightspeed.responses import (
     check_oauth_response,
     parse_token_response,
@@ -39,6 +40,7 @@ class OAuthClient:
         redirect_uri: str,
         scope: str,
         clock: Clock,
+        timeout_s: float = 20.0,
     ) -> None:
         self._http = http
         self._oauth_url = oauth_url.rstrip("/")
@@ -47,6 +49,8 @@ class OAuthClient:
         self._redirect_uri = redirect_uri
         self._scope = scope
         self._clock = clock
+        #: HTTP_TIMEOUT_S: the total deadline of one token request (see ``deadline``).
+        self.timeout_s = timeout_s
 
     def __repr__(self) -> str:
         return (
@@ -98,14 +102,19 @@ class OAuthClient:
         secrets = (self._client_secret, *sent)
         # Read the clock before sending: the token's lifetime cannot start earlier, so expires_at errs early.
         now = self._clock()
-        response = self._post(_TOKEN_PATH, form, action=action, sent=secrets)
+        response = self._post(_TOKEN_PATH, form, action=action, sent=secrets, deadline=True)
         return parse_token_response(response, now=now, previous_refresh_token=previous, action=action, redact=secrets)
 
-    def _post(self, path: str, form: dict[str, str], *, action: str, sent: tuple[str, ...]) -> httpx2.Response:
+    def _post(
+        self, path: str, form: dict[str, str], *, action: str, sent: tuple[str, ...], deadline: bool = False
+    ) -> httpx2.Response:
         # data= sends application/x-www-form-urlencoded, the one encoding Lightspeed reliably accepts.
         body = {"client_id": self._client_id, "client_secret": self._client_secret, **form}
+        url = f"{self._oauth_url}{path}"
         with translate_transport_errors(action, redact=sent):
-            return self._http.post(f"{self._oauth_url}{path}", data=body, headers=_JSON)
+            if deadline:  # token requests: a lease must outlive them, so their whole time is bounded
+                return post_within(self._http, url, data=body, headers=_JSON, budget_s=self.timeout_s)
+            return self._http.post(url, data=body, headers=_JSON)
 
 
 __all__ = ["OAuthClient"]

@@ -30,7 +30,7 @@ from lightkeeper.errors import (
     ProviderUnavailable,
     RateLimited,
 )
-from lightkeeper.lightspeed.tokens import TokenSet
+from lightkeeper.lightspeed.tokens import TokenSet, jwt_expiry
 
 _MAX_TEXT = 200
 # A lifetime beyond a year is not a real answer, and huge ones would overflow datetime arithmetic.
@@ -213,8 +213,9 @@ def oauth_error(
     if status >= 500:
         return ProviderUnavailable(f"Lightspeed could not handle the {action} right now ({detail}).")
     code = body.code if body else None
-    # invalid_client wins over invalid_grant: a config fault must never mark a merchant's connection expired.
-    if status == 401 or code == "invalid_client":
+    # Classified by the body, never by the status alone: only an OAuth invalid_client is a configuration
+    # fault that stops a run; a gateway's HTML 401 is one connection's transient error (invariant 3).
+    if code == "invalid_client":
         return InvalidClient(
             f"Lightspeed rejected our client id or secret during the {action} ({detail}); "
             "check LIGHTSPEED_CLIENT_ID and LIGHTSPEED_CLIENT_SECRET."
@@ -282,10 +283,11 @@ def parse_token_response(
         raise ProviderProtocolError(
             f"Lightspeed answered the {action} with HTTP {response.status_code} but the body is not a JSON object."
         )
+    access_token = _access_token(payload, action)
     return TokenSet(
-        access_token=_access_token(payload, action),
+        access_token=access_token,
         refresh_token=_refresh_token(payload, previous_refresh_token, action),
-        expires_at=now + timedelta(seconds=_expires_in(payload, action)),
+        expires_at=_expires_at(payload, access_token, now),
         token_type=_token_type(payload, action),
     )
 
@@ -308,14 +310,23 @@ def _refresh_token(payload: dict[str, object], previous: str | None, action: str
     raise ProviderProtocolError(f"Lightspeed's answer to the {action} has no refresh_token.")
 
 
-def _expires_in(payload: dict[str, object], action: str) -> float:
-    """``expires_in`` in seconds; Lightspeed's lifetime has changed before, so it is read, never assumed."""
+#: The lifetime assumed when neither ``expires_in`` nor the JWT's ``exp`` says (the shortest Lightspeed has used).
+FALLBACK_LIFETIME = timedelta(minutes=30)
+
+
+def _expires_at(payload: dict[str, object], access_token: str, now: datetime) -> datetime:
+    """When the access token expires: ``expires_in``, else the JWT's ``exp``, else 30 minutes.
+
+    Lightspeed rotated the pair before answering: an answer without ``expires_in`` must still be saved,
+    since throwing it away would lose the only live refresh token (invariant 2).
+    """
     seconds = _positive_seconds(payload.get("expires_in"))
-    if seconds is None:
-        raise ProviderProtocolError(
-            f"Lightspeed's answer to the {action} has no usable expires_in (a positive number of seconds)."
-        )
-    return seconds
+    if seconds is not None:
+        return now + timedelta(seconds=seconds)
+    expiry = jwt_expiry(access_token)
+    if expiry is not None and now < expiry <= now + timedelta(seconds=_MAX_EXPIRES_IN):
+        return expiry
+    return now + FALLBACK_LIFETIME
 
 
 def _positive_seconds(value: object) -> float | None:

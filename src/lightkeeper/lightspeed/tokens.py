@@ -11,7 +11,7 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 _HIDDEN = "***"
 
@@ -58,6 +58,19 @@ def account_id_from_jwt(access_token: str) -> str | None:
     return text or None
 
 
+def jwt_expiry(access_token: str) -> datetime | None:
+    """The ``exp`` claim of a JWT access token (unverified), or None when it has no usable one."""
+    parts = access_token.split(".")
+    claims = _decode_segment(parts[1]) if len(parts) == 3 else None
+    exp = claims.get("exp") if isinstance(claims, dict) else None
+    if isinstance(exp, bool) or not isinstance(exp, int | float):
+        return None
+    try:
+        return datetime.fromtimestamp(exp, UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
 def _decode_segment(segment: str) -> object:
     """Decode one base64url JWT segment to JSON, or None when it is not valid base64url JSON."""
     # JWTs drop the base64 padding; put it back so the standard decoder accepts the segment.
@@ -70,4 +83,4 @@ def _decode_segment(segment: str) -> object:
     return decoded
 
 
-__all__ = ["Account", "TokenSet", "account_id_from_jwt"]
+__all__ = ["Account", "TokenSet", "account_id_from_jwt", "jwt_expiry"]

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from .locks import ConnectionLocks
 from .ondemand import AccessGrant, TokenProvider
-from .pacing import Pacer
+from .pacing import LocalSlots, Pacer, Slots
 from .policy import Outcome
 from .run import ProgressCallback, RunExecutor, RunOptions, stale_after_s
 from .single import Refresher, RefreshResult
 
 __all__ = [
     "AccessGrant",
+    "ConnectionLocks",
+    "LocalSlots",
     "Outcome",
     "Pacer",
     "ProgressCallback",
@@ -17,6 +20,7 @@ __all__ = [
     "Refresher",
     "RunExecutor",
     "RunOptions",
+    "Slots",
     "TokenProvider",
     "stale_after_s",
 ]

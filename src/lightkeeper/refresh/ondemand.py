@@ -2,8 +2,9 @@
 
 Many callers finding the same expired token is where rotating refresh tokens break integrations: two
 refreshes of one connection and the loser's pair is revoked. Here exactly one caller refreshes: inside a
-process the callers of one connection queue on a lock, across processes the database lease decides,
-and every waiter re-reads the row and uses the pair the winner committed (invariants 1 and 2).
+process the callers of one connection queue on a lock (shared with run workers), across processes the
+fenced database lease decides, and every waiter re-reads the row and uses the pair the winner committed
+(invariants 1 and 2).
 
 A transient failure puts the connection on a growing cooldown; callers during the cooldown get the
 typed error at once, without calling Lightspeed (Nango's lesson: one broken connection must not turn
@@ -12,7 +13,6 @@ into tens of thousands of refresh calls a day).
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from ..errors import ConnectionExpired, ConnectionNotFound, ProviderError, ProviderUnavailable
-from ..store import REFRESHABLE, ConnectionRecord, Status
+from ..store import REFRESHABLE, ConnectionRecord, Lease, Status
 from . import policy
 from .policy import Outcome
 from .single import Refresher
@@ -51,8 +51,6 @@ class TokenProvider:
     ) -> None:
         self.refresher, self.leeway, self.wait, self.poll = refresher, leeway, wait, poll
         self._sleep = sleep
-        self._locks: dict[int, threading.Lock] = {}
-        self._locks_guard = threading.Lock()
         # (connection id, ciphertext) -> access token: a row still holding the same ciphertext needs no
         # decrypt. The id is part of the key, so a ciphertext copied into another row is still refused.
         self._opened: dict[tuple[int, str], str] = {}
@@ -67,13 +65,12 @@ class TokenProvider:
         if not self._needs_new(record, rejected):
             return self._grant(record)
         deadline = time.monotonic() + self.wait.total_seconds()  # one bound for the whole call
-        lock = self._lock(connection_id)  # one refresher per connection in this process
-        if not lock.acquire(timeout=self.wait.total_seconds()):
-            raise _busy(connection_id)
-        try:
-            return self._refresh_single_flight(connection_id, rejected=rejected, deadline=deadline)
-        finally:
-            lock.release()
+        while True:
+            if (grant := self._attempt(connection_id, rejected, deadline)) is not None:
+                return grant
+            if time.monotonic() >= deadline:
+                raise _busy(connection_id)
+            self._sleep(self.poll.total_seconds())
 
     def current(self, connection_id: int) -> AccessGrant | None:
         """The stored token if it is valid for the leeway, else None: one read, never waits, never calls
@@ -83,58 +80,74 @@ class TokenProvider:
         return None if self._needs_new(record, None) else self._grant(record)
 
     # -- the slow path -------------------------------------------------------------------------------
-    def _refresh_single_flight(self, connection_id: int, *, rejected: str | None, deadline: float) -> AccessGrant:
-        while True:
+    def _attempt(self, connection_id: int, rejected: str | None, deadline: float) -> AccessGrant | None:
+        """Under the connection's lock in this process (shared with run workers): the committed token if
+        someone refreshed meanwhile, else our own refresh; None while another process holds the lease."""
+        lock = self.refresher.locks.get(connection_id)
+        if not lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            raise _busy(connection_id)
+        try:
             record = self._load(connection_id)
             if not self._needs_new(record, rejected):
                 return self._grant(record)  # someone else refreshed while we queued
             self._check_cooldown(record)
-            leased = self._acquire(record)
-            if leased is not None:
-                return self._refresh(leased, rejected)
-            if time.monotonic() >= deadline:
-                raise _busy(connection_id)
-            self._sleep(self.poll.total_seconds())
+            leased = self._acquire(connection_id)
+            return None if leased is None else self._refresh(leased, rejected)
+        finally:
+            lock.release()
 
     def _needs_new(self, record: ConnectionRecord, rejected: str | None) -> bool:
         if rejected is not None and self._access_token(record) == rejected:
             return True
         return policy.needs_refresh(record, self.refresher.clock(), self.leeway)
 
-    def _acquire(self, record: ConnectionRecord) -> ConnectionRecord | None:
-        now = self.refresher.clock()
-        return self.refresher.store.connections.acquire(
-            record.id, owner=self.refresher.owner, now=now, until=now + self.refresher.lease
-        )
+    def _acquire(self, connection_id: int) -> Lease | None:
+        """The lease, taken right after a pacing slot; None (no slot spent) while someone holds it."""
+        connections = self.refresher.store.connections
+        if connections.lease_live(connection_id):
+            return None
+        self.refresher.pacer.wait()
+        return connections.acquire(connection_id, owner=self.refresher.owner, lease=self.refresher.lease)
 
-    def _refresh(self, leased: ConnectionRecord, rejected: str | None) -> AccessGrant:
-        if not self._needs_new(leased, rejected):  # the lease holder before us had just finished
-            self.refresher.store.connections.release(leased.id, self.refresher.owner)
-            return self._grant(leased)
-        result = self.refresher.refresh_leased(leased)
+    def _refresh(self, leased: Lease, rejected: str | None) -> AccessGrant:
+        record = leased.record
+        if not self._needs_new(record, rejected):  # the lease holder before us had just finished
+            self.refresher.store.connections.release(record.id, leased.token)
+            return self._grant(record)
+        result = self.refresher.refresh(leased)
         if result.tokens is not None:  # committed before anyone sees it (invariant 2)
-            return AccessGrant(leased.id, leased.account_id, result.tokens.access_token, result.tokens.expires_at)
-        if result.outcome is Outcome.SKIPPED:  # a newer pair was saved meanwhile: use it
-            return self._grant(self._load(leased.id))
-        raise _failure(leased.id, result.outcome, result.error)
+            return AccessGrant(record.id, record.account_id, result.tokens.access_token, result.tokens.expires_at)
+        if result.outcome is Outcome.SKIPPED and result.error is None:  # the lease moved on: use theirs
+            return self._grant(self._load(record.id))
+        raise _failure(record.id, result.outcome, result.error)
 
     @contextmanager
-    def leased(self, connection_id: int) -> Iterator[ConnectionRecord]:
+    def leased(self, connection_id: int) -> Iterator[Lease]:
         """Hold the connection's lease (waiting for a refresh in flight) while the body runs."""
         deadline = time.monotonic() + self.wait.total_seconds()
+        lock = self.refresher.locks.get(connection_id)
+        if not lock.acquire(timeout=self.wait.total_seconds()):
+            raise _busy(connection_id)
+        try:
+            held = self._wait_for_lease(connection_id, deadline)
+            try:
+                yield held
+            finally:
+                self.refresher.store.connections.release(connection_id, held.token)
+        finally:
+            lock.release()
+
+    def _wait_for_lease(self, connection_id: int, deadline: float) -> Lease:
+        connections = self.refresher.store.connections
         while True:
-            record = self.refresher.store.connections.get(connection_id)
-            if record is None:
+            if connections.get(connection_id) is None:
                 raise ConnectionNotFound(f"there is no connection {connection_id}")
-            if (held := self._acquire(record)) is not None:
-                break
+            held = connections.acquire(connection_id, owner=self.refresher.owner, lease=self.refresher.lease)
+            if held is not None:
+                return held
             if time.monotonic() >= deadline:
                 raise ProviderUnavailable(f"connection {connection_id} is busy refreshing; try again")
             self._sleep(self.poll.total_seconds())
-        try:
-            yield held
-        finally:
-            self.refresher.store.connections.release(connection_id, self.refresher.owner)
 
     # -- helpers -------------------------------------------------------------------------------------
     def _load(self, connection_id: int) -> ConnectionRecord:
@@ -168,10 +181,6 @@ class TokenProvider:
                 self._opened.clear()  # tokens rotate: old entries are dead weight, and this stays bounded
             self._opened[key] = token
         return token
-
-    def _lock(self, connection_id: int) -> threading.Lock:
-        with self._locks_guard:
-            return self._locks.setdefault(connection_id, threading.Lock())
 
 
 #: Decrypted access tokens kept per TokenProvider (one a connection in use, so this is plenty).

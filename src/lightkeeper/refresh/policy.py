@@ -32,8 +32,8 @@ def backoff(failures: int) -> timedelta:
     return min(delay, BACKOFF_CAP)
 
 
-def retry_at(record: ConnectionRecord, error: ProviderError, now: datetime) -> datetime:
-    """When a connection that just failed transiently may be tried again."""
+def retry_at(record: ConnectionRecord, error: Exception, now: datetime) -> datetime:
+    """When a connection that just failed may be tried again: its backoff, or longer if Lightspeed asked."""
     wait = backoff(record.consecutive_failures + 1)
     if isinstance(error, RateLimited) and error.retry_after:
         wait = max(wait, timedelta(seconds=error.retry_after))

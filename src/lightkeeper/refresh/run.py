@@ -1,22 +1,23 @@
-"""A refresh run: claim due connections in batches, refresh them concurrently, record the counts.
+"""A refresh run: workers claim one due connection at a time, refresh it, and record the counts.
 
-Memory stays flat whatever the number of connections (one batch at a time), every run leaves a record,
-and a run whose process dies is later shown as ``interrupted`` (its heartbeat stops; invariant 5).
-Several processes can work on one run: each claims its own batches (``SKIP LOCKED`` + leases).
+Each worker takes a pacing slot, then claims the next connection (its lease starts right before its refresh,
+so no row waits leased behind others), then refreshes it. Memory stays flat whatever the number of
+connections, every run leaves a record, and several processes can work on one run: each claims its own rows
+(``SKIP LOCKED`` + fenced leases). The last participant to leave a run closes it; a run whose processes all
+died is shown ``interrupted`` once its heartbeat is stale (invariant 5).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from ..errors import ConfigError, ConnectionExpired, ConnectionNotFound
-from ..store import REFRESHABLE, ConnectionRecord, RunRecord, RunStatus
-from .policy import Outcome
+from ..store import REFRESHABLE, Lease, RunRecord, RunStatus
+from .policy import AUTOMATIC_TRIGGERS, Outcome
 from .single import Refresher
 
 log = logging.getLogger(__name__)
@@ -25,16 +26,15 @@ ProgressCallback = Callable[[Outcome], None]
 
 
 def stale_after_s(heartbeat_s: float) -> float:
-    """A run silent for three heartbeats (plus slack for a slow database) has lost its worker."""
+    """A run silent for three heartbeats (plus slack for a slow database) has lost its workers."""
     return 3 * heartbeat_s + 5
 
 
 @dataclass
 class RunOptions:
-    batch_size: int = 50
     concurrency: int = 4
     heartbeat: timedelta = timedelta(seconds=10)
-    #: A ``running`` run whose heartbeat is older than this is shown as ``interrupted``.
+    #: A ``running`` run whose heartbeat is older than this (by the database's clock) is ``interrupted``.
     stale_after: timedelta = timedelta(seconds=60)
     #: With nothing left to claim while other participants still hold claims, look again this often.
     takeover_poll: timedelta = timedelta(seconds=1)
@@ -58,6 +58,7 @@ class RunExecutor:
         """Record a run starting now (or the full run already going, to join); ``execute`` works on it."""
         if connection_id is not None:
             self._check_refreshable(connection_id)
+        self.check_keys()
         self.interrupt_stale()
         now = self.refresher.clock()
         run = self.store.runs.start(trigger=trigger, owner=self.refresher.owner, now=now, connection_id=connection_id)
@@ -73,34 +74,41 @@ class RunExecutor:
     ) -> RunRecord:
         """Work on a run (started here or elsewhere) until it is over, then close it.
 
-        Several processes may execute the same run; each claims its own batches. The run is closed by
-        whichever participant sees nothing left to claim and nothing in flight (the first ending wins).
-        A participant asked to ``stop`` gives its unstarted claims back and leaves the run open.
+        The run is closed as completed by whichever participant sees nothing left to claim and nothing in
+        flight. A participant that fails unexpectedly, or is asked to ``stop``, leaves the run to the others;
+        only the last one to leave closes it. ``invalid_client`` fails the run for everyone.
         """
         stop = stop or threading.Event()
+        self._check_keys_to_join(run)
+        self.store.runs.join(run.id)
         try:
             with _Heartbeat(self, run.id):
                 finished = self.work(run, progress=progress, stop=stop)
         except ConfigError as exc:
+            self._leave(run.id)
             self._finish(run.id, RunStatus.FAILED, str(exc))
             raise
         except BaseException:
-            self._finish(run.id, RunStatus.INTERRUPTED, "stopped before it finished")
+            if self._leave(run.id) == 0:
+                self._finish(run.id, RunStatus.INTERRUPTED, "stopped before it finished")
             raise
+        self._leave(run.id)
         if not finished:
             return self.store.runs.get(run.id) or run
-        return self._finish(run.id, RunStatus.COMPLETED, None)
+        return self._finish(run.id, RunStatus.COMPLETED, self._unknown_key_message())
 
     def work(self, run: RunRecord, *, progress: ProgressCallback | None, stop: threading.Event) -> bool:
-        """Claim and refresh batches until the run is over (True) or this process must stop (False)."""
-        with ThreadPoolExecutor(self.options.concurrency, thread_name_prefix="refresh") as pool:
-            while not stop.is_set():
-                if batch := self._claim(run):
-                    self._refresh_batch(pool, run, batch, progress, stop)
-                elif not self._others_still_working(run):
-                    return True
-                else:
-                    stop.wait(self.options.takeover_poll.total_seconds())
+        """Refresh until the run is over (True) or this process must stop (False)."""
+        if run.trigger in AUTOMATIC_TRIGGERS:
+            self.store.connections.skip_in_backoff(run.id, self.refresher.clock())
+        drain = _Drain(self, run, progress, stop)
+        while not stop.is_set():
+            if self.store.connections.has_claimable(run.id, run.connection_id):
+                drain.go()
+            elif not self._others_still_working(run):
+                return True
+            else:
+                stop.wait(self.options.takeover_poll.total_seconds())
         return False
 
     def _others_still_working(self, run: RunRecord) -> bool:
@@ -114,7 +122,43 @@ class RunExecutor:
         return self.store.connections.count_in_flight(run.id) > 0
 
     def interrupt_stale(self) -> int:
-        return self.store.runs.interrupt_stale(now=self.refresher.clock(), stale_after=self.options.stale_after)
+        return self.store.runs.interrupt_stale(stale_after=self.options.stale_after)
+
+    def check_keys(self) -> None:
+        """Refuse to run when no stored ciphertext was made with any configured key (a mistyped key).
+
+        Rows under a key that is merely no longer configured are each their own error, not the run's.
+        """
+        present = self.store.connections.key_ids(refreshable_only=True)
+        configured = set(self.refresher.vault.key_ids)
+        if present and not configured & set(present):
+            raise ConfigError(
+                f"no stored token can be decrypted with the configured keys ({', '.join(sorted(configured))}): "
+                f"they were encrypted with key id(s) {', '.join(sorted(present))}; check TOKEN_ENCRYPTION_KEY "
+                "and TOKEN_ENCRYPTION_OLD_KEYS. Nothing was changed"
+            )
+
+    def _check_keys_to_join(self, run: RunRecord) -> None:
+        """``check_keys`` before joining; a run nobody works on fails with the reason (a scheduled tick)."""
+        try:
+            self.check_keys()
+        except ConfigError as exc:
+            current = self.store.runs.get(run.id)
+            if current is not None and current.participants == 0:
+                self._finish(run.id, RunStatus.FAILED, str(exc))
+            raise
+
+    def _unknown_key_message(self) -> str | None:
+        configured = set(self.refresher.vault.key_ids)
+        present = self.store.connections.key_ids(refreshable_only=True)
+        unknown = {kid: n for kid, n in present.items() if kid not in configured}
+        if not unknown:
+            return None
+        parts = [f"{n} under key {kid}" for kid, n in sorted(unknown.items())]
+        return (
+            f"connections whose key is not configured (marked error; add the key to TOKEN_ENCRYPTION_OLD_KEYS): "
+            f"{', '.join(parts)}"
+        )
 
     def _check_refreshable(self, connection_id: int) -> None:
         record = self.store.connections.get(connection_id)
@@ -125,36 +169,12 @@ class RunExecutor:
                 f"connection {connection_id} is {record.status.value}: the merchant must reconnect first"
             )
 
-    def _claim(self, run: RunRecord) -> list[ConnectionRecord]:
-        now = self.refresher.clock()
-        return self.store.connections.claim_batch(
-            run_id=run.id,
-            owner=self.refresher.owner,
-            now=now,
-            until=now + self.refresher.lease,
-            limit=self.options.batch_size,
-            connection_id=run.connection_id,
-        )
-
-    def _refresh_batch(
-        self,
-        pool: ThreadPoolExecutor,
-        run: RunRecord,
-        batch: list[ConnectionRecord],
-        progress: ProgressCallback | None,
-        stop: threading.Event,
-    ) -> None:
-        futures = [pool.submit(self._refresh_one, record, run, stop) for record in batch]
-        if (failure := _collect(as_completed(futures), progress)) is not None:
-            raise failure
-
-    def _refresh_one(self, record: ConnectionRecord, run: RunRecord, stop: threading.Event) -> Outcome | None:
-        if stop.is_set():  # stopping: hand the claim back instead of starting a refresh
-            self.store.connections.unclaim(record.id, self.refresher.owner)
-            return None
-        # The outcome is counted in the run by the very transaction that records it (store.Tally): a
-        # participant killed at any moment loses no count, and the run never looks done before its counts.
-        return self.refresher.refresh_claimed(record, trigger=run.trigger, run_id=run.id)
+    def _leave(self, run_id: int) -> int:
+        try:
+            return self.store.runs.leave(run_id)
+        except Exception:  # the database is gone: the others (or staleness) will close the run
+            log.exception("could not leave run %s", run_id)
+            return -1
 
     def _finish(self, run_id: int, status: RunStatus, message: str | None) -> RunRecord:
         record = self.store.runs.finish(run_id, status=status, now=self.refresher.clock(), message=message)
@@ -170,19 +190,90 @@ class RunExecutor:
         return record
 
 
-def _collect(futures: Iterable[Future[Outcome | None]], progress: ProgressCallback | None) -> BaseException | None:
-    """Wait for every refresh of a batch and report its outcome (the run's record already counts it);
-    the first failure is returned once all are done, so no claim is left mid-flight."""
-    failure = None
-    for future in futures:
+@dataclass
+class _Drain:
+    """``concurrency`` workers claiming and refreshing until nothing is left to claim (or one fails)."""
+
+    executor: RunExecutor
+    run: RunRecord
+    progress: ProgressCallback | None
+    stop: threading.Event
+    #: Claims go up the id order from here; a worker finding nothing looks once more from the start.
+    _after: int = 0
+    _halt: threading.Event = field(default_factory=threading.Event)
+    _failure: BaseException | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def go(self) -> None:
+        workers = [
+            threading.Thread(target=self._worker, name=f"refresh-{self.run.id}-{n}", daemon=True)
+            for n in range(self.executor.options.concurrency)
+        ]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        self._after = 0
+        if self._failure is not None:
+            raise self._failure
+
+    def _worker(self) -> None:
         try:
-            outcome = future.result()
-        except BaseException as exc:
-            failure = failure or exc
-            continue
-        if outcome is not None and progress is not None:
-            progress(outcome)
-    return failure
+            while not (self.stop.is_set() or self._halt.is_set()):
+                if not self._one():
+                    return
+        except BaseException as exc:  # the first failure ends the drain; claims in flight finish first
+            with self._lock:
+                self._failure = self._failure or exc
+            self._halt.set()
+
+    def _one(self) -> bool:
+        """Claim and refresh one connection; False when there is nothing left to claim."""
+        refresher = self.executor.refresher
+        refresher.pacer.wait()  # the slot before the lease: waiting for a slot never eats a lease
+        lease = self._claim()
+        if lease is None:
+            return False
+        if self.stop.is_set() or self._halt.is_set():  # stopping: hand the claim back untouched
+            self.executor.store.connections.unclaim(lease.record.id, lease.token)
+            return False
+        self._refresh(lease)
+        return True
+
+    def _claim(self) -> Lease | None:
+        lease = self._claim_after(self._after)
+        if lease is None and self._after > 0:
+            lease = self._claim_after(0)  # rows skipped while locked, handed back, or whose claims ran out
+        if lease is not None:
+            with self._lock:
+                self._after = max(self._after, lease.record.id)
+        return lease
+
+    def _claim_after(self, after: int) -> Lease | None:
+        refresher = self.executor.refresher
+        return self.executor.store.connections.claim_next(
+            run_id=self.run.id,
+            owner=refresher.owner,
+            lease=refresher.lease,
+            after_id=after,
+            connection_id=self.run.connection_id,
+        )
+
+    def _refresh(self, lease: Lease) -> None:
+        refresher = self.executor.refresher
+        lock = refresher.locks.get(lease.record.id)  # an on-demand caller of this process may be at it
+        if not lock.acquire(timeout=max(0.0, lease.seconds_left() - refresher.http_timeout)):
+            self.executor.store.connections.unclaim(lease.record.id, lease.token)
+            return
+        try:
+            # Counted in the run by the very transaction that records it (store.Tally): a participant killed
+            # at any moment loses no count, and the run never looks done before its counts are in.
+            outcome = refresher.refresh_claimed(lease, trigger=self.run.trigger, run_id=self.run.id)
+        finally:
+            lock.release()
+        if self.progress is not None:
+            with self._lock:
+                self.progress(outcome)
 
 
 class _Heartbeat:
@@ -205,7 +296,7 @@ class _Heartbeat:
         interval = self._executor.options.heartbeat.total_seconds()
         while not self._stop.wait(interval):
             try:
-                self._executor.store.runs.heartbeat(self._run_id, self._executor.refresher.clock())
+                self._executor.store.runs.heartbeat(self._run_id)
             except Exception:  # a missed beat is harmless; a dead heartbeat thread is not
                 log.exception("heartbeat of run %s failed", self._run_id)
 

@@ -1,9 +1,15 @@
-"""Refreshing one connection whose lease we hold: call Lightspeed, then commit the outcome.
+"""Refreshing one connection whose lease we hold: call Lightspeed, then write the outcome under that lease.
 
-The order is the whole point (invariants 1-3): the new pair is committed, guarded by compare-and-swap on
-``token_version``, before anyone can use its access token; a failure never overwrites a token; only
-``invalid_grant`` marks a connection expired; ``invalid_client`` and an unknown encryption key stop
-everything as configuration faults and change no connection.
+The order is the whole point (invariants 1-3):
+
+* nothing is sent on a lease with less than ``HTTP_TIMEOUT_S`` left (a token request never outlives it);
+* the new pair is committed, under our lease token and the ``token_version`` we read, before anyone can use
+  its access token; a pair Lightspeed issued is never thrown away for a missing field;
+* a failure never overwrites a token; only ``invalid_grant`` marks a connection expired; an undecryptable row
+  is that row's error; only an OAuth ``invalid_client`` stops everything, as a configuration fault.
+
+An outcome write that finds the lease or the tokens changed lands nowhere and is not counted: whoever holds
+the connection now (or the run claiming it again) writes and counts it.
 """
 
 from __future__ import annotations
@@ -15,9 +21,10 @@ from datetime import timedelta
 from ..clock import Clock
 from ..errors import ConfigError, DecryptError, InvalidClient, ProviderError, RateLimited, UnknownKey
 from ..lightspeed import OAuthClient, TokenSet
-from ..store import ConnectionRecord, Store, Tally
+from ..store import Lease, Store, Tally
 from ..vault import TokenVault
 from . import policy
+from .locks import ConnectionLocks
 from .pacing import Pacer
 from .policy import Outcome
 
@@ -33,6 +40,10 @@ class RefreshResult:
     error: Exception | None = None
 
 
+class _NotSent(Exception):
+    """The lease has too little time left for one more request: it is not sent."""
+
+
 @dataclass
 class Refresher:
     """What a refresh needs, built once per process and shared by every worker thread."""
@@ -45,94 +56,104 @@ class Refresher:
     owner: str
     lease: timedelta = timedelta(seconds=120)
     #: A 429 asking us to wait longer than this is recorded as an error instead of waited out.
-    max_retry_after: float = 60.0
+    max_retry_after: float = 30.0
+    #: HTTP_TIMEOUT_S: the total deadline of one request, and the least lease left to send one.
+    http_timeout: float = 20.0
+    locks: ConnectionLocks = field(default_factory=ConnectionLocks)
     _log: logging.Logger = field(default=log, repr=False)
 
-    def refresh_claimed(self, record: ConnectionRecord, *, trigger: str, run_id: int | None = None) -> Outcome:
-        """Refresh a connection this process holds the lease of (a run); the lease is always released.
-
-        With ``run_id`` the outcome is counted in that run by the same transaction that records it.
-        """
-        if policy.should_skip(record, trigger, self.clock()):
-            self.store.connections.release(record.id, self.owner, tally=_tally(run_id, Outcome.SKIPPED))
+    def refresh_claimed(self, lease: Lease, *, trigger: str, run_id: int | None = None) -> Outcome:
+        """Refresh a connection a run claimed; with ``run_id`` the outcome is counted in that run by the
+        transaction that records it."""
+        if policy.should_skip(lease.record, trigger, self.clock()):
+            self.store.connections.release(lease.record.id, lease.token, tally=_tally(run_id, Outcome.SKIPPED))
             return Outcome.SKIPPED
-        return self.refresh_leased(record, run_id=run_id).outcome
+        return self.refresh(lease, run_id=run_id).outcome
 
-    def refresh_leased(self, record: ConnectionRecord, *, run_id: int | None = None) -> RefreshResult:
-        """Refresh under our lease and commit the outcome; with the new pair when it was saved."""
+    def refresh(self, lease: Lease, *, run_id: int | None = None) -> RefreshResult:
+        """Refresh under our lease and write the outcome; the lease always ends here."""
         try:
-            return self._refresh(record, run_id)
+            return self._refresh(lease, run_id)
         except BaseException:
-            self.store.connections.release(record.id, self.owner)
+            # Handed back, not released: a run claims it again and counts it (this participant is leaving).
+            self.store.connections.unclaim(lease.record.id, lease.token)
             raise
 
-    def _refresh(self, record: ConnectionRecord, run_id: int | None) -> RefreshResult:
+    def _refresh(self, lease: Lease, run_id: int | None) -> RefreshResult:
         try:
-            tokens = self._call_lightspeed(record)
-        except (InvalidClient, UnknownKey) as exc:
-            raise ConfigError(_config_message(exc)) from exc
-        except DecryptError as exc:
-            return RefreshResult(self._undecryptable(record, exc, run_id), error=exc)
-        except ProviderError as exc:
-            return RefreshResult(self._failed(record, exc, run_id), error=exc)
+            tokens = self._call_lightspeed(lease)
+        except InvalidClient as exc:
+            self.store.connections.release(lease.record.id, lease.token)
+            raise ConfigError(_INVALID_CLIENT) from exc
+        except _NotSent:
+            return RefreshResult(self._not_sent(lease, run_id))
+        except (DecryptError, ProviderError) as exc:
+            return RefreshResult(self._failed(lease, exc, run_id), error=exc)
         except Exception as exc:  # a bug must cost one connection, not the run
-            self._log.exception("unexpected error refreshing connection %s", record.id)
-            return RefreshResult(self._failed(record, exc, run_id), error=exc)
-        outcome = self._save(record, tokens, run_id)
+            self._log.exception("unexpected error refreshing connection %s", lease.record.id)
+            return RefreshResult(self._failed(lease, exc, run_id), error=exc)
+        outcome = self._save(lease, tokens, run_id)
         return RefreshResult(outcome, tokens=tokens if outcome is Outcome.REFRESHED else None)
 
-    def _call_lightspeed(self, record: ConnectionRecord) -> TokenSet:
-        refresh_token = self.vault.refresh_token(record)
+    def _call_lightspeed(self, lease: Lease) -> TokenSet:
+        refresh_token = self.vault.refresh_token(lease.record)
         try:
-            return self._send(refresh_token)
+            return self._send(lease, refresh_token)
         except RateLimited as exc:
             if exc.retry_after is None or exc.retry_after > self.max_retry_after:
                 raise
-            self.pacer.hold(exc.retry_after)  # everyone waits, then this one tries once more
-            return self._send(refresh_token)
+            self.pacer.hold(exc.retry_after)  # every process waits, then this one tries once more
+            self.pacer.wait()
+            try:
+                return self._send(lease, refresh_token)
+            except _NotSent:
+                raise exc from None  # the wait ate the lease: the 429 is this refresh's outcome
 
-    def _send(self, refresh_token: str) -> TokenSet:
-        self.pacer.wait()
+    def _send(self, lease: Lease, refresh_token: str) -> TokenSet:
+        if lease.seconds_left() < self.http_timeout:
+            raise _NotSent
         return self.oauth.refresh(refresh_token)
 
-    def _save(self, record: ConnectionRecord, tokens: TokenSet, run_id: int | None) -> Outcome:
-        sealed = self.vault.seal(record.id, tokens)
+    def _save(self, lease: Lease, tokens: TokenSet, run_id: int | None) -> Outcome:
+        record = lease.record
         saved = self.store.connections.save_tokens(
-            record.id, version=record.token_version, tokens=sealed, now=self.clock(),
-            tally=_tally(run_id, Outcome.REFRESHED),
+            record.id, lease_token=lease.token, version=record.token_version,
+            tokens=self.vault.seal(record.id, tokens), now=self.clock(), tally=_tally(run_id, Outcome.REFRESHED),
         )  # fmt: skip
         if saved:
             self._log.info("connection %s refreshed, access token valid until %s", record.id, tokens.expires_at)
             return Outcome.REFRESHED
-        # Our lease ran out and another refresher saved first: its pair is the live one, ours is dropped.
-        self._log.warning("connection %s: tokens changed during refresh; keeping the newer pair", record.id)
-        self.store.connections.release(record.id, self.owner, tally=_tally(run_id, Outcome.SKIPPED))
+        # Our lease ended (this process was paused past it) and another holder took the connection over.
+        self._log.warning("connection %s: lease lost during refresh; the new lease holder's tokens stand", record.id)
         return Outcome.SKIPPED
 
-    def _failed(self, record: ConnectionRecord, exc: Exception, run_id: int | None) -> Outcome:
-        now, error, version = self.clock(), policy.describe(exc), record.token_version
-        connections = self.store.connections
+    def _failed(self, lease: Lease, exc: Exception, run_id: int | None) -> Outcome:
+        record, now, error = lease.record, self.clock(), _describe(exc)
         if isinstance(exc, ProviderError) and policy.is_fatal_for_connection(exc):
             outcome = Outcome.EXPIRED
-            marked = connections.mark_expired(record.id, version=version, error=error, now=now,
-                                              tally=_tally(run_id, outcome))  # fmt: skip
+            marked = self.store.connections.mark_expired(
+                record.id, lease_token=lease.token, version=record.token_version, error=error, now=now,
+                tally=_tally(run_id, outcome),
+            )  # fmt: skip
         else:
             outcome = Outcome.ERROR
-            retry = policy.retry_at(record, exc, now) if isinstance(exc, ProviderError) else now + policy.backoff(1)
-            marked = connections.mark_error(record.id, version=version, error=error, retry_at=retry, now=now,
-                                            tally=_tally(run_id, outcome))  # fmt: skip
+            marked = self.store.connections.mark_error(
+                record.id, lease_token=lease.token, version=record.token_version, error=error,
+                retry_at=policy.retry_at(record, exc, now), now=now, tally=_tally(run_id, outcome),
+            )  # fmt: skip
         self._log.warning("connection %s: %s (%s)", record.id, outcome.value, error)
-        if not marked:  # tokens were replaced meanwhile: our failure is about a stale pair
-            connections.release(record.id, self.owner, tally=_tally(run_id, Outcome.SKIPPED))
-            return Outcome.SKIPPED
-        return outcome
+        return outcome if marked else Outcome.SKIPPED  # not marked: the lease or the tokens moved on
 
-    def _undecryptable(self, record: ConnectionRecord, exc: DecryptError, run_id: int | None) -> Outcome:
-        """A tampered row changes nothing: it is reported, left as it is, and the run goes on."""
-        self._log.error("connection %s: stored tokens cannot be decrypted: %s", record.id, exc)
-        self.store.connections.release(record.id, self.owner, tally=_tally(run_id, Outcome.ERROR))
-        return Outcome.ERROR
+    def _not_sent(self, lease: Lease, run_id: int | None) -> Outcome:
+        self._log.warning("connection %s: lease too short to send a refresh; left for the next run", lease.record.id)
+        self.store.connections.release(lease.record.id, lease.token, tally=_tally(run_id, Outcome.SKIPPED))
+        return Outcome.SKIPPED
 
+
+_INVALID_CLIENT = (
+    "Lightspeed rejected the client credentials (invalid_client): check LIGHTSPEED_CLIENT_ID and "
+    "LIGHTSPEED_CLIENT_SECRET; no connection was changed"
+)
 
 _TALLY_FIELD = {
     Outcome.REFRESHED: "refreshed",
@@ -146,13 +167,12 @@ def _tally(run_id: int | None, outcome: Outcome) -> Tally | None:
     return None if run_id is None else Tally(run_id, _TALLY_FIELD[outcome])
 
 
-def _config_message(exc: Exception) -> str:
-    if isinstance(exc, InvalidClient):
-        return (
-            "Lightspeed rejected the client credentials (invalid_client): check LIGHTSPEED_CLIENT_ID and "
-            "LIGHTSPEED_CLIENT_SECRET; no connection was changed"
-        )
-    return f"{exc}; no connection was changed"
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, UnknownKey):
+        return f"stored tokens cannot be decrypted: {exc}"
+    if isinstance(exc, DecryptError):
+        return f"stored tokens were tampered with or copied from another row: {exc}"
+    return policy.describe(exc)
 
 
 __all__ = ["RefreshResult", "Refresher"]

@@ -13,6 +13,7 @@ import binascii
 import json
 import socket
 import struct
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 from urllib.parse import parse_qsl
@@ -109,18 +110,20 @@ async def _reset_connection(request: Request) -> Response:
 
 
 async def _serve(request: Request, endpoint: str, handler: Handler) -> Response:
-    """Run ``handler`` unless a fault is queued for ``endpoint``.
+    """Run ``handler`` unless a fault is queued for ``endpoint`` (kinds: see ``faults.py``).
 
     A "timeout" fault still runs the handler (a refresh really rotates the tokens) and then holds the
-    answer: the lost-response case that the grace window exists for.
+    answer: the lost-response case that the grace window exists for. "no_expires_in" also runs it, then
+    trims the answer.
     """
     sim = _sim(request)
     fault = sim.begin(endpoint)
     if fault is None:
         return _to_response(await handler())
-    if fault.kind == "timeout":
-        reply = await handler()
-        await _hold(sim, fault.seconds)
+    if fault.runs_handler:
+        reply = fault.alter(await handler())
+        if fault.kind == "timeout":
+            await _hold(sim, fault.seconds)
         return _to_response(reply)
     if fault.kind == "reset":
         return await _reset_connection(request)
@@ -179,12 +182,13 @@ async def authorize(request: Request) -> Response:
 async def token(request: Request) -> Response:
     if request.method != "POST":
         return _method_not_allowed()
+    received_at = time.monotonic()  # before the latency: when the client sent it
 
     async def handle() -> Reply:
         sim = _sim(request)
         await _sleep_ms(sim.config.token_latency_ms)
         fields, is_json = await _oauth_fields(request)
-        return sim.token(fields, json_body=is_json, basic=_basic_auth(request))
+        return sim.token(fields, json_body=is_json, basic=_basic_auth(request), received_at=received_at)
 
     return await _serve(request, "token", handle)
 
@@ -195,10 +199,9 @@ async def revoke(request: Request) -> Response:
         return _method_not_allowed()
 
     async def handle() -> Reply:
-        sim = _sim(request)
-        await _sleep_ms(sim.config.token_latency_ms)
+        # Not slowed by token_latency_ms: that knob models slow token grants only.
         fields, _ = await _oauth_fields(request)
-        return sim.revoke(fields, basic=_basic_auth(request))
+        return _sim(request).revoke(fields, basic=_basic_auth(request))
 
     return await _serve(request, "revoke", handle)
 
@@ -273,6 +276,11 @@ async def stats(request: Request) -> Response:
     return JSONResponse(_sim(request).stats())
 
 
+@knob_router.get("/refresh-times")
+async def refresh_times(request: Request) -> Response:
+    return JSONResponse({"refresh_times": _sim(request).refresh_times()})
+
+
 @knob_router.post("/reset")
 async def reset(request: Request) -> Response:
     _sim(request).reset()
@@ -319,6 +327,14 @@ async def register_client(request: Request) -> Response:
     client_id, secret = _str_field(body, "client_id") or "", _str_field(body, "client_secret") or ""
     redirect_uri = _str_field(body, "redirect_uri", required=False)
     return JSONResponse(_sim(request).register_client(client_id, secret, redirect_uri))
+
+
+@knob_router.post("/redirect-uris")
+async def register_redirect_uri(request: Request) -> Response:
+    """Register one more redirect URI for a client (default: the configured one) until the next reset."""
+    body = await _knob_body(request)
+    uri, client_id = _str_field(body, "redirect_uri") or "", _str_field(body, "client_id", required=False)
+    return JSONResponse(_sim(request).register_redirect_uri(uri, client_id))
 
 
 @knob_router.get("/accounts")

@@ -43,7 +43,23 @@ class SimulatorControl:
         return data
 
     def stats(self) -> dict[str, Any]:
+        """Counters: ``token_requests``, ``refreshes``, ``refreshes_in_grace``, ``reuse``, … and ``per_account``."""
         return self._object("GET", "/stats")
+
+    def reuse(self, account_id: int | str | None = None) -> int:
+        """Refresh tokens presented again after their one exchange (all accounts, or one)."""
+        stats = self.stats()
+        if account_id is None:
+            return int(stats["reuse"])
+        return int(stats["per_account"][str(account_id)]["reuse"])
+
+    def refresh_times(self) -> list[float]:
+        """When each refresh_token grant request arrived (the simulator's monotonic seconds), sorted.
+
+        Arrival, before any ``token_latency_ms``; requests answered by an injected fault that skips the
+        grant (``status``, ``reset``, …) are not in it. Cleared by ``reset``.
+        """
+        return [float(t) for t in self._object("GET", "/refresh-times")["refresh_times"]]
 
     def reset(self) -> None:
         """Forget accounts, tokens, extra clients, faults, counters and clock offsets (config stays)."""
@@ -71,13 +87,21 @@ class SimulatorControl:
         endpoint: str,
         kind: str,
         count: int = 1,
-        status: int = 503,
+        status: int | None = None,
         *,
         retry_after: int | None = None,
         seconds: float | None = None,
     ) -> dict[str, Any]:
-        """Make the next ``count`` requests to ``endpoint`` (token/api/revoke) fail as ``kind``."""
-        body: dict[str, Any] = {"endpoint": endpoint, "kind": kind, "count": count, "status": status}
+        """Make the next ``count`` requests to ``endpoint`` (token/api/revoke) fail as ``kind``.
+
+        Kinds (``lightkeeper.simulator.faults``): ``status`` (``status``, default 503), ``timeout``
+        (held ``seconds``), ``reset``, ``garbage``, ``rate_limit``; on token/revoke only ``html_401``,
+        ``invalid_grant_401``, ``invalid_client_json``; on token only ``no_expires_in`` (the grant really
+        happens, the answer lacks ``expires_in``).
+        """
+        body: dict[str, Any] = {"endpoint": endpoint, "kind": kind, "count": count}
+        if status is not None:
+            body["status"] = status
         if retry_after is not None:
             body["retry_after"] = retry_after
         if seconds is not None:
@@ -93,6 +117,18 @@ class SimulatorControl:
     def register_client(self, client_id: str, client_secret: str, redirect_uri: str | None = None) -> dict[str, Any]:
         body = {"client_id": client_id, "client_secret": client_secret, "redirect_uri": redirect_uri}
         return self._object("POST", "/clients", body)
+
+    def register_redirect_uri(self, redirect_uri: str, client_id: str | None = None) -> list[str]:
+        """Accept ``redirect_uri`` for ``client_id`` (default: the configured client) until the next reset.
+
+        Authorize and code exchange refuse URIs not registered; a fixture that starts a connect flow
+        registers its callback URL here. Returns all the client's redirect URIs now.
+        """
+        body: dict[str, Any] = {"redirect_uri": redirect_uri}
+        if client_id is not None:
+            body["client_id"] = client_id
+        uris: list[str] = self._object("POST", "/redirect-uris", body)["redirect_uris"]
+        return uris
 
     def accounts(self) -> list[dict[str, Any]]:
         data = self._call("GET", "/accounts")

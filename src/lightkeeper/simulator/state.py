@@ -5,7 +5,10 @@ turns into a response, so the rules live in one place and can be read without th
 
 Behaviour follows /work/shared/LIGHTSPEED.md. The parts that break naive integrations are modelled on
 purpose: refresh-token rotation with a grace window, 30-day idle expiry of refresh tokens, single-use
-60-second codes, and the per-(account, client) leaky bucket.
+60-second codes, registered redirect URIs, and the per-(account, client) leaky bucket. It is never kinder
+than Lightspeed: a client that passes against it should pass against the real thing. Stats count what a
+well-behaved client avoids, e.g. ``reuse`` (a refresh token presented again after its one exchange).
+Injected failures live in ``faults.py``, the answer bodies in ``replies.py``.
 
 All public methods take ``self._lock``: uvicorn runs handlers concurrently and tests read the state
 from another thread. Private ``_`` helpers assume the lock is held.
@@ -24,40 +27,30 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-JsonDict = dict[str, Any]
+from lightkeeper.simulator.faults import Fault, parse_fault
+from lightkeeper.simulator.replies import (
+    ACCESS_DENIED_DESC,
+    INVALID_GRANT_DESC,
+    JsonDict,
+    Reply,
+    SimulatorError,
+    access_denied,
+    int_value,
+    invalid_client,
+    invalid_refresh_token,
+    invalid_request,
+    ls_error,
+    oauth_error,
+    page,
+)
 
 FIRST_ACCOUNT_ID = 100001
 ITEM_IDS = (1, 2, 3, 4, 5)
 SHOP_IDS = (1, 2)
 SECONDS_PER_DAY = 86400
-
-INVALID_REQUEST_DESC = (
-    "The request is missing a required parameter, includes an invalid parameter value, "
-    "includes a parameter more than once, or is otherwise malformed."
-)
-INVALID_GRANT_DESC = (
-    "The provided authorization grant (e.g., authorization code, resource owner credentials) or refresh "
-    "token is invalid, expired, revoked, does not match the redirection URI used in the authorization "
-    "request, or was issued to another client."
-)
-ACCESS_DENIED_DESC = "The resource owner or authorization server denied the request."
-
-FaultEndpoint = Literal["token", "api", "revoke"]
-FaultKind = Literal["status", "timeout", "reset", "garbage", "rate_limit"]
-FAULT_ENDPOINTS: tuple[str, ...] = ("token", "api", "revoke")
-FAULT_KINDS: tuple[str, ...] = ("status", "timeout", "reset", "garbage", "rate_limit")
-
-
-class SimulatorError(Exception):
-    """A knob was called with bad input; ``status`` is the HTTP status the knob answers with."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 @dataclass
@@ -66,14 +59,17 @@ class SimulatorConfig:
 
     client_id: str = "lightkeeper-demo"
     client_secret: str = "demo-secret"
-    # Registered redirect URI; None accepts whatever the authorize request carries (then it is required).
+    # Registered redirect URI. None, with none added by ``register_redirect_uri``, accepts whatever the
+    # authorize request carries (then it is required): only for the standalone ``lightkeeper simulate``.
     redirect_uri: str | None = None
     access_token_ttl: int = 3600
     refresh_token_ttl_days: int = 30
     code_ttl: int = 60
     bucket_size: float = 90.0
     drip_rate: float = 1.0
+    # Delay of each token request (code exchange or refresh) only; revoke and the API are not slowed.
     token_latency_ms: int = 0
+    # Delay of each API request (Account, Item).
     api_latency_ms: int = 0
 
 
@@ -93,54 +89,11 @@ _CONFIG_FIELDS: dict[str, tuple[type, bool, bool]] = {
 
 
 @dataclass
-class Reply:
-    """What an endpoint answers: a JSON object, a text/HTML page, or nothing (redirects)."""
-
-    status: int
-    body: JsonDict | str | None = None
-    headers: dict[str, str] = field(default_factory=dict)
-    media_type: str = "application/json"
-
-
-@dataclass
-class Fault:
-    """One queued failure for the next ``count`` requests to ``endpoint``."""
-
-    endpoint: str
-    kind: str
-    status: int = 503
-    retry_after: int | None = None
-    count: int = 1
-    # How long a "timeout" fault holds the response (the brief's 30 s; tests may shorten it).
-    seconds: float = 30.0
-
-    def reply(self) -> Reply:
-        """The canned answer for the kinds that answer at all (status, garbage, rate_limit)."""
-        if self.kind == "garbage":
-            # Claims JSON but is cut off mid-object: the client's JSON parsing must not crash it.
-            return Reply(200, '{"token_type":"Bearer","access_tok', media_type="application/json")
-        if self.kind == "rate_limit":
-            headers = {"Retry-After": str(self.retry_after or 1)}
-            if self.endpoint == "api":
-                headers["X-LS-API-RateLimit-Type"] = "api-burst-limiter"
-            return Reply(429, _ls_error(429, "Too Many Requests", "Rate limit exceeded"), headers)
-        headers = {} if self.retry_after is None else {"Retry-After": str(self.retry_after)}
-        if self.status == 401 and self.endpoint == "api":
-            # What the API answers a token it will not accept (expired, revoked, or access withdrawn).
-            return Reply(401, _access_denied().body, headers)
-        if self.status >= 500:
-            # Gateways in front of the real provider answer 5xx with HTML, not OAuth JSON.
-            page = f"<html><body><h1>{self.status} Simulated failure</h1></body></html>"
-            return Reply(self.status, page, headers, media_type="text/html")
-        body = {"error": "simulated_fault", "error_description": f"Injected {self.status}", "hint": ""}
-        return Reply(self.status, body, headers)
-
-
-@dataclass
 class Client:
     client_id: str
     client_secret: str
-    redirect_uri: str | None
+    # Registered redirect URIs; empty accepts any (the authorize request must then carry one).
+    redirect_uris: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -171,6 +124,8 @@ class AccountCounters:
     invalid_grant: int = 0
     api_requests: int = 0
     rate_limited: int = 0
+    # Refresh tokens presented again after their one exchange (grace replays and refused replays alike).
+    reuse: int = 0
 
 
 @dataclass
@@ -191,6 +146,7 @@ class AuthCode:
     client_id: str
     scope: str
     redirect_uri: str | None  # as sent on authorize; None when it was not sent
+    delivered_to: str  # where the code was sent: the one sent, else the single registered one
     challenge: str | None
     challenge_method: str
     issued_at: float
@@ -236,37 +192,6 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
 
 
-def _oauth_error(status: int, error: str, description: str, hint: str = "") -> Reply:
-    return Reply(status, {"error": error, "error_description": description, "hint": hint})
-
-
-def _invalid_request(param: str) -> Reply:
-    return _oauth_error(400, "invalid_request", INVALID_REQUEST_DESC, f"Check the `{param}` parameter")
-
-
-def _invalid_client() -> Reply:
-    return _oauth_error(401, "invalid_client", "Client authentication failed")
-
-
-def _invalid_refresh_token() -> Reply:
-    # The brief fixes one body for revoked, expired and unknown tokens alike.
-    return _oauth_error(400, "invalid_grant", "The refresh token is invalid.", "Token has been revoked")
-
-
-def _access_denied(hint: str = "Access token could not be verified") -> Reply:
-    return _oauth_error(401, "access_denied", ACCESS_DENIED_DESC, hint)
-
-
-def _ls_error(status: int, phrase: str, message: str) -> JsonDict:
-    """The R-Series API's own error shape (not OAuth's)."""
-    error_class = phrase.replace(" ", "") + "Exception"
-    return {"httpCode": str(status), "httpMessage": phrase, "message": message, "errorClass": error_class}
-
-
-def _page(status: int, message: str) -> Reply:
-    return Reply(status, f"<html><body><h1>Error</h1><p>{message}</p></body></html>", media_type="text/html")
-
-
 def _with_query(url: str, params: Mapping[str, str]) -> str:
     """Append ``params`` to ``url`` keeping any query the registered redirect already has."""
     parts = urlsplit(url)
@@ -289,20 +214,6 @@ def _seed_items(seq: int, now: float) -> dict[int, Item]:
         shops = {shop: ItemShop(base + shop, shop, (seq * 7 + item_id * 5 + shop * 3) % 20) for shop in SHOP_IDS}
         items[item_id] = Item(item_id, f"Demo Item {item_id}", base, shops, now)
     return items
-
-
-def _int_value(value: object) -> int | None:
-    """Lightspeed sends numbers as strings; accept ints and integer strings, nothing else."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str):
-        try:
-            return int(value.strip())
-        except ValueError:
-            return None
-    return None
 
 
 def _item_shop_entries(body: object) -> list[object] | None:
@@ -364,12 +275,17 @@ class SimulatorState:
         # When set, consent is given for this existing account (a merchant reconnecting) instead of a new one.
         self._authorize_account: int | None = None
         self._clients: dict[str, Client] = {}
+        # Redirect URIs added by ``register_redirect_uri`` (client_id -> URIs), on top of the client's own.
+        # Forgotten on reset, so each test registers the ones its fixtures use and no more.
+        self._extra_redirects: dict[str, list[str]] = {}
         self._accounts: dict[int, Account] = {}
         self._codes: dict[str, AuthCode] = {}
         self._refresh_tokens: dict[str, RefreshToken] = {}
         self._access_tokens: dict[str, AccessToken] = {}
         self._faults: list[Fault] = []
         self._stats: Counter[str] = Counter()
+        # When each refresh_token grant arrived (simulator monotonic seconds), to check request spacing.
+        self._refresh_times: list[float] = []
 
     # ----------------------------------------------------------------- clocks
 
@@ -384,8 +300,15 @@ class SimulatorState:
     def _client(self, client_id: str) -> Client | None:
         # The configured client is read live so /_sim/config changes to it apply at once.
         if client_id and client_id == self.config.client_id:
-            return Client(self.config.client_id, self.config.client_secret, self.config.redirect_uri)
-        return self._clients.get(client_id)
+            own = [self.config.redirect_uri] if self.config.redirect_uri else []
+            client = Client(self.config.client_id, self.config.client_secret, own)
+        elif client_id in self._clients:
+            registered = self._clients[client_id]
+            client = Client(registered.client_id, registered.client_secret, list(registered.redirect_uris))
+        else:
+            return None
+        client.redirect_uris += [u for u in self._extra_redirects.get(client_id, []) if u not in client.redirect_uris]
+        return client
 
     def _authenticate_client(self, client_id: str, secret: str) -> Client | None:
         client = self._client(client_id)
@@ -401,13 +324,12 @@ class SimulatorState:
         with self._lock:
             client = self._client(params.get("client_id", ""))
             if client is None:
-                return _page(400, "Unknown client_id.")
+                return page(400, "Unknown client_id.")
             sent = params.get("redirect_uri") or None
-            if sent and client.redirect_uri and sent != client.redirect_uri:
-                return _page(400, "The redirect_uri does not match the one registered for this client.")
-            target = sent or client.redirect_uri
-            if not target:
-                return _page(400, "A redirect_uri is required: none is registered for this client.")
+            target = _redirect_target(client, sent)
+            if isinstance(target, Reply):
+                # Never redirect to an unregistered URI (RFC 6749 4.1.2.1, 10.6): show an error page.
+                return target
             return self._authorize_redirect(client, target, sent, params)
 
     def _authorize_redirect(self, client: Client, target: str, sent: str | None, params: Mapping[str, str]) -> Reply:
@@ -422,6 +344,7 @@ class SimulatorState:
             client_id=client.client_id,
             scope=params.get("scope", ""),
             redirect_uri=sent,
+            delivered_to=target,
             challenge=params.get("code_challenge") or None,
             challenge_method=params.get("code_challenge_method") or "plain",
             issued_at=self._account_now(account),
@@ -456,15 +379,23 @@ class SimulatorState:
     # ---------------------------------------------------------------- token
 
     def token(
-        self, fields: Mapping[str, str], *, json_body: bool = False, basic: tuple[str, str] | None = None
+        self,
+        fields: Mapping[str, str],
+        *,
+        json_body: bool = False,
+        basic: tuple[str, str] | None = None,
+        received_at: float | None = None,
     ) -> Reply:
-        """``POST /auth/oauth/token`` for both grants. ``basic`` is HTTP Basic client auth, if sent."""
+        """``POST /auth/oauth/token`` for both grants. ``basic`` is HTTP Basic client auth, if sent;
+        ``received_at`` is when the request arrived (``time.monotonic()``; default: now)."""
         with self._lock:
             grant_type = fields.get("grant_type", "")
+            if grant_type == "refresh_token":
+                self._refresh_times.append(self._monotonic() if received_at is None else received_at)
             if not grant_type:
-                return _invalid_request("grant_type")
+                return invalid_request("grant_type")
             if grant_type not in {"authorization_code", "refresh_token"}:
-                return _oauth_error(
+                return oauth_error(
                     400,
                     "unsupported_grant_type",
                     "The authorization grant type is not supported by the authorization server.",
@@ -472,12 +403,13 @@ class SimulatorState:
                 )
             client_id, secret = basic or (fields.get("client_id", ""), fields.get("client_secret", ""))
             if not client_id:
-                return _invalid_request("client_id")
+                return invalid_request("client_id")
             client = self._authenticate_client(client_id, secret)
             if client is None:
-                return _invalid_client()
+                return invalid_client()
             if grant_type == "authorization_code":
                 return self._exchange_code(client, fields)
+            self._note_reuse(self._refresh_tokens.get(fields.get("refresh_token", "")))
             if json_body and "scope" in fields:
                 # Reproduces the 2026 report: JSON body + scope on refresh -> invalid_grant.
                 return self._refresh_failed(self._refresh_tokens.get(fields.get("refresh_token", "")))
@@ -487,18 +419,18 @@ class SimulatorState:
         self._stats["invalid_grant"] += 1
         if code is not None:
             self._accounts[code.account_id].counters.invalid_grant += 1
-        return _oauth_error(400, "invalid_grant", INVALID_GRANT_DESC, hint)
+        return oauth_error(400, "invalid_grant", INVALID_GRANT_DESC, hint)
 
     def _exchange_code(self, client: Client, fields: Mapping[str, str]) -> Reply:
         value = fields.get("code", "")
         if not value:
-            return _invalid_request("code")
+            return invalid_request("code")
         code = self._codes.get(value)
         if code is None:
             return self._code_failed(None, "Cannot decrypt the authorization code")
         problem = self._code_problem(code, client, fields)
         if problem == "code_verifier":
-            return _invalid_request("code_verifier")
+            return invalid_request("code_verifier")
         if problem is not None:
             return self._code_failed(code, problem)
         code.used = True
@@ -516,8 +448,11 @@ class SimulatorState:
         if self._account_now(self._accounts[code.account_id]) > code.issued_at + self.config.code_ttl:
             return "Authorization code has expired"
         sent = fields.get("redirect_uri") or None
-        expected = code.redirect_uri or client.redirect_uri
-        if (code.redirect_uri is not None or sent is not None) and sent != expected:
+        # RFC 6749 4.1.3: required and identical when authorize carried one; if sent anyway, it must be
+        # where the code went, and still registered.
+        if (code.redirect_uri is not None or sent is not None) and sent != code.delivered_to:
+            return "Invalid redirect URI"
+        if sent is not None and client.redirect_uris and sent not in client.redirect_uris:
             return "Invalid redirect URI"
         if code.challenge is not None:
             verifier = fields.get("code_verifier", "")
@@ -531,7 +466,17 @@ class SimulatorState:
         self._stats["invalid_grant"] += 1
         if token is not None:
             self._accounts[token.account_id].counters.invalid_grant += 1
-        return _invalid_refresh_token()
+        return invalid_refresh_token()
+
+    def _note_reuse(self, token: RefreshToken | None) -> None:
+        """Count a refresh token presented after its one exchange, whatever the answer will be.
+
+        ``child`` is set by the first exchange and never cleared, so it marks "already exchanged"
+        whether the token is still in its grace window or revoked since.
+        """
+        if token is not None and token.child is not None:
+            self._stats["reuse"] += 1
+            self._accounts[token.account_id].counters.reuse += 1
 
     def _refresh_alive(self, token: RefreshToken) -> bool:
         account = self._accounts[token.account_id]
@@ -541,7 +486,7 @@ class SimulatorState:
     def _refresh(self, client: Client, fields: Mapping[str, str]) -> Reply:
         value = fields.get("refresh_token", "")
         if not value:
-            return _invalid_request("refresh_token")
+            return invalid_request("refresh_token")
         old = self._refresh_tokens.get(value)
         if old is None or old.client_id != client.client_id or not self._refresh_alive(old):
             return self._refresh_failed(old)
@@ -618,13 +563,13 @@ class SimulatorState:
         with self._lock:
             client_id, secret = basic or (fields.get("client_id", ""), fields.get("client_secret", ""))
             if not client_id:
-                return _invalid_request("client_id")
+                return invalid_request("client_id")
             client = self._authenticate_client(client_id, secret)
             if client is None:
-                return _invalid_client()
+                return invalid_client()
             value = fields.get("refresh_token") or fields.get("token") or ""
             if not value:
-                return _invalid_request("refresh_token")
+                return invalid_request("refresh_token")
             family = self._family_of(value, client.client_id)
             if family is not None:
                 # The whole family, not just this token: a predecessor still in its grace window
@@ -645,14 +590,14 @@ class SimulatorState:
 
     def _authenticate_bearer(self, authorization: str | None) -> AccessToken | Reply:
         if not authorization:
-            return _access_denied('Missing "Authorization" header')
+            return access_denied('Missing "Authorization" header')
         scheme, _, value = authorization.strip().partition(" ")
         token = self._access_tokens.get(value.strip()) if scheme.lower() == "bearer" else None
         if token is None or token.revoked:
-            return _access_denied()
+            return access_denied()
         account = self._accounts[token.account_id]
         if account.revoked or self._account_now(account) >= token.expires_at:
-            return _access_denied()
+            return access_denied()
         if not token.used:
             token.used = True
             # "Once the new access token is used ..., the old refresh token will be revoked."
@@ -684,7 +629,7 @@ class SimulatorState:
         account.counters.rate_limited += 1
         headers["Retry-After"] = str(max(1, math.ceil(over / drip)))
         headers["X-LS-API-RateLimit-Type"] = "api-leaky-bucket"
-        return Reply(429, _ls_error(429, "Too Many Requests", "Rate limit exceeded."), headers)
+        return Reply(429, ls_error(429, "Too Many Requests", "Rate limit exceeded."), headers)
 
     def _api_begin(self, authorization: str | None, cost: float) -> tuple[Account, dict[str, str]] | Reply:
         """Authenticate and charge the bucket; on success the account and the headers to send."""
@@ -718,10 +663,10 @@ class SimulatorState:
 
     def _item_for(self, account: Account, path_account: str, item_id: str) -> Item | Reply:
         if path_account != str(account.account_id):
-            return Reply(403, _ls_error(403, "Forbidden", "Access token is not valid for this account."))
-        item = account.items.get(_int_value(item_id) or -1)
+            return Reply(403, ls_error(403, "Forbidden", "Access token is not valid for this account."))
+        item = account.items.get(int_value(item_id) or -1)
         if item is None:
-            return Reply(404, _ls_error(404, "Not Found", f"Could not find Item with ID: {item_id}"))
+            return Reply(404, ls_error(404, "Not Found", f"Could not find Item with ID: {item_id}"))
         return item
 
     def api_get_item(
@@ -754,7 +699,7 @@ class SimulatorState:
                 return item
             updates = _stock_updates(item, body)
             if isinstance(updates, str):
-                return Reply(400, _ls_error(400, "Bad Request", updates), headers)
+                return Reply(400, ls_error(400, "Bad Request", updates), headers)
             for row, qoh in updates:
                 row.qoh = qoh
             item.updated_at = self._account_now(account)
@@ -777,7 +722,7 @@ class SimulatorState:
 
     def add_fault(self, spec: Mapping[str, Any]) -> JsonDict:
         """Queue a fault (see ``Fault``); faults for one endpoint are served first-in first-out."""
-        fault = _parse_fault(spec)
+        fault = parse_fault(spec)
         with self._lock:
             self._faults.append(fault)
             return {"faults": [asdict(f) for f in self._faults]}
@@ -807,10 +752,15 @@ class SimulatorState:
         with self._lock:
             keys = ("token_requests", "code_exchanges", "refreshes", "refreshes_in_grace", "invalid_grant",
                     "invalid_client", "revokes", "api_requests", "rate_limited", "revoke_requests",
-                    "faults_served")  # fmt: skip
+                    "faults_served", "reuse")  # fmt: skip
             result: JsonDict = {key: self._stats[key] for key in keys}
             result["per_account"] = {str(a.account_id): asdict(a.counters) for a in self._accounts.values()}
             return result
+
+    def refresh_times(self) -> list[float]:
+        """Arrival times (monotonic seconds) of every refresh_token grant request, in arrival order."""
+        with self._lock:
+            return sorted(self._refresh_times)
 
     def reset(self) -> None:
         """Forget accounts, tokens, clients, faults, counters and clock offsets; keep the config."""
@@ -841,12 +791,27 @@ class SimulatorState:
     def register_client(self, client_id: str, client_secret: str, redirect_uri: str | None = None) -> JsonDict:
         if not client_id or not client_secret:
             raise SimulatorError(400, "client_id and client_secret are required")
+        uris = [_check_redirect_uri(redirect_uri)] if redirect_uri else []
         with self._lock:
-            self._clients[client_id] = Client(client_id, client_secret, redirect_uri)
+            self._clients[client_id] = Client(client_id, client_secret, uris)
             return asdict(self._clients[client_id])
 
+    def register_redirect_uri(self, redirect_uri: str, client_id: str | None = None) -> JsonDict:
+        """Add a redirect URI to a client (default: the configured one) until the next reset."""
+        uri = _check_redirect_uri(redirect_uri)
+        with self._lock:
+            wanted = client_id or self.config.client_id
+            if self._client(wanted) is None:
+                raise SimulatorError(404, f"unknown client {wanted}")
+            extra = self._extra_redirects.setdefault(wanted, [])
+            if uri not in extra:
+                extra.append(uri)
+            client = self._client(wanted)
+            assert client is not None
+            return {"client_id": wanted, "redirect_uris": client.redirect_uris}
+
     def _account(self, account_id: int | str) -> Account:
-        account = self._accounts.get(_int_value(account_id) or -1)
+        account = self._accounts.get(int_value(account_id) or -1)
         if account is None:
             raise SimulatorError(404, f"unknown account {account_id}")
         return account
@@ -926,7 +891,7 @@ class SimulatorState:
         """The item as stored, plus ``qoh_by_shop`` (ints) for easy assertions."""
         with self._lock:
             account = self._account(account_id)
-            item = account.items.get(_int_value(item_id) or -1)
+            item = account.items.get(int_value(item_id) or -1)
             if item is None:
                 raise SimulatorError(404, f"unknown item {item_id}")
             result = _item_json(item, with_shops=True)
@@ -968,14 +933,14 @@ def _item_json(item: Item, *, with_shops: bool) -> JsonDict:
 def _stock_update(item: Item, entry: object) -> tuple[ItemShop, int] | str:
     if not isinstance(entry, dict):
         return "Each ItemShop must be an object."
-    qoh = _int_value(entry.get("qoh"))
+    qoh = int_value(entry.get("qoh"))
     if qoh is None:
         return "ItemShop.qoh must be an integer."
     if "itemShopID" in entry:
-        wanted = _int_value(entry["itemShopID"])
+        wanted = int_value(entry["itemShopID"])
         row = next((r for r in item.shops.values() if r.item_shop_id == wanted), None)
     elif "shopID" in entry:
-        row = item.shops.get(_int_value(entry["shopID"]) or -1)
+        row = item.shops.get(int_value(entry["shopID"]) or -1)
     else:
         return "ItemShop needs an itemShopID or a shopID."
     if row is None:
@@ -997,24 +962,6 @@ def _stock_updates(item: Item, body: object) -> list[tuple[ItemShop, int]] | str
     return updates
 
 
-def _parse_fault(spec: Mapping[str, Any]) -> Fault:
-    endpoint, kind = spec.get("endpoint"), spec.get("kind")
-    if endpoint not in FAULT_ENDPOINTS:
-        raise SimulatorError(400, f"endpoint must be one of {', '.join(FAULT_ENDPOINTS)}")
-    if kind not in FAULT_KINDS:
-        raise SimulatorError(400, f"kind must be one of {', '.join(FAULT_KINDS)}")
-    status, count = _int_value(spec.get("status", 503)), _int_value(spec.get("count", 1))
-    if status is None or not 100 <= status <= 599 or count is None or count < 1:
-        raise SimulatorError(400, "status must be an HTTP status and count a positive integer")
-    retry_after = spec.get("retry_after")
-    if retry_after is not None and _int_value(retry_after) is None:
-        raise SimulatorError(400, "retry_after must be an integer number of seconds")
-    seconds = spec.get("seconds", 30.0)
-    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
-        raise SimulatorError(400, "seconds must be a non-negative number")
-    return Fault(str(endpoint), str(kind), status, _int_value(retry_after), count, float(seconds))
-
-
 def _coerce_config(name: str, value: Any) -> Any:
     if name not in _CONFIG_FIELDS:
         raise SimulatorError(400, f"unknown config field {name!r}")
@@ -1030,6 +977,29 @@ def _coerce_config(name: str, value: Any) -> Any:
     if value < 0 or (positive and value == 0):
         raise SimulatorError(400, f"{name} must be {'positive' if positive else 'non-negative'}")
     return kind(value)
+
+
+def _redirect_target(client: Client, sent: str | None) -> str | Reply:
+    """Where authorize may send the merchant back, or the error page when nowhere."""
+    registered = client.redirect_uris
+    if sent is not None:
+        if registered and sent not in registered:
+            return page(400, "The redirect_uri is not registered for this client.")
+        return sent
+    if len(registered) == 1:
+        return registered[0]
+    if registered:
+        # RFC 6749 3.1.2.3: with several registered, the request must say which one.
+        return page(400, "A redirect_uri is required: several are registered for this client.")
+    return page(400, "A redirect_uri is required: none is registered for this client.")
+
+
+def _check_redirect_uri(uri: object) -> str:
+    """An absolute http(s) URI without a fragment (RFC 6749 3.1.2), or a 400."""
+    parts = urlsplit(uri) if isinstance(uri, str) else None
+    if parts is None or parts.scheme not in {"http", "https"} or not parts.netloc or parts.fragment:
+        raise SimulatorError(400, "redirect_uri must be an absolute http(s) URI without a fragment")
+    return str(uri)
 
 
 def _check_seconds(seconds: float) -> None:

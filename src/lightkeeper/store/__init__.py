@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from sqlalchemy import Engine
 
-from .connections import ConnectionRepo, EncryptPair, NewTokens, Tally
+from .connections import ConnectionRepo, EncryptPair, Lease, NewTokens, Tally
 from .engine import make_engine, normalise_url, sqlite_path
 from .jobs import EMBEDDED, PG_CRON, JobRepo
 from .migrate import current_revision, ensure_current, head_revision, upgrade
+from .pacing import REFRESH, PacingRepo
 from .records import (
     REFRESHABLE,
     ConnectionRecord,
@@ -35,6 +36,7 @@ class Store:
         self.runs = RunRepo(engine)
         self.sessions = SessionRepo(engine)
         self.jobs = JobRepo(engine)
+        self.pacing = PacingRepo(engine)
 
     @classmethod
     def from_url(cls, url: str) -> Store:
@@ -53,6 +55,7 @@ __all__ = [
     "JOB_NAME",
     "NOTIFY_CHANNEL",
     "PG_CRON",
+    "REFRESH",
     "REFRESHABLE",
     "ConnectSession",
     "ConnectionRecord",
@@ -60,8 +63,10 @@ __all__ = [
     "EncryptPair",
     "Job",
     "JobRepo",
+    "Lease",
     "NewTokens",
     "OAuthState",
+    "PacingRepo",
     "Rejection",
     "RunRecord",
     "RunRepo",

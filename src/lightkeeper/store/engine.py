@@ -1,7 +1,15 @@
-"""Building the SQLAlchemy engine: URL normalisation and SQLite's connection settings."""
+"""Building the SQLAlchemy engine: URL normalisation and SQLite's connection settings.
+
+A SQLite file holds the encrypted tokens, the hashes of live connect links and the run history: only its
+owner may read it. It is created with mode 0600, an existing one is tightened to 0600 when opened, and so
+are its ``-wal``, ``-shm`` and ``-journal`` files (SQLite gives new ones the database file's mode).
+"""
 
 from __future__ import annotations
 
+import logging
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +18,11 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from ..errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+PRIVATE = 0o600
+SIDE_FILES = ("-wal", "-shm", "-journal")
 
 
 def normalise_url(url: str) -> str:
@@ -45,9 +58,40 @@ def _sqlite_engine(url: str) -> Engine:
     path = sqlite_path(url)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        make_private(path)
     engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
     event.listen(engine, "connect", _sqlite_pragmas)
+    if path is not None:
+        # WAL and SHM appear with the first connection; tighten any left by an older version or another umask.
+        event.listen(engine, "connect", lambda _conn, _record: _tighten_side_files(path))
     return engine
+
+
+def make_private(path: Path) -> None:
+    """Create ``path`` empty with mode 0600 if missing (SQLite then keeps that mode), else tighten it."""
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_EXCL, PRIVATE))  # umask may only narrow it
+    except FileExistsError:
+        _tighten(path)
+    _tighten_side_files(path)
+
+
+def _tighten_side_files(path: Path) -> None:
+    for suffix in SIDE_FILES:
+        side = path.with_name(path.name + suffix)
+        if side.exists():
+            _tighten(side)
+
+
+def _tighten(path: Path) -> None:
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & ~PRIVATE:
+            path.chmod(mode & PRIVATE)
+    except FileNotFoundError:  # a side file SQLite removed meanwhile
+        return
+    except PermissionError:  # someone else's file: say so; the database may still be usable
+        log.warning("cannot make %s readable by its owner only: it belongs to another user", path)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -57,4 +101,4 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-__all__ = ["make_engine", "normalise_url", "sqlite_path"]
+__all__ = ["make_engine", "make_private", "normalise_url", "sqlite_path"]

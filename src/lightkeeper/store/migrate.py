@@ -8,6 +8,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy import Engine, inspect
 
 from ..errors import SchemaOutOfDate
@@ -57,8 +58,21 @@ def ensure_current(engine: Engine, *, auto_create: bool) -> None:
     if auto_create and engine.dialect.name == "sqlite" and current is None and is_empty(engine):
         upgrade(engine)
         return
+    if current is not None and not _known(current):
+        # An old replica beside a newer schema would bring back rules the schema was changed to end.
+        raise SchemaOutOfDate(
+            f"The database schema ({current}) is newer than this lightkeeper (which knows up to {head_revision()}): "
+            "upgrade lightkeeper on this machine before starting it."
+        )
     found = current or "no lightkeeper schema"
     raise SchemaOutOfDate(f"The database is not up to date ({found}, code needs {head_revision()}): {UPGRADE_HINT}.")
+
+
+def _known(revision: str) -> bool:
+    try:
+        return ScriptDirectory.from_config(_config()).get_revision(revision) is not None
+    except CommandError:  # alembic: "Can't locate revision identified by ..."
+        return False
 
 
 __all__ = ["current_revision", "ensure_current", "head_revision", "upgrade"]

@@ -48,7 +48,9 @@ class ConnectionRecord:
     next_attempt_at: datetime | None
     acquired_by: str | None
     acquired_until: datetime | None
+    lease_token: str | None = field(repr=False)
     last_run_id: int | None
+    claim_run_id: int | None
     created_at: datetime
     updated_at: datetime
 
@@ -93,6 +95,7 @@ class RunRecord:
     errors: int
     skipped: int
     message: str | None
+    participants: int = 0
 
     @classmethod
     def from_row(cls, row: Any) -> RunRecord:
@@ -139,6 +142,8 @@ class ConnectSession:
     user_id: str
     return_to: str | None
     expires_at: datetime
+    #: What the confirm page names (the host app's words); None: the page shows the user id.
+    label: str | None = None
 
 
 @dataclass(frozen=True)

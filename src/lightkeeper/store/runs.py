@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, Engine, func, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, Engine, insert, literal, select, update
 from sqlalchemy.exc import IntegrityError
 
+from . import dialect
 from .records import RunRecord, RunStatus
 from .schema import runs as t
 
@@ -32,7 +32,6 @@ class RunRepo:
             "connection_id": connection_id,
             "created_at": now,
             "started_at": now,
-            "heartbeat_at": now,
             "acquired_by": owner,
         }
         while True:
@@ -45,8 +44,10 @@ class RunRepo:
     def _insert(self, values: dict[str, object]) -> RunRecord | None:
         """Insert a run; None if a uniqueness rule (one running run, one run per tick) says no."""
         with self._engine.begin() as conn:
-            dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-            row = conn.execute(dialect_insert(t).values(**values).on_conflict_do_nothing().returning(*t.c)).first()
+            if values.get("status") == RunStatus.RUNNING.value:
+                values = {**values, "heartbeat_at": dialect.now(conn)}  # staleness is judged by the database's clock
+            stmt = dialect.insert(conn, t).values(**values).on_conflict_do_nothing().returning(*t.c)
+            row = conn.execute(stmt).first()
             if row is not None:
                 _notify(conn, row.id)
         return RunRecord.from_row(row) if row else None
@@ -91,7 +92,7 @@ class RunRepo:
             "scheduled_for": tick,
             "created_at": now,
         }
-        running = {"status": RunStatus.RUNNING.value, "started_at": now, "heartbeat_at": now, "acquired_by": owner}
+        running = {"status": RunStatus.RUNNING.value, "started_at": now, "acquired_by": owner}
         if (run := self._insert(base | running)) is not None:
             return run
         going = self.running_full(job_name)
@@ -111,14 +112,15 @@ class RunRepo:
             .limit(1)
             .with_for_update(skip_locked=True)
         )
-        stmt = (
-            update(t)
-            .where(t.c.id == oldest.scalar_subquery(), t.c.status == RunStatus.QUEUED.value)
-            .values(status=RunStatus.RUNNING.value, started_at=now, heartbeat_at=now, acquired_by=owner)
-            .returning(*t.c)
-        )
         try:
             with self._engine.begin() as conn:
+                stmt = (
+                    update(t)
+                    .where(t.c.id == oldest.scalar_subquery(), t.c.status == RunStatus.QUEUED.value)
+                    .values(status=RunStatus.RUNNING.value, started_at=now, heartbeat_at=dialect.now(conn),
+                            acquired_by=owner)
+                    .returning(*t.c)
+                )  # fmt: skip
                 row = conn.execute(stmt).first()
         except IntegrityError:
             self._skip_queued(now)
@@ -151,11 +153,30 @@ class RunRepo:
         with self._engine.connect() as conn:
             return [RunRecord.from_row(row) for row in conn.execute(query)]
 
-    def heartbeat(self, run_id: int, now: datetime) -> None:
+    def heartbeat(self, run_id: int) -> None:
+        """The run is alive, by the database's clock (so a replica with a skewed clock cannot age it)."""
         with self._engine.begin() as conn:
             conn.execute(
-                update(t).where(t.c.id == run_id, t.c.status == RunStatus.RUNNING.value).values(heartbeat_at=now)
+                update(t)
+                .where(t.c.id == run_id, t.c.status == RunStatus.RUNNING.value)
+                .values(heartbeat_at=dialect.now(conn))
             )
+
+    def join(self, run_id: int) -> None:
+        """This process works on the run from now on (``leave`` when it stops)."""
+        with self._engine.begin() as conn:
+            conn.execute(update(t).where(t.c.id == run_id).values(participants=t.c.participants + 1))
+
+    def leave(self, run_id: int) -> int:
+        """This process stops working on the run; how many participants are left."""
+        with self._engine.begin() as conn:
+            stmt = (
+                update(t)
+                .where(t.c.id == run_id)
+                .values(participants=dialect.greatest(conn, t.c.participants - 1, literal(0)))
+                .returning(t.c.participants)
+            )
+            return int(conn.execute(stmt).scalar() or 0)
 
     def finish(self, run_id: int, *, status: RunStatus, now: datetime, message: str | None = None) -> RunRecord:
         """Close a run that is still running; a run already closed keeps its first ending."""
@@ -163,29 +184,34 @@ class RunRepo:
             conn.execute(
                 update(t)
                 .where(t.c.id == run_id, t.c.status == RunStatus.RUNNING.value)
-                .values(status=status.value, finished_at=now, heartbeat_at=now, message=message)
+                .values(status=status.value, finished_at=now, heartbeat_at=dialect.now(conn), message=message)
             )
             return RunRecord.from_row(conn.execute(select(t).where(t.c.id == run_id)).one())
 
-    def interrupt_stale(self, *, now: datetime, stale_after: timedelta) -> int:
-        """Runs whose worker stopped beating are shown as ``interrupted``, never ``running`` forever."""
-        stmt = (
-            update(t)
-            .where(t.c.status == RunStatus.RUNNING.value, t.c.heartbeat_at < now - stale_after)
-            .values(
-                status=RunStatus.INTERRUPTED.value,
-                finished_at=t.c.heartbeat_at,
-                message="the worker running it stopped before it finished",
-            )
-        )
+    def interrupt_stale(self, *, stale_after: timedelta) -> int:
+        """Runs whose workers all stopped beating are shown as ``interrupted``, never ``running`` forever.
+
+        Judged by the database's clock: a replica whose own clock runs ahead cannot interrupt a live run.
+        """
         with self._engine.begin() as conn:
+            stmt = (
+                update(t)
+                .where(
+                    t.c.status == RunStatus.RUNNING.value,
+                    t.c.heartbeat_at < dialect.now_plus(conn, -stale_after.total_seconds()),
+                )
+                .values(
+                    status=RunStatus.INTERRUPTED.value,
+                    finished_at=t.c.heartbeat_at,
+                    message="the worker running it stopped before it finished",
+                )
+            )
             return conn.execute(stmt).rowcount
 
 
 def _notify(conn: Connection, run_id: int) -> None:
-    """Wake the workers when this transaction commits (PostgreSQL only; SQLite workers poll)."""
-    if conn.dialect.name == "postgresql":
-        conn.execute(select(func.pg_notify(NOTIFY_CHANNEL, str(run_id))))
+    """Wake the workers when this transaction commits (PostgreSQL; SQLite workers poll)."""
+    dialect.notify(conn, NOTIFY_CHANNEL, str(run_id))
 
 
 __all__ = ["JOB_NAME", "NOTIFY_CHANNEL", "RunRepo"]

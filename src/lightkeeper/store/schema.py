@@ -1,4 +1,4 @@
-"""The tables, in SQLAlchemy Core. Every dialect difference lives here and in ``engine.py``.
+"""The tables, in SQLAlchemy Core. Dialect differences in queries live in ``dialect.py``.
 
 Names follow the seed guide: ``lightspeed_connections`` keeps the guide's column names; the lease columns
 follow APScheduler 4 (``acquired_by`` / ``acquired_until``).
@@ -14,6 +14,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Dialect,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -79,10 +80,15 @@ connections = Table(
     Column("token_version", Integer, nullable=False, server_default="0"),
     Column("consecutive_failures", Integer, nullable=False, server_default="0"),
     Column("next_attempt_at", UTCDateTime),
+    # The lease: who holds it (for people), until when (the database's clock), and the fencing token of
+    # this one acquisition. Every outcome is written only under the token it was given (invariant 1).
     Column("acquired_by", Text),
     Column("acquired_until", UTCDateTime),
+    Column("lease_token", Text),
     # The last run that claimed this row: a run never refreshes a connection twice.
     Column("last_run_id", Integer),
+    # The run whose claim the current lease is (NULL for a plain lease, e.g. an on-demand refresh).
+    Column("claim_run_id", Integer),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     UniqueConstraint("user_id", "account_id", name="uq_lightspeed_connections_user_account"),
@@ -110,6 +116,9 @@ runs = Table(
     Column("errors", Integer, nullable=False, server_default="0"),
     Column("skipped", Integer, nullable=False, server_default="0"),
     Column("message", Text),
+    # Processes working on the run now: the last one to leave closes it (a crashed one never leaves;
+    # then the stale heartbeat marks the run interrupted).
+    Column("participants", Integer, nullable=False, server_default="0"),
     UniqueConstraint("job_name", "scheduled_for", name="uq_lightkeeper_runs_tick"),
     Index("ix_lightkeeper_runs_status", "status"),
     # At most one full run of a job at a time, across every process: a second one joins it instead.
@@ -140,6 +149,8 @@ connect_sessions = Table(
     Column("token_hash", Text, nullable=False, unique=True),
     Column("user_id", Text, nullable=False),
     Column("return_to", Text),
+    # Shown on the confirm page (whose store the link connects); none: the page shows the user id.
+    Column("label", Text),
     Column("created_at", UTCDateTime, nullable=False),
     Column("expires_at", UTCDateTime, nullable=False),
     Column("used_at", UTCDateTime),
@@ -160,4 +171,13 @@ oauth_states = Table(
     Column("used_at", UTCDateTime),
 )
 
-__all__ = ["UTCDateTime", "connect_sessions", "connections", "jobs", "metadata", "oauth_states", "runs"]
+pacing = Table(
+    "lightkeeper_pacing",
+    metadata,
+    # One row per limiter ("refresh"): the earliest moment, in epoch seconds of the database's clock, at
+    # which the next request may be sent. Every process sharing the database takes its slots here.
+    Column("name", Text, primary_key=True),
+    Column("next_at", Float, nullable=False, server_default="0"),
+)
+
+__all__ = ["UTCDateTime", "connect_sessions", "connections", "jobs", "metadata", "oauth_states", "pacing", "runs"]

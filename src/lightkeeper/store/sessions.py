@@ -1,7 +1,8 @@
 """All SQL on connect sessions (one-time links) and OAuth states: both single use and expiring.
 
 Only hashes of the link token and of the state are stored, so a copy of the database cannot be used to
-complete somebody else's connection.
+complete somebody else's connection. A state records the browser session it was issued to; the connect
+flow uses it only together with that session's cookie (RFC 9700 §4.7).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ class Rejection(StrEnum):
     UNKNOWN = "unknown"
     USED = "used"
     EXPIRED = "expired"
+    #: A live state presented with another browser's cookie, or none: refused and left unused.
+    FOREIGN = "foreign"
 
 
 class SessionRepo:
@@ -29,13 +32,40 @@ class SessionRepo:
         self._engine = engine
 
     def create_session(
-        self, *, token_hash: str, user_id: str, return_to: str | None, now: datetime, expires_at: datetime
+        self,
+        *,
+        token_hash: str,
+        user_id: str,
+        return_to: str | None,
+        now: datetime,
+        expires_at: datetime,
+        label: str | None = None,
     ) -> int:
         stmt = insert(s).values(
-            token_hash=token_hash, user_id=user_id, return_to=return_to, created_at=now, expires_at=expires_at
+            token_hash=token_hash,
+            user_id=user_id,
+            return_to=return_to,
+            label=label,
+            created_at=now,
+            expires_at=expires_at,
         )
         with self._engine.begin() as conn:
             return int(conn.execute(stmt.returning(s.c.id)).scalar_one())
+
+    def peek_session(self, token_hash: str, now: datetime) -> ConnectSession | Rejection:
+        """A link as it stands, changing nothing: what the confirm page shows (a scanner's GET is harmless)."""
+        query = select(s.c.id, s.c.user_id, s.c.return_to, s.c.expires_at, s.c.label, s.c.used_at).where(
+            s.c.token_hash == token_hash
+        )
+        with self._engine.connect() as conn:
+            row = conn.execute(query).first()
+        if row is None:
+            return Rejection.UNKNOWN
+        if row.used_at is not None:
+            return Rejection.USED
+        if row.expires_at <= now:
+            return Rejection.EXPIRED
+        return ConnectSession(row.id, row.user_id, row.return_to, row.expires_at, row.label)
 
     def consume_session(
         self,
@@ -50,23 +80,23 @@ class SessionRepo:
             update(s)
             .where(s.c.token_hash == token_hash, s.c.used_at.is_(None), s.c.expires_at > now)
             .values(used_at=now, browser_hash=browser_hash, browser_expires_at=browser_expires_at)
-            .returning(s.c.id, s.c.user_id, s.c.return_to, s.c.expires_at)
+            .returning(s.c.id, s.c.user_id, s.c.return_to, s.c.expires_at, s.c.label)
         )
         with self._engine.begin() as conn:
             row = conn.execute(stmt).first()
             if row is not None:
-                return ConnectSession(row.id, row.user_id, row.return_to, row.expires_at)
+                return ConnectSession(row.id, row.user_id, row.return_to, row.expires_at, row.label)
             found = conn.execute(select(s.c.used_at).where(s.c.token_hash == token_hash)).first()
         return _rejection(found)
 
     def browser_session(self, browser_hash: str, now: datetime) -> ConnectSession | None:
         """The live browser session with this cookie, if any."""
-        query = select(s.c.id, s.c.user_id, s.c.return_to, s.c.browser_expires_at).where(
+        query = select(s.c.id, s.c.user_id, s.c.return_to, s.c.browser_expires_at, s.c.label).where(
             s.c.browser_hash == browser_hash, s.c.browser_expires_at > now
         )
         with self._engine.connect() as conn:
             row = conn.execute(query).first()
-        return ConnectSession(row.id, row.user_id, row.return_to, row.browser_expires_at) if row else None
+        return ConnectSession(row.id, row.user_id, row.return_to, row.browser_expires_at, row.label) if row else None
 
     def create_state(
         self,
@@ -88,6 +118,25 @@ class SessionRepo:
         )
         with self._engine.begin() as conn:
             conn.execute(stmt)
+
+    def peek_state(self, state_hash: str, now: datetime) -> OAuthState | Rejection:
+        """A state as it stands, changing nothing: the callback checks whose browser it belongs to first.
+
+        A state's session never changes, so checking it here and consuming afterwards is race-free; only
+        ``consume_state`` decides who uses it.
+        """
+        query = select(o.c.user_id, o.c.session_id, o.c.code_verifier, o.c.used_at, o.c.expires_at).where(
+            o.c.state_hash == state_hash
+        )
+        with self._engine.connect() as conn:
+            row = conn.execute(query).first()
+        if row is None:
+            return Rejection.UNKNOWN
+        if row.used_at is not None:
+            return Rejection.USED
+        if row.expires_at <= now:
+            return Rejection.EXPIRED
+        return OAuthState(row.user_id, row.session_id, row.code_verifier)
 
     def consume_state(self, state_hash: str, now: datetime) -> OAuthState | Rejection:
         """Use an OAuth state: once, before it expires (a replayed callback is refused)."""

@@ -6,7 +6,6 @@ except ``POST /api/connections/{id}/token``, whose whole point is one.
 
 from __future__ import annotations
 
-import secrets
 import threading
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -18,8 +17,10 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
+from ..connect import LABEL_MAX
 from ..keeper import Keeper
 from ..store import ConnectionRecord, RunRecord
+from .auth import ApiKeyCheck
 from .errors import ApiError, ErrorBody
 
 StatusName = Literal["connected", "expired", "error", "disconnected"]
@@ -36,6 +37,12 @@ class ConnectSessionIn(BaseModel):
     user_id: str = Field(min_length=1, max_length=200, pattern=USER_ID, description="The host app's user id.")
     return_to: str | None = Field(
         None, max_length=2000, pattern=NO_NUL, description="Where the page links back to (allow-listed)."
+    )
+    label: str | None = Field(
+        None,
+        max_length=LABEL_MAX,
+        pattern=NO_NUL,
+        description="Whose store the link connects, as the confirm page says it (default: the user id).",
     )
 
 
@@ -102,7 +109,7 @@ def router(keeper: Keeper) -> APIRouter:
     def create_connect_session(body: ConnectSessionIn) -> ConnectSessionOut:
         """A one-time connect link for a user; ``return_to`` must be on the allow-list."""
         _check_return_to(keeper, body.return_to)
-        link = keeper.connect.create_link(body.user_id, return_to=body.return_to)
+        link = keeper.connect.create_link(body.user_id, return_to=body.return_to, label=body.label)
         return ConnectSessionOut(url=link.url, expires_at=link.expires_at)
 
     @api.get("/connections", response_model=list[ConnectionOut])
@@ -159,24 +166,22 @@ def router(keeper: Keeper) -> APIRouter:
     return api
 
 
-# Only so that /openapi.json declares the bearer scheme; ``check`` does the (constant-time) comparison itself.
+# Only so that /openapi.json declares the bearer scheme; ``ApiKeyCheck`` does the (constant-time) comparison.
 _BEARER = HTTPBearer(auto_error=False, scheme_name="apiKey", description="`Authorization: Bearer $LIGHTKEEPER_API_KEY`")
 
 
 def authorize(keeper: Keeper) -> Any:
-    expected = keeper.settings.lightkeeper_api_key.get_secret_value()
+    """The API's dependency: declares the key in the schema and checks it again, in case a route is ever
+    served without ``ApiKeyMiddleware`` (which refuses such requests before their body is read)."""
+    guard = ApiKeyCheck(keeper.settings)
 
     # async: it does no I/O, and a sync dependency would cost every API call a thread-pool hop.
     async def check(
         request: Request, _declared: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)] = None
     ) -> None:
-        if not expected:
-            if keeper.settings.lightkeeper_dev:
-                return
-            raise ApiError(503, "api_disabled", "set LIGHTKEEPER_API_KEY to use the API (or LIGHTKEEPER_DEV=1 locally)")
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not secrets.compare_digest(given.encode(), expected.encode()):
-            raise ApiError(401, "unauthorized", "missing or wrong API key (Authorization: Bearer ...)")
+        refusal = guard.refusal(request.headers, request.client.host if request.client else None)
+        if refusal is not None:
+            raise refusal
 
     return check
 

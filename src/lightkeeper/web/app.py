@@ -17,6 +17,9 @@ from .. import __version__
 from ..keeper import Keeper
 from ..store import current_revision, head_revision
 from . import api, errors, pages, stock_api
+from .auth import ApiKeyCheck, ApiKeyMiddleware
+from .headers import SecurityHeadersMiddleware
+from .limits import BodyLimitMiddleware
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +36,10 @@ def create_app(keeper: Keeper) -> FastAPI:
     app.include_router(pages.router(keeper))
     app.include_router(api.router(keeper))
     app.include_router(stock_api.router(keeper, Depends(api.authorize(keeper))), responses=api.ERRORS)
+    # Outermost last: headers go on every answer, the key is checked before the body is read or counted.
+    app.add_middleware(BodyLimitMiddleware, settings=keeper.settings)
+    app.add_middleware(ApiKeyMiddleware, check=ApiKeyCheck(keeper.settings))
+    app.add_middleware(SecurityHeadersMiddleware, settings=keeper.settings)
 
     @app.get("/healthz", tags=["ops"], responses={503: {"description": "Database unreachable or schema not current"}})
     def healthz() -> JSONResponse:

@@ -37,7 +37,16 @@ _TITLES = {
     "bad_request": "Something is missing",
     "not_found": "Page not found",
     "method_not_allowed": "Page not found",
+    "browser_mismatch": "This sign-in belongs to another browser",
+    "authorization_error": "Lightspeed did not connect",
+    "state_invalid": "Sign-in could not be completed",
+    "state_used": "Sign-in could not be completed",
+    "state_expired": "Sign-in could not be completed",
+    "state_missing": "Sign-in could not be completed",
+    "code_missing": "Sign-in could not be completed",
+    "payload_too_large": "This request is too large",
 }
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
 
 
 class ErrorBody(BaseModel):
@@ -68,13 +77,13 @@ def _classify(exc: LightkeeperError) -> ApiError:
     return ApiError(500, "internal_error", "an unexpected error happened; see the service log")
 
 
-def _json(error: ApiError) -> JSONResponse:
+def json_error(error: ApiError) -> JSONResponse:
     # RFC 6750: a 401 says which scheme it wants.
     headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
     return JSONResponse({"code": error.code, "message": error.message}, status_code=error.status, headers=headers)
 
 
-def _page(request: Request, status: int, code: str, message: str) -> Response:
+def page_error(request: Request, status: int, code: str, message: str) -> Response:
     """The friendly page for a merchant; machines get JSON under /api/."""
     title = _TITLES.get(code, "This page cannot be shown")
     context = {"title": title, "message": message, "code": code}
@@ -88,42 +97,42 @@ def _is_api(request: Request) -> bool:
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     def api_error(_request: Request, exc: ApiError) -> Response:
-        return _json(exc)
+        return json_error(exc)
 
     @app.exception_handler(ConnectFlowError)
     def connect_flow_error(request: Request, exc: ConnectFlowError) -> Response:
         if _is_api(request):
-            return _json(_classify(exc))
+            return json_error(_classify(exc))
         log.info("connect flow refused (%s) on %s", exc.code, request.url.path)
-        return _page(request, exc.status, exc.code, str(exc))
+        return page_error(request, exc.status, exc.code, str(exc))
 
     @app.exception_handler(LightkeeperError)
     def lightkeeper_error(request: Request, exc: LightkeeperError) -> Response:
         error = _classify(exc)
         if error.status >= 500:
             log.warning("%s %s: %s", request.method, request.url.path, exc)
-        return _json(error)
+        return json_error(error)
 
     @app.exception_handler(RequestValidationError)
     def validation_error(request: Request, exc: RequestValidationError) -> Response:
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(part) for part in first.get("loc", ()))
         if not _is_api(request):
-            return _page(request, 400, "bad_request", "This request is incomplete. Go back and try again.")
-        return _json(ApiError(422, "validation_error", f"{where}: {first.get('msg', 'invalid request')}"))
+            return page_error(request, 400, "bad_request", "This request is incomplete. Go back and try again.")
+        return json_error(ApiError(422, "validation_error", f"{where}: {first.get('msg', 'invalid request')}"))
 
     @app.exception_handler(StarletteHTTPException)
     def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
         if request.url.path.startswith(("/connect-lightspeed", "/oauth/")):
-            return _page(request, exc.status_code, code, "There is nothing here. Open the link the app gave you.")
-        return _json(ApiError(exc.status_code, code, str(exc.detail)))
+            return page_error(request, exc.status_code, code, "There is nothing here. Open the link the app gave you.")
+        return json_error(ApiError(exc.status_code, code, str(exc.detail)))
 
     @app.exception_handler(Exception)
     def unexpected(request: Request, exc: Exception) -> Response:
         # Called by Starlette outside any ``except`` block: pass the exception, or the log shows "NoneType: None".
         log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
-        return _json(ApiError(500, "internal_error", "an unexpected error happened; see the service log"))
+        return json_error(ApiError(500, "internal_error", "an unexpected error happened; see the service log"))
 
 
-__all__ = ["ApiError", "ErrorBody", "install"]
+__all__ = ["ApiError", "ErrorBody", "install", "json_error", "page_error"]

@@ -1,25 +1,34 @@
-"""The merchant's pages: the one-time link, the OAuth callback, and ``/connect-lightspeed``.
+"""The merchant's pages: the one-time link's confirm page, the OAuth callback, and ``/connect-lightspeed``.
 
-The link opens a browser session (an HttpOnly, SameSite=Lax cookie; Lax because Lightspeed's redirect
-back to the callback is a cross-site top-level navigation). Every form carries a CSRF token derived
-from the cookie's secret. No page ever shows a token.
+Opening a link (GET) shows a confirm page and changes nothing: link scanners and chat previews fetch
+every link, and must not use it up. The page's one button POSTs it back; that uses the link and opens a
+browser session (an HttpOnly, SameSite=Lax cookie; Lax, not Strict, because Lightspeed's redirect back to
+the callback is a cross-site top-level navigation, which must carry it). The callback proceeds only with
+the cookie its OAuth state was issued to.
+
+Every form carries a CSRF token derived from a cookie's secret: the confirm form from a cookie of its own
+(there is no session yet), the others from the session cookie. No page ever shows a token.
 """
 
 from __future__ import annotations
 
+import secrets
 from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from ..connect import ConnectService
+from ..connect import START_PATH, ConnectService
 from ..errors import ConnectFlowError, ProviderError
 from ..keeper import Keeper
 from ..store import ConnectionRecord, ConnectSession, Status
 from .templating import templates
 
 COOKIE = "lightkeeper_session"
+#: Set by the confirm page, for its form's CSRF token only: a site cannot make a browser use a link.
+CONFIRM_COOKIE = "lightkeeper_confirm"
+COOKIE_MAX_AGE_S = 3600
 
 _STATUS_WORDS = {
     Status.CONNECTED: "Connected",
@@ -34,23 +43,40 @@ def router(keeper: Keeper) -> APIRouter:
     pages = APIRouter(include_in_schema=False)
     connect = keeper.connect
 
-    @pages.get("/connect-lightspeed/start")
-    def start(request: Request, session: str = "") -> Response:
-        """A one-time connect link: open the browser session, go to Lightspeed's consent page."""
-        if not session:
-            raise ConnectFlowError("This connect link is incomplete. Ask the app for a new one.", code="link_invalid")
-        started = connect.start(session)
-        response = RedirectResponse(started.authorize_url, status_code=302)
-        _set_cookie(response, keeper, started.browser_token)
+    # HEAD too: link checkers ask for headers only, and must get the same harmless answer.
+    @pages.api_route("/connect-lightspeed/start", methods=["GET", "HEAD"], response_class=HTMLResponse)
+    def confirm(request: Request, session: str = "") -> Response:
+        """A one-time connect link: a page naming the app and whose store, with one button; uses nothing."""
+        link = connect.preview(_link_token(session))
+        cookie = request.cookies.get(CONFIRM_COOKIE) or secrets.token_urlsafe(32)
+        context = {
+            "app_name": keeper.settings.lightkeeper_app_name,
+            "label": link.label or link.user_id,
+            "session": session,
+            "csrf": connect.csrf_token(cookie, purpose=connect.confirm_purpose(session)),
+            "expires_at": _when(link.expires_at),
+        }
+        response = templates.TemplateResponse(request, "confirm.html", context)
+        if cookie != request.cookies.get(CONFIRM_COOKIE):
+            _set_cookie(response, keeper, CONFIRM_COOKIE, cookie, path=START_PATH)
+        return response
+
+    @pages.post("/connect-lightspeed/start")
+    def start(request: Request, session: Annotated[str, Form()] = "", csrf: Annotated[str, Form()] = "") -> Response:
+        """The confirm page's button: use the link, open the browser session, go to Lightspeed (303)."""
+        token = _link_token(session)
+        connect.check_csrf(request.cookies.get(CONFIRM_COOKIE, ""), csrf, purpose=connect.confirm_purpose(token))
+        started = connect.start(token)
+        response = RedirectResponse(started.authorize_url, status_code=303)
+        _set_cookie(response, keeper, COOKIE, started.browser_token)
+        response.delete_cookie(CONFIRM_COOKIE, path=START_PATH)
         return response
 
     @pages.get("/oauth/callback", response_class=HTMLResponse)
     def callback(request: Request) -> Response:
         """Lightspeed sends the merchant back here with ``code`` and ``state`` (or ``error``)."""
-        record = connect.complete(dict(request.query_params))
-        session = _session(request, connect)
-        if session is None or session.user_id != record.user_id:
-            return templates.TemplateResponse(request, "connected.html", {"connection": record.public()})
+        record = connect.complete(dict(request.query_params), browser_token=request.cookies.get(COOKIE, ""))
+        session = _require_session(request, connect)  # the one the state was issued to, checked above
         name = record.account_name or f"account {record.account_id}"
         return _page(request, keeper, session, flash=f"Connected: {name}.")
 
@@ -127,9 +153,15 @@ def _require_session(request: Request, connect: ConnectService) -> ConnectSessio
     return session
 
 
-def _set_cookie(response: Response, keeper: Keeper, token: str) -> None:
+def _link_token(session: str) -> str:
+    if not session:
+        raise ConnectFlowError("This connect link is incomplete. Ask the app for a new one.", code="link_invalid")
+    return session
+
+
+def _set_cookie(response: Response, keeper: Keeper, name: str, value: str, *, path: str = "/") -> None:
     secure = keeper.settings.public_url.startswith("https://")
-    response.set_cookie(COOKIE, token, max_age=3600, httponly=True, samesite="lax", secure=secure, path="/")
+    response.set_cookie(name, value, max_age=COOKIE_MAX_AGE_S, httponly=True, samesite="lax", secure=secure, path=path)
 
 
-__all__ = ["COOKIE", "router"]
+__all__ = ["CONFIRM_COOKIE", "COOKIE", "router"]

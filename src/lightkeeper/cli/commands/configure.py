@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 
 from ..output import out, print_json
+
+if TYPE_CHECKING:
+    from ...config import Settings
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
 
@@ -18,7 +22,7 @@ def check_config(as_json: JsonFlag = False) -> None:
 
     settings = load_settings(require=REQUIRE_ALL)
     cipher = TokenCipher.from_settings(settings)
-    summary = {
+    summary: dict[str, object] = {
         "ok": True,
         "database_url": settings.redacted_database_url,
         "lightspeed_oauth_url": settings.lightspeed_oauth_url,
@@ -27,14 +31,46 @@ def check_config(as_json: JsonFlag = False) -> None:
         "public_url": settings.public_url,
         "encryption_key_id": cipher.primary_key_id,
         "refresh_schedule": settings.refresh_schedule,
+        "refresh_lease_s": settings.refresh_lease_s,
+        "rows_per_key": _rows_per_key(settings, cipher.key_ids),
     }
     if as_json:
         print_json(summary)
         return
     out.print("[green]Configuration OK[/]")
     for key, value in summary.items():
-        if key != "ok":
-            out.print(f"  {key}: {value}")
+        if key not in ("ok", "rows_per_key"):
+            out.print(f"  {key}: {escape(str(value))}")
+    _print_rows_per_key(summary["rows_per_key"])
+
+
+def _rows_per_key(settings: Settings, configured: tuple[str, ...]) -> list[dict[str, object]] | None:
+    """Connections per key id in the database, and whether each key is configured; None without a schema."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from ...errors import LightkeeperError
+    from ...store import Store, current_revision
+
+    store = Store.from_url(settings.database_url)
+    try:
+        if current_revision(store.engine) is None:
+            return None
+        counts = store.connections.key_ids()
+    except (LightkeeperError, SQLAlchemyError):
+        return None  # an unreachable database is not a configuration error of check-config's
+    finally:
+        store.close()
+    kids = [*configured, *sorted(set(counts) - set(configured))]
+    return [{"key_id": kid, "rows": counts.get(kid, 0), "configured": kid in configured} for kid in kids]
+
+
+def _print_rows_per_key(rows: object) -> None:
+    if not isinstance(rows, list):
+        out.print("  rows per key id: (no lightkeeper database yet)")
+        return
+    for row in rows:
+        state = "configured" if row["configured"] else "[red]NOT configured[/]: these rows cannot be refreshed"
+        out.print(f"  key {escape(str(row['key_id']))}: {row['rows']} connection(s), {state}")
 
 
 def gen_key() -> None:

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from .. import context
-from ..output import out, print_json, table, when
+from ..output import out, plain, print_json, table, when
 from .configure import JsonFlag
 
 
@@ -47,15 +47,18 @@ def print_connections(rows: list[dict[str, Any]]) -> None:
 
 def connect_link(
     user: Annotated[str, typer.Option("--user", help="The host app's user id.")],
+    label: Annotated[
+        str | None, typer.Option(help="Whose store, as the link's confirm page says it (default: the user id).")
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Print a one-time URL (valid 1 hour) that connects USER's Lightspeed account."""
     with context.keeper(context.NONE) as keeper:
-        link = keeper.connect.create_link(user)
+        link = keeper.connect.create_link(user, label=label)
     if as_json:
         print_json({"url": link.url, "expires_at": link.expires_at.isoformat()})
         return
-    out.print(f"One-time connect link for {user}, valid until {when(link.expires_at.isoformat())}:", markup=False)
+    out.print(plain(f"One-time connect link for {user}, valid until {when(link.expires_at.isoformat())}:"))
     typer.echo(link.url)
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 
 from ..output import out
 from .connections import print_connections
@@ -44,6 +45,7 @@ def demo(
         sock = bind("127.0.0.1", port if serve else 0)
         web_origin = f"http://127.0.0.1:{sock.getsockname()[1]}"
         env = _demo_env(simulator.url, web_origin, db_file)
+        simulator.state.register_redirect_uri(env["LIGHTSPEED_REDIRECT_URI"])  # as a real client registers it
         _write_env_file(directory, env)
         with Keeper(load_settings(env=env, require=REQUIRE_ALL)) as keeper:
             keeper.ensure_schema()
@@ -98,12 +100,17 @@ def _walkthrough(keeper: Keeper, merchants: int) -> None:
 
 
 def _connect_one(keeper: Keeper, browser: httpx2.Client, user_id: str) -> None:
+    from ...web.browser import continue_to_lightspeed
+
     link = keeper.connect.create_link(user_id)
-    page = browser.get(link.url)  # link → Lightspeed consent (auto-approved) → our /oauth/callback
+    # link → confirm page → Continue → Lightspeed consent (auto-approved) → our /oauth/callback
+    page = continue_to_lightspeed(browser, link.url)
     if page.status_code != 200 or "Connected" not in page.text:
         raise typer.Exit(_fail(f"connecting {user_id} failed: HTTP {page.status_code}"))
     record = keeper.connections(user_id=user_id)[0]
-    out.print(f"  {user_id}: connected [cyan]{record.account_name}[/] (account {record.account_id})")
+    # The account name comes from the merchant's Lightspeed: printed as text, never as markup.
+    name, account = escape(record.account_name or ""), escape(record.account_id)
+    out.print(f"  {escape(user_id)}: connected [cyan]{name}[/] (account {account})")
 
 
 def _fail(message: str) -> int:

@@ -70,13 +70,12 @@ def runs(
     limit: Annotated[int, typer.Option(min=1, max=1000, help="How many runs, newest first.")] = 20,
 ) -> None:
     """Show the job history (scheduled and manual runs alike)."""
-    from ...clock import utcnow
     from ...refresh import stale_after_s
 
     settings = context.settings(context.NONE)
     with context.store(settings) as store:
         stale_after = timedelta(seconds=stale_after_s(settings.run_heartbeat_s))
-        store.runs.interrupt_stale(now=utcnow(), stale_after=stale_after)
+        store.runs.interrupt_stale(stale_after=stale_after)
         rows = [run.public() for run in store.runs.list(limit=limit)]
     if as_json:
         print_json(rows)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Annotated
 
 import typer
 
 from .. import context
-from ..output import err
+from ..output import err, plain
+
+log = logging.getLogger("lightkeeper.serve")
 
 Host = Annotated[str, typer.Option(help="Interface to listen on.")]
 
@@ -22,8 +25,9 @@ def serve(
     from ... import web
     from ...scheduler import Worker
 
+    _refuse_unsafe_dev_mode(host)
     with context.keeper(auto_create=True, daemon=True) as keeper:
-        err.print(f"lightkeeper serving on http://{host}:{port} (public URL {keeper.settings.public_url})")
+        err.print(plain(f"lightkeeper serving on http://{host}:{port} (public URL {keeper.settings.public_url})"))
         worker = Worker(keeper, poll_s=keeper.settings.worker_poll_s)
         thread = threading.Thread(target=worker.run_forever, name="scheduler", daemon=True)
         if scheduler:
@@ -34,6 +38,22 @@ def serve(
             worker.request_stop()  # in-flight refreshes finish; unstarted claims are handed back
             if scheduler:
                 thread.join()
+
+
+def _refuse_unsafe_dev_mode(host: str) -> None:
+    """Before anything starts: dev mode only on loopback (exit 2), and never silently."""
+    from ...errors import ConfigError
+    from ...web.auth import dev_mode_problem
+
+    settings = context.settings(daemon=True)
+    problem = dev_mode_problem(settings, host)
+    if problem is not None:
+        raise ConfigError(problem)
+    if settings.lightkeeper_dev:
+        log.warning(
+            "LIGHTKEEPER_DEV=1: a development run; without LIGHTKEEPER_API_KEY the JSON API answers keyless "
+            "requests from this machine. Never use it in production."
+        )
 
 
 def simulate(  # noqa: PLR0917 (Typer maps each parameter to an option)
@@ -51,7 +71,7 @@ def simulate(  # noqa: PLR0917 (Typer maps each parameter to an option)
     config = SimulatorConfig(
         client_id=client_id, client_secret=client_secret, redirect_uri=redirect_uri, token_latency_ms=token_latency_ms
     )
-    err.print(f"Lightspeed simulator on http://{host}:{port} (client {client_id}); knobs under /_sim/")
+    err.print(plain(f"Lightspeed simulator on http://{host}:{port} (client {client_id}); knobs under /_sim/"))
     serve_simulator(config, host, port)
 
 
