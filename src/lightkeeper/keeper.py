@@ -33,7 +33,7 @@ from .refresh import (
     TokenProvider,
     stale_after_s,
 )
-from .store import ConnectionRecord, RunRecord, Status, Store, ensure_current, sqlite_path
+from .store import ConnectionRecord, RunRecord, Status, Store, Trigger, ensure_current, sqlite_path
 from .vault import TokenVault
 
 USER_AGENT = f"lightkeeper/{__version__} (+https://github.com/lightkeeper)"
@@ -143,7 +143,7 @@ class Keeper:
 
     # -- the operations the CLI and the web app share ------------------------------------------------
     def refresh(
-        self, *, trigger: str = "manual", connection_id: int | None = None, progress: ProgressCallback | None = None
+        self, *, trigger: str = Trigger.MANUAL, connection_id: int | None = None, progress: ProgressCallback | None = None
     ) -> RunRecord:
         return self.runs.run(trigger=trigger, connection_id=connection_id, progress=progress)
 

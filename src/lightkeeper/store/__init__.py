@@ -22,6 +22,7 @@ from .records import (
     RunRecord,
     RunStatus,
     Status,
+    Trigger,
 )
 from .runs import JOB_NAME, NOTIFY_CHANNEL, RunRepo
 from .sessions import Rejection, SessionRepo
@@ -75,6 +76,7 @@ __all__ = [
     "Status",
     "Store",
     "Tally",
+    "Trigger",
     "current_revision",
     "ensure_current",
     "head_revision",

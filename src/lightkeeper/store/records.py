@@ -21,6 +21,15 @@ class Status(StrEnum):
 REFRESHABLE = (Status.CONNECTED, Status.ERROR)
 
 
+class Trigger(StrEnum):
+    """What started a run (the guide's job history shows it)."""
+
+    SCHEDULE = "schedule"  # a cron tick of the embedded schedulers
+    MANUAL = "manual"  # `lightkeeper refresh`
+    API = "api"  # POST /api/refresh
+    SQL = "sql"  # refresh_lightspeed_tokens(), by hand or by pg_cron
+
+
 class RunStatus(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
@@ -166,4 +175,5 @@ __all__ = [
     "RunRecord",
     "RunStatus",
     "Status",
+    "Trigger",
 ]

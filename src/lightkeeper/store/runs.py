@@ -8,7 +8,7 @@ from sqlalchemy import Connection, Engine, insert, literal, select, update
 from sqlalchemy.exc import IntegrityError
 
 from . import dialect
-from .records import RunRecord, RunStatus
+from .records import RunRecord, RunStatus, Trigger
 from .schema import runs as t
 
 #: The name of the refresh job, kept from the seed guide.
@@ -88,7 +88,7 @@ class RunRepo:
         """
         base: dict[str, object] = {
             "job_name": job_name,
-            "trigger": "schedule",
+            "trigger": Trigger.SCHEDULE.value,
             "scheduled_for": tick,
             "created_at": now,
         }

@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 
 from ..connect import LABEL_MAX
 from ..keeper import Keeper
-from ..store import ConnectionRecord, RunRecord
+from ..store import ConnectionRecord, RunRecord, Trigger
 from .auth import ApiKeyCheck
 from .errors import ApiError, ErrorBody
 
@@ -154,7 +154,7 @@ def router(keeper: Keeper) -> APIRouter:
     )
     def trigger_refresh(body: Annotated[RefreshIn | None, Body()] = None) -> RefreshOut:
         """Start a refresh run now (all connections, or one); it goes on in the background."""
-        run = keeper.runs.begin(trigger="api", connection_id=body.connection_id if body else None)
+        run = keeper.runs.begin(trigger=Trigger.API, connection_id=body.connection_id if body else None)
         threading.Thread(target=_execute, args=(keeper, run), name=f"run-{run.id}", daemon=True).start()
         return RefreshOut(run_id=run.id)
 

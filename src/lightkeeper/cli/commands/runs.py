@@ -39,9 +39,11 @@ def refresh(
 
 
 def run_with_progress(keeper: Keeper, connection: int | None, *, show: bool) -> RunRecord:
+    from ...store import Trigger
+
     total = 1 if connection is not None else keeper.refreshable_count()
     with _progress(total, show=show) as advance:
-        return keeper.refresh(trigger="manual", connection_id=connection, progress=advance)
+        return keeper.refresh(trigger=Trigger.MANUAL, connection_id=connection, progress=advance)
 
 
 @contextmanager
