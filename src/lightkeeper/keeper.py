@@ -143,7 +143,11 @@ class Keeper:
 
     # -- the operations the CLI and the web app share ------------------------------------------------
     def refresh(
-        self, *, trigger: str = Trigger.MANUAL, connection_id: int | None = None, progress: ProgressCallback | None = None
+        self,
+        *,
+        trigger: str = Trigger.MANUAL,
+        connection_id: int | None = None,
+        progress: ProgressCallback | None = None,
     ) -> RunRecord:
         return self.runs.run(trigger=trigger, connection_id=connection_id, progress=progress)
 
