@@ -9,31 +9,15 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .errors import (
-    AccessDenied,
-    ConfigError,
-    ConnectFlowError,
-    ConnectionExpired,
-    ConnectionNotFound,
-    DecryptError,
-    InvalidClient,
-    InvalidGrant,
-    LightkeeperError,
-    ProviderError,
-    ProviderProtocolError,
-    ProviderUnavailable,
-    RateLimited,
-    SchemaOutOfDate,
-    StoreError,
-    UnknownKey,
-)
-
-__version__ = "0.1.0"
+# The whole error tree is public; errors.__all__ lists it once.
+from .errors import *  # noqa: F403
+from .errors import __all__ as _ERRORS
+from .version import __version__
 
 if TYPE_CHECKING:
     from .config import Settings, load_settings
     from .keeper import Keeper
-    from .store import ConnectionRecord, RunRecord, RunStatus, Status
+    from .store import ConnectionRecord, RunRecord, RunStatus, Status, Trigger
 
 _LAZY = {
     "Settings": "config",
@@ -43,6 +27,7 @@ _LAZY = {
     "RunRecord": "store",
     "RunStatus": "store",
     "Status": "store",
+    "Trigger": "store",
 }
 
 
@@ -52,29 +37,15 @@ def __getattr__(name: str) -> Any:
     return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
 
 
-__all__ = [
-    "AccessDenied",
-    "ConfigError",
-    "ConnectFlowError",
-    "ConnectionExpired",
-    "ConnectionNotFound",
+__all__ = [  # noqa: PLE0604 (the error tree's names come from errors.__all__)
+    *_ERRORS,
     "ConnectionRecord",
-    "DecryptError",
-    "InvalidClient",
-    "InvalidGrant",
     "Keeper",
-    "LightkeeperError",
-    "ProviderError",
-    "ProviderProtocolError",
-    "ProviderUnavailable",
-    "RateLimited",
     "RunRecord",
     "RunStatus",
-    "SchemaOutOfDate",
     "Settings",
     "Status",
-    "StoreError",
-    "UnknownKey",
+    "Trigger",
     "__version__",
     "load_settings",
 ]

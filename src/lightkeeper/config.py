@@ -16,11 +16,9 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Collection, Mapping
 from contextvars import ContextVar
-from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from croniter import CroniterBadDateError, CroniterError, croniter
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_core import ErrorDetails
 from pydantic_settings import (
@@ -31,8 +29,9 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from .crypto import parse_key, split_keys
+from .cron import check_cron
 from .errors import ConfigError
+from .keys import parse_key, split_keys
 
 CLIENT_ID = "LIGHTSPEED_CLIENT_ID"
 CLIENT_SECRET = "LIGHTSPEED_CLIENT_SECRET"
@@ -74,7 +73,7 @@ _ISOLATED: ContextVar[bool] = ContextVar("lightkeeper_settings_isolated", defaul
 
 
 class Settings(BaseSettings):
-    """Every setting of lightkeeper; see DESIGN.md, section Configuration."""
+    """Every setting of lightkeeper; the README's Configuration section explains each one."""
 
     model_config = SettingsConfigDict(
         env_file=".env",
@@ -104,24 +103,29 @@ class Settings(BaseSettings):
     lightkeeper_max_body_bytes: int = Field(1_048_576, ge=1024, le=2**30)
     lightkeeper_max_stock_body_bytes: int = Field(4_194_304, ge=1024, le=2**30)
 
+    # Cron (UTC) of the refresh job's ticks.
     refresh_schedule: str = "0 */6 * * *"
+    # The least gap between refresh requests of every process sharing the database.
     refresh_delay_ms: int = Field(200, ge=0)
+    # Refreshes in flight at once, per process.
     refresh_concurrency: int = Field(4, ge=1, le=64)
     # One refresh's lease: at least its worst case, 2 x HTTP_TIMEOUT_S + REFRESH_MAX_RETRY_AFTER_S (checked).
     refresh_lease_s: int = Field(120, ge=10)
     # The longest token-endpoint Retry-After a refresh waits out before leaving it to a later run.
     refresh_max_retry_after_s: float = Field(30.0, ge=0, le=3600, allow_inf_nan=False)
+    # A token expiring sooner than this is refreshed before it is handed out.
     token_refresh_leeway_s: int = Field(300, ge=0)
+    # The total deadline of one token request (connect, send, wait and read together).
     http_timeout_s: float = Field(20.0, gt=0, allow_inf_nan=False)
-    # A running run beats this often; one silent for 3 beats (+5 s) is shown as interrupted.
     # Where connect pages may send the merchant back to (origins, comma-separated); the public URL always.
     lightkeeper_return_to_origins: str = ""
-    # A local development run: the JSON API works without LIGHTKEEPER_API_KEY (never on a public host).
+    # A local development run: the JSON API works without LIGHTKEEPER_API_KEY (loopback only).
     lightkeeper_dev: bool = False
+    # A running run beats this often; one silent for 3 beats (+5 s) is shown as interrupted.
     run_heartbeat_s: float = Field(10.0, ge=0.1, le=300, allow_inf_nan=False)
-    # How often a worker looks for ticks, requests and runs when no NOTIFY wakes it.
     # How long a caller of fresh_token waits for a refresh another caller is doing, at most.
     token_wait_s: float = Field(30.0, ge=0.1, le=600, allow_inf_nan=False)
+    # How often a worker looks for ticks, requests and runs when no NOTIFY wakes it.
     worker_poll_s: float = Field(5.0, ge=0.05, le=60, allow_inf_nan=False)
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -258,22 +262,6 @@ class Settings(BaseSettings):
 def _origin(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.scheme.lower()}://{parts.netloc.rpartition('@')[2].lower()}"
-
-
-def check_cron(expression: str) -> str:
-    """``expression`` with single spaces, if it is a 5-field cron that fires; else ValueError."""
-    fields = expression.split()
-    if len(fields) != 5:
-        raise ValueError(f"not a valid cron expression: expected 5 fields, got {len(fields)}")
-    normalised = " ".join(fields)
-    try:
-        # A fixed start keeps this pure; get_next() catches expressions that never match (Feb 30).
-        croniter(normalised, datetime(2000, 1, 1, tzinfo=UTC)).get_next(datetime)
-    except CroniterBadDateError:
-        raise ValueError("not a valid cron expression: no date ever matches it") from None
-    except CroniterError as exc:
-        raise ValueError(f"not a valid cron expression: {exc}") from None
-    return normalised
 
 
 def _check_http_url(value: str) -> str:

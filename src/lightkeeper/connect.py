@@ -61,6 +61,8 @@ _MISCONFIGURED = (
     "Lightspeed did not accept this app's sign-in request, so nothing was connected. "
     "The app's operator must fix its configuration."
 )
+#: The OAuth error codes a callback URL may carry, in fixed words (never the URL's own text). They arrive in a
+#: URL anyone can forge, so each is the request's fault (400), even "Lightspeed is busy" (authorization_unavailable).
 _AUTHORIZATION_ERRORS = {
     "access_denied": (
         "access_denied",
@@ -70,8 +72,8 @@ _AUTHORIZATION_ERRORS = {
     "unauthorized_client": ("authorization_error", _MISCONFIGURED),
     "unsupported_response_type": ("authorization_error", _MISCONFIGURED),
     "invalid_scope": ("authorization_error", _MISCONFIGURED),
-    "server_error": ("provider_unavailable", f"Lightspeed had a problem with this sign-in. {_RETRY}"),
-    "temporarily_unavailable": ("provider_unavailable", f"Lightspeed is busy right now. {_RETRY}"),
+    "server_error": ("authorization_unavailable", f"Lightspeed had a problem with this sign-in. {_RETRY}"),
+    "temporarily_unavailable": ("authorization_unavailable", f"Lightspeed is busy right now. {_RETRY}"),
 }
 _UNKNOWN_ERROR = (
     "authorization_error",
@@ -164,8 +166,7 @@ class ConnectService:
     def check_csrf(self, cookie: str, submitted: str, *, purpose: str = "session") -> None:
         expected = self.csrf_token(cookie, purpose=purpose) if cookie else ""
         if not expected or not submitted or not hmac.compare_digest(expected.encode(), submitted.encode()):
-            raise ConnectFlowError("This form has expired. Reload the page and try again.", code="csrf_failed",
-                                   status=403)  # fmt: skip
+            raise ConnectFlowError("This form has expired. Reload the page and try again.", code="csrf_failed")
 
     @staticmethod
     def confirm_purpose(session_token: str) -> str:
@@ -217,7 +218,7 @@ class ConnectService:
             found = self.store.sessions.consume_state(state_hash, now)  # atomic: one callback wins
         if isinstance(found, Rejection):
             code, message = _STATE_REJECTIONS[found]
-            raise ConnectFlowError(message, code=code, status=403 if found is Rejection.FOREIGN else 400)
+            raise ConnectFlowError(message, code=code)
         verifier = self._cipher.decrypt_text(found.code_verifier, context=f"oauth_state:{state_hash}")
         return found.user_id, verifier
 
@@ -238,13 +239,11 @@ class ConnectService:
                 "Lightspeed rejected this app's credentials. The app's operator must fix its configuration; "
                 "retrying will not help.",
                 code="client_misconfigured",
-                status=502,
             ) from exc
         except ProviderError as exc:
             raise ConnectFlowError(
                 "Lightspeed could not complete the sign-in right now. Please try again in a minute.",
                 code="provider_unavailable",
-                status=502,
             ) from exc
 
     def _store_connection(self, user_id: str, tokens: TokenSet) -> ConnectionRecord:
@@ -271,7 +270,6 @@ class ConnectService:
             raise ConnectFlowError(
                 "Lightspeed did not say which account this is. Please try again in a minute.",
                 code="provider_unavailable",
-                status=502,
             ) from exc
 
     def _name_account(self, connection_id: int, tokens: TokenSet) -> None:

@@ -17,68 +17,23 @@ import base64
 import binascii
 import hashlib
 import os
-import string
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from .errors import ConfigError, DecryptError, UnknownKey
-
-if TYPE_CHECKING:  # config imports this module at run time; only the type flows the other way.
-    from .config import Settings
+from .keys import KEY_BYTES, parse_key, split_keys
 
 FORMAT = "lk1"
-KEY_BYTES = 32
 _NONCE_BYTES = 12  # the size GCM is specified for; random nonces are safe far beyond our volume
 _TAG_BYTES = 16
 _KID_CHARS = 8
 _KID_DOMAIN = b"lightkeeper-key-id:"  # keeps the key id unrelated to any other hash of the key
-_HEX = frozenset(string.hexdigits)
 _NOT_CONFIGURED = "(TOKEN_ENCRYPTION_KEY / TOKEN_ENCRYPTION_OLD_KEYS)"
 
 
 # --- keys -------------------------------------------------------------------------------------------
-
-
-def parse_key(text: str, *, name: str = "TOKEN_ENCRYPTION_KEY") -> bytes:
-    """The 32 key bytes written as 64 hex characters or as base64 (standard or url-safe, padding optional).
-
-    ``name`` is the variable named in the error; the value itself is never echoed.
-    """
-    candidate = text.strip()
-    key = _from_hex(candidate) if len(candidate) == 2 * KEY_BYTES else None
-    if key is None:
-        key = _from_base64(candidate)
-    if key is None or len(key) != KEY_BYTES:
-        raise ConfigError(f"{name} must be 32 bytes, base64 or hex")
-    return key
-
-
-def _from_hex(text: str) -> bytes | None:
-    # bytes.fromhex() would also accept spaces; a key is exactly 64 hex digits.
-    return bytes.fromhex(text) if set(text) <= _HEX else None
-
-
-def _from_base64(text: str) -> bytes | None:
-    return _b64decode(text.replace("-", "+").replace("_", "/"))
-
-
-def _b64decode(text: str) -> bytes | None:
-    """Strict base64 (``+/`` alphabet), padding optional; None when it is not base64."""
-    body = text.rstrip("=")
-    if not body or len(body) % 4 == 1:
-        return None
-    try:
-        return base64.b64decode(body + "=" * (-len(body) % 4), validate=True)
-    except binascii.Error:
-        return None
-
-
-def split_keys(text: str) -> list[str]:
-    """The entries of a comma-separated key list (``TOKEN_ENCRYPTION_OLD_KEYS``), blanks dropped."""
-    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def generate_key() -> str:
@@ -121,14 +76,12 @@ class TokenCipher:
             raise ConfigError(f"two configured keys share the key id {kid}: generate a new key")
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> TokenCipher:
-        """The cipher for ``TOKEN_ENCRYPTION_KEY`` plus ``TOKEN_ENCRYPTION_OLD_KEYS``."""
-        primary = settings.token_encryption_key.get_secret_value()
+    def from_texts(cls, primary: str, old: str = "") -> TokenCipher:
+        """The cipher for ``TOKEN_ENCRYPTION_KEY`` and a comma-separated ``TOKEN_ENCRYPTION_OLD_KEYS``."""
         if not primary.strip():
             raise ConfigError("Missing Lightspeed credentials: TOKEN_ENCRYPTION_KEY")
-        old_texts = split_keys(settings.token_encryption_old_keys.get_secret_value())
-        old = [parse_key(text, name="TOKEN_ENCRYPTION_OLD_KEYS") for text in old_texts]
-        return cls(parse_key(primary), old)
+        old_keys = [parse_key(text, name="TOKEN_ENCRYPTION_OLD_KEYS") for text in split_keys(old)]
+        return cls(parse_key(primary), old_keys)
 
     @property
     def primary_key_id(self) -> str:

@@ -2,6 +2,7 @@
 
     LightkeeperError                 root: catch this to catch everything we raise
     ├── ConfigError                  a setting is missing or malformed (exit code 2)
+    │   └── InputError               stock input that cannot be sent (exit code 2; nothing was sent)
     ├── DecryptError                 tampered ciphertext, or made for another row or field
     │   └── UnknownKey               made with a key that is not configured (a config fault)
     ├── StoreError                   the database cannot be used as it is
@@ -31,6 +32,10 @@ class ConfigError(LightkeeperError):
     """A setting is missing or malformed."""
 
 
+class InputError(ConfigError):
+    """Stock input that cannot be sent (exit code 2: fix the file, nothing was sent)."""
+
+
 class DecryptError(LightkeeperError):
     """A ciphertext cannot be decrypted with the configured keys."""
 
@@ -58,10 +63,10 @@ class ConnectionExpired(LightkeeperError):
 class ConnectFlowError(LightkeeperError):
     """A bad OAuth callback: forged, reused or expired state, denied access, missing code."""
 
-    def __init__(self, message: str, *, code: str = "invalid_callback", status: int = 400) -> None:
+    def __init__(self, message: str, *, code: str = "invalid_callback") -> None:
         super().__init__(message)
+        #: A stable, machine-readable reason; the web layer maps it to an HTTP status.
         self.code = code
-        self.status = status
 
 
 class ProviderError(LightkeeperError):
@@ -112,6 +117,7 @@ __all__ = [
     "ConnectionExpired",
     "ConnectionNotFound",
     "DecryptError",
+    "InputError",
     "InvalidClient",
     "InvalidGrant",
     "LightkeeperError",

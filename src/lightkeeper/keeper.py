@@ -1,7 +1,10 @@
 """``Keeper``: the services of lightkeeper wired together from settings.
 
-The CLI, the web app and library users all start here. Everything with a side effect (HTTP transport,
-clock, database) can be handed in, which is how tests run the real code against fakes at the seams.
+The CLI, the web app, the scheduler and library users all start here, and they talk to ``Keeper`` alone:
+its verbs (``connections``, ``fresh_token``, ``refresh``, ``disconnect``, ``create_link``, ``show_schedule``
+…) are the whole surface, so the parts behind them (store, refresher, connect flow) can change without
+their callers changing. Everything with a side effect (HTTP transport, clock, database) can be handed in,
+which is how tests run the real code against fakes at the seams.
 """
 
 from __future__ import annotations
@@ -9,23 +12,24 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import threading
 import uuid
-from datetime import timedelta
+from collections.abc import Mapping
+from datetime import datetime, timedelta
 from types import TracebackType
 
 import httpx2
 
-from . import __version__
 from .client import Lightspeed, LightspeedSession
 from .clock import Clock, utcnow
 from .config import Settings
-from .connect import ConnectService
+from .connect import ConnectLink, ConnectService, StartedSession
 from .crypto import TokenCipher
 from .errors import ConnectionNotFound
 from .lightspeed import ApiClient, OAuthClient
+from .lightspeed.pacing import Pacer
 from .refresh import (
     AccessGrant,
-    Pacer,
     ProgressCallback,
     Refresher,
     RunExecutor,
@@ -33,8 +37,22 @@ from .refresh import (
     TokenProvider,
     stale_after_s,
 )
-from .store import ConnectionRecord, RunRecord, Status, Store, Trigger, ensure_current, sqlite_path
+from .scheduler.schedule import ScheduleService, ScheduleState
+from .store import (
+    REFRESHABLE,
+    ConnectionRecord,
+    ConnectSession,
+    Job,
+    RunRecord,
+    Status,
+    Store,
+    Trigger,
+    current_revision,
+    ensure_current,
+    sqlite_path,
+)
 from .vault import TokenVault
+from .version import __version__
 
 USER_AGENT = f"lightkeeper/{__version__} (+https://github.com/lightkeeper)"
 
@@ -44,8 +62,18 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
+def schedule_service(settings: Settings, store: Store, *, clock: Clock = utcnow) -> ScheduleService:
+    """The refresh job's schedule service, wired from settings. ``Keeper.schedule`` is one; the CLI's
+    ``schedule`` commands build theirs on the database alone, as they need no credentials or key."""
+    return ScheduleService(store, clock=clock, default_schedule=settings.refresh_schedule)
+
+
 class Keeper:
-    """lightkeeper's services for one process. Use as a context manager, or call ``close``."""
+    """lightkeeper's services for one process. Use as a context manager, or call ``close``.
+
+    The attributes (``store``, ``tokens``, ``runs``, ``connect``, ``schedule``, …) are the wired parts,
+    public for tests and for the rare caller that needs one; everyday code uses the verbs below.
+    """
 
     def __init__(
         self,
@@ -60,7 +88,9 @@ class Keeper:
         self.clock = clock
         self.owner = owner or worker_id()
         self.store = store or Store.from_url(settings.database_url)
-        self.cipher = TokenCipher.from_settings(settings)
+        self.cipher = TokenCipher.from_texts(
+            settings.token_encryption_key.get_secret_value(), settings.token_encryption_old_keys.get_secret_value()
+        )
         self.http = httpx2.Client(
             transport=transport, timeout=settings.http_timeout_s, headers={"User-Agent": USER_AGENT}
         )
@@ -110,25 +140,29 @@ class Keeper:
                 stale_after=timedelta(seconds=stale_after_s(settings.run_heartbeat_s)),
             ),
         )
+        # Who ticks the refresh job (embedded schedulers or pg_cron), when, and whether.
+        self.schedule = schedule_service(settings, self.store, clock=clock)
 
-    def fresh_token(self, connection_id: int) -> AccessGrant:
-        """An access token valid for at least ``TOKEN_REFRESH_LEEWAY_S``, refreshed first if needed."""
-        return self.tokens.fresh_token(connection_id)
+    # -- connections -------------------------------------------------------------------------------------
+    def connections(self, *, user_id: str | None = None, status: str | None = None) -> list[ConnectionRecord]:
+        """Every connection, or those of one host-app user and/or in one status; latest refresh first."""
+        return self.store.connections.list(user_id=user_id, status=status)
 
-    def lightspeed(self, connection_id: int) -> LightspeedSession:
-        """The connection's Lightspeed API client, for ``with`` or ``async with``."""
-        return LightspeedSession(Lightspeed(self.tokens, self.api, connection_id))
+    def connection(self, connection_id: int) -> ConnectionRecord:
+        """One connection; ``ConnectionNotFound`` if there is none with this id."""
+        record = self.store.connections.get(connection_id)
+        if record is None:
+            raise ConnectionNotFound(f"there is no connection {connection_id}")
+        return record
 
-    async def afresh_token(self, connection_id: int) -> AccessGrant:
-        """``fresh_token`` for asyncio code."""
-        return await asyncio.to_thread(self.fresh_token, connection_id)
+    def refreshable_count(self) -> int:
+        """How many connections a refresh of everything would work on (``connected`` or ``error``)."""
+        return sum(self.store.connections.count(status=s.value) for s in REFRESHABLE)
 
     def disconnect(self, connection_id: int) -> ConnectionRecord:
         """Revoke at Lightspeed, forget the tokens, mark ``disconnected``. If Lightspeed cannot be told,
         nothing changes (a ProviderError says why); an already dead token counts as revoked."""
-        record = self.store.connections.get(connection_id)
-        if record is None:
-            raise ConnectionNotFound(f"there is no connection {connection_id}")
+        record = self.connection(connection_id)
         if record.status is not Status.DISCONNECTED:
             with self.tokens.leased(connection_id) as lease:
                 if lease.record.refresh_token is not None:
@@ -136,12 +170,27 @@ class Keeper:
                 self.store.connections.disconnect(connection_id, lease_token=lease.token, now=self.clock())
         return self.store.connections.get(connection_id) or record
 
-    def ensure_schema(self, *, auto_create: bool = True) -> None:
-        """Create a brand-new SQLite file's schema; refuse a database behind the code's migrations."""
-        is_file = sqlite_path(self.settings.database_url) is not None
-        ensure_current(self.store.engine, auto_create=auto_create and is_file)
+    # -- tokens ------------------------------------------------------------------------------------------
+    def fresh_token(self, connection_id: int) -> AccessGrant:
+        """An access token valid for at least ``TOKEN_REFRESH_LEEWAY_S``, refreshed first if needed."""
+        return self.tokens.fresh_token(connection_id)
 
-    # -- the operations the CLI and the web app share ------------------------------------------------
+    async def afresh_token(self, connection_id: int) -> AccessGrant:
+        """``fresh_token`` for asyncio code."""
+        return await asyncio.to_thread(self.fresh_token, connection_id)
+
+    def current_token(self, connection_id: int) -> AccessGrant | None:
+        """The stored access token if it is valid for the leeway, else None (then call ``fresh_token``).
+
+        One read and a decrypt: it never waits and never calls Lightspeed, so async code may call it on
+        its event loop and hand only a refresh to a thread."""
+        return self.tokens.current(connection_id)
+
+    def lightspeed(self, connection_id: int) -> LightspeedSession:
+        """The connection's Lightspeed API client, for ``with`` or ``async with``."""
+        return LightspeedSession(Lightspeed(self.tokens, self.api, connection_id))
+
+    # -- refresh runs ------------------------------------------------------------------------------------
     def refresh(
         self,
         *,
@@ -149,17 +198,138 @@ class Keeper:
         connection_id: int | None = None,
         progress: ProgressCallback | None = None,
     ) -> RunRecord:
+        """Refresh every refreshable connection (or one) in a recorded run, here and now; its final record.
+
+        ``progress`` is called once per connection done."""
         return self.runs.run(trigger=trigger, connection_id=connection_id, progress=progress)
 
-    def connections(self, *, user_id: str | None = None, status: str | None = None) -> list[ConnectionRecord]:
-        return self.store.connections.list(user_id=user_id, status=status)
+    def begin_run(self, *, trigger: str, connection_id: int | None = None) -> RunRecord:
+        """Record a run starting now (or the full run already going, to join) without working on it;
+        ``execute_run`` does the work, e.g. on a background thread. Refuses an unknown or expired
+        connection, and keys that decrypt nothing, before anything is recorded."""
+        return self.runs.begin(trigger=trigger, connection_id=connection_id)
+
+    def execute_run(
+        self,
+        run: RunRecord,
+        *,
+        progress: ProgressCallback | None = None,
+        stop: threading.Event | None = None,
+    ) -> RunRecord:
+        """Work on a run (begun here or by any other process) until it is over or ``stop`` is set; its
+        record then. Several processes may work on one run: the last one to leave closes it."""
+        return self.runs.execute(run, progress=progress, stop=stop)
 
     def run_history(self, *, limit: int = 20) -> list[RunRecord]:
-        self.runs.interrupt_stale()
+        """The newest runs first, after closing runs whose processes stopped beating (``interrupted``)."""
+        self.interrupt_stale_runs()
         return self.store.runs.list(limit=limit)
 
-    def refreshable_count(self) -> int:
-        return sum(self.store.connections.count(status=s) for s in ("connected", "error"))
+    def interrupt_stale_runs(self) -> int:
+        """Close as ``interrupted`` the runs nobody has worked on for a while; how many there were."""
+        return self.runs.interrupt_stale()
+
+    def running_runs(self) -> list[RunRecord]:
+        """Runs in progress, oldest first: what a worker helps with."""
+        return self.store.runs.running()
+
+    def start_queued_run(self) -> RunRecord | None:
+        """Start the oldest run requested by SQL or pg_cron (one process wins it, the others join it
+        as a running run); None when nothing is queued or another process won."""
+        return self.store.runs.activate_queued(owner=self.owner, now=self.clock())
+
+    def start_scheduled_run(self, job: Job, tick: datetime) -> RunRecord | None:
+        """Record the run of one cron tick of ``job``; None if another process recorded it first.
+
+        A tick that comes while a run is still going is recorded as ``skipped``, not doubled."""
+        return self.store.runs.start_tick(job_name=job.name, tick=tick, owner=self.owner, now=self.clock())
+
+    # -- the schedule ------------------------------------------------------------------------------------
+    def refresh_job(self) -> Job:
+        """The refresh job's row, created with ``REFRESH_SCHEDULE`` if there is none yet."""
+        return self.schedule.job()
+
+    def show_schedule(self) -> ScheduleState:
+        """The job's name, cron expression, whether it is active, who ticks it and its next run."""
+        return self.schedule.show()
+
+    def set_schedule(self, expression: str) -> ScheduleState:
+        """Change the cron expression (UTC); a bad one is refused (``ConfigError``) and changes nothing."""
+        return self.schedule.set(expression)
+
+    def pause_schedule(self) -> ScheduleState:
+        """Stop ticking until ``resume_schedule`` (the guide's ``cron.unschedule``)."""
+        return self.schedule.pause()
+
+    def resume_schedule(self) -> ScheduleState:
+        """Tick again from the next scheduled time; ticks missed while paused are not replayed."""
+        return self.schedule.resume()
+
+    def use_pg_cron(self) -> ScheduleState:
+        """Hand the job to pg_cron (PostgreSQL): ``SELECT refresh_lightspeed_tokens();`` on the schedule."""
+        return self.schedule.use_pg_cron()
+
+    def use_embedded(self) -> ScheduleState:
+        """Take the job back from pg_cron, keeping the schedule and state it had there."""
+        return self.schedule.use_embedded()
+
+    # -- the connect flow --------------------------------------------------------------------------------
+    def create_link(self, user_id: str, *, return_to: str | None = None, label: str | None = None) -> ConnectLink:
+        """A one-time URL, valid for an hour, that connects ``user_id``'s Lightspeed account; its confirm
+        page names ``label`` (whose store this is; default: the user id)."""
+        return self.connect.create_link(user_id, return_to=return_to, label=label)
+
+    def preview_link(self, link_token: str) -> ConnectSession:
+        """What a link's confirm page shows; uses nothing (scanners and previews open links).
+        ``ConnectFlowError`` if the link is unknown, used or expired."""
+        return self.connect.preview(link_token)
+
+    def start_connect(self, link_token: str) -> StartedSession:
+        """Use a link (the confirm page's button): opens a browser session and gives the URL of
+        Lightspeed's consent page."""
+        return self.connect.start(link_token)
+
+    def complete_connect(self, params: Mapping[str, str], *, browser_token: str) -> ConnectionRecord:
+        """Finish the OAuth callback: check its state against the browser session it was issued to,
+        exchange the code, store the tokens; the connection. ``ConnectFlowError`` changes nothing."""
+        return self.connect.complete(params, browser_token=browser_token)
+
+    def browser_session(self, browser_token: str) -> ConnectSession | None:
+        """The user behind a browser session's cookie, while the session lasts."""
+        return self.connect.browser_session(browser_token)
+
+    def authorize_url(self, user_id: str, *, session_id: int) -> str:
+        """Lightspeed's consent URL for a new sign-in of ``user_id`` in a browser session (Reconnect)."""
+        return self.connect.authorize_url(user_id, session_id=session_id)
+
+    @staticmethod
+    def csrf_token(cookie: str, *, purpose: str = "session") -> str:
+        """A form's CSRF token, bound to a cookie's secret and to the form's ``purpose``."""
+        return ConnectService.csrf_token(cookie, purpose=purpose)
+
+    def check_csrf(self, cookie: str, submitted: str, *, purpose: str = "session") -> None:
+        """``ConnectFlowError`` unless ``submitted`` is the CSRF token of ``cookie`` and ``purpose``."""
+        self.connect.check_csrf(cookie, submitted, purpose=purpose)
+
+    @staticmethod
+    def confirm_purpose(link_token: str) -> str:
+        """The CSRF purpose of one link's confirm form: its token passes for no other link."""
+        return ConnectService.confirm_purpose(link_token)
+
+    # -- the database ------------------------------------------------------------------------------------
+    def ensure_schema(self, *, auto_create: bool = True) -> None:
+        """Create a brand-new SQLite file's schema; refuse a database behind the code's migrations."""
+        is_file = sqlite_path(self.settings.database_url) is not None
+        ensure_current(self.store.engine, auto_create=auto_create and is_file)
+
+    def schema_revision(self) -> str | None:
+        """The database's migration revision (None: no lightkeeper schema); raises if it is unreachable."""
+        return current_revision(self.store.engine)
+
+    @property
+    def can_listen(self) -> bool:
+        """Whether workers can be woken by the database (PostgreSQL LISTEN/NOTIFY); elsewhere they poll."""
+        return self.store.can_listen
 
     def close(self) -> None:
         self.http.close()
@@ -174,4 +344,4 @@ class Keeper:
         self.close()
 
 
-__all__ = ["USER_AGENT", "Keeper", "worker_id"]
+__all__ = ["USER_AGENT", "Keeper", "schedule_service", "worker_id"]

@@ -13,16 +13,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .errors import AccessDenied, ConfigError, ConnectionExpired, LightkeeperError
+from .errors import AccessDenied, ConnectionExpired, InputError, LightkeeperError
 
 if TYPE_CHECKING:  # checking input needs no HTTP or database code: bad input is refused fast
     from .client import Lightspeed
 
 CSV_COLUMNS = ("item_id", "shop_id", "qoh")
-
-
-class InputError(ConfigError):
-    """Stock input that cannot be sent (exit code 2: fix the file, nothing was sent)."""
 
 
 @dataclass(frozen=True)
@@ -142,8 +138,9 @@ def send(
 def _send_one(client: Lightspeed, update: StockUpdate) -> tuple[RowResult, str | None]:
     """The row's result, and why the batch must stop if every further row would fail the same way."""
     try:
-        client.set_stock(item_id=update.item_id, qoh=update.qoh, shop_id=update.shop_id,
-                         item_shop_id=update.item_shop_id)  # fmt: skip
+        client.set_stock(
+            item_id=update.item_id, qoh=update.qoh, shop_id=update.shop_id, item_shop_id=update.item_shop_id
+        )
     except AccessDenied as exc:
         return _failed(update, f"401: {exc}"), "stopped after a persistent 401 from Lightspeed"
     except ConnectionExpired as exc:

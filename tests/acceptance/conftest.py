@@ -27,6 +27,7 @@ import pytest
 
 from lightkeeper import Keeper, load_settings
 from lightkeeper.simulator import SimulatorControl, SimulatorServer
+from lightkeeper.views import ConnectionView
 from lightkeeper.web.browser import continue_to_lightspeed
 from tests.conftest import CLIENT_ID, CLIENT_SECRET
 from tests.helpers import TEST_KEY, connect
@@ -189,9 +190,10 @@ class Lightkeeper:
         return keeper
 
     def seed(self, *users: str) -> list[dict[str, Any]]:
-        """Connect ``users`` through the real OAuth code exchange, in-process (no web server needed)."""
+        """Connect ``users`` through the real OAuth code exchange, in-process (no web server needed); each
+        connection as ``status --json`` prints it."""
         with self.keeper() as keeper:
-            return [connect(keeper, user).public() for user in users]
+            return [ConnectionView.model_validate(connect(keeper, user)).document() for user in users]
 
 
 def parse_json(result: subprocess.CompletedProcess[str]) -> Any:

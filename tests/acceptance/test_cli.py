@@ -56,9 +56,13 @@ RUN_KEYS = {
 }
 JOB_NAME = "refresh-lightspeed-tokens-every-6h"
 REFRESH_KEYS = ("run_id", "status", "total", "refreshed", "expired", "errors", "skipped")
+#: The one timestamp format of the CLI and the API (CHANGELOG, issue 10).
+RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
 
 
 def when(text: str) -> datetime:
+    """A timestamp of ``--json``: RFC 3339 in UTC with ``Z`` and microseconds, as the API writes it."""
+    assert RFC3339.fullmatch(text), f"not the documented timestamp form: {text!r}"
     parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     assert parsed.tzinfo is not None, f"timestamp without a time zone: {text}"
     return parsed

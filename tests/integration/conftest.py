@@ -11,17 +11,24 @@ from __future__ import annotations
 import os
 import secrets
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx2
 import psycopg
 import pytest
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
+from lightkeeper import Keeper
+from lightkeeper.clock import Clock
+from lightkeeper.simulator import SimulatorControl, SimulatorServer
 from lightkeeper.store import Store, make_engine, upgrade
+from tests.helpers import make_settings
+
+KeeperFactory = Callable[..., Keeper]
 
 ADMIN_URL = os.environ.get("LIGHTKEEPER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 CLONES_AHEAD = 4
@@ -170,3 +177,20 @@ def store(database_url: str) -> Iterator[Store]:
         yield store
     finally:
         store.close()
+
+
+@pytest.fixture
+def make_keeper(database_url: str, simulator_server: SimulatorServer, sim: SimulatorControl) -> Iterator[KeeperFactory]:
+    """``make_keeper(transport=None, clock=None, **env)``: Keepers on this test's database and the simulator,
+    each built as a separate process would build it (its own owner id, engine and HTTP client); closed after."""
+    opened: list[Keeper] = []
+
+    def factory(transport: httpx2.BaseTransport | None = None, clock: Clock | None = None, **env: str) -> Keeper:
+        settings = make_settings(database_url, simulator_server.url, **env)
+        keeper = Keeper(settings, transport=transport, **({"clock": clock} if clock else {}))
+        opened.append(keeper)
+        return keeper
+
+    yield factory
+    for keeper in opened:
+        keeper.close()

@@ -169,9 +169,12 @@ def test_reconnecting_the_same_account_updates_its_row(service: Service, sim: Si
     lease = service.keeper.store.connections.acquire(first.id, owner="test", lease=timedelta(minutes=1))
     assert lease is not None
     service.keeper.store.connections.mark_expired(
-        first.id, lease_token=lease.token, version=first.token_version, error="invalid_grant",
+        first.id,
+        lease_token=lease.token,
+        version=first.token_version,
+        error="invalid_grant",
         now=service.keeper.clock(),
-    )  # fmt: skip
+    )
 
     sim.authorize_mode("approve", account_id=first.account_id)
     page = service.browser.get(service.consent(service.link("user-1")))

@@ -71,9 +71,14 @@ def test_the_whole_answer_is_read_when_it_fits_the_budget(trickle_url: str) -> N
 def test_a_refresh_past_its_deadline_is_provider_unavailable(trickle_url: str) -> None:
     with httpx2.Client() as http:
         oauth = OAuthClient(
-            http=http, oauth_url=trickle_url, client_id="c", client_secret="s", redirect_uri="https://x/cb",
-            scope="employee:all", clock=utcnow,
+            http=http,
+            oauth_url=trickle_url,
+            client_id="c",
+            client_secret="s",
+            redirect_uri="https://x/cb",
+            scope="employee:all",
+            clock=utcnow,
             timeout_s=1.0,
-        )  # fmt: skip
+        )
         with pytest.raises(ProviderUnavailable, match="did not answer in time"):
             oauth.refresh("def50-refresh-token-value")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx2
@@ -18,28 +17,14 @@ from sqlalchemy import update
 from lightkeeper import ConfigError, Keeper, RunStatus, Status
 from lightkeeper.crypto import key_id, parse_key
 from lightkeeper.lightspeed.tokens import jwt_expiry
-from lightkeeper.simulator import SimulatorControl, SimulatorServer
+from lightkeeper.simulator import SimulatorControl
 from lightkeeper.store import ConnectionRecord
 from lightkeeper.store.schema import connections as connections_table
-from tests.helpers import TEST_KEY, connect, make_settings
+from tests.helpers import TEST_KEY, connect
+from tests.integration.conftest import KeeperFactory
 
-KeeperFactory = Callable[..., Keeper]
 OTHER_KEY = "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA="  # 32 bytes, base64; not TEST_KEY
 THIRD_KEY = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
-
-
-@pytest.fixture
-def make_keeper(database_url: str, simulator_server: SimulatorServer, sim: SimulatorControl) -> Iterator[KeeperFactory]:
-    opened: list[Keeper] = []
-
-    def factory(transport: httpx2.BaseTransport | None = None, **env: str) -> Keeper:
-        keeper = Keeper(make_settings(database_url, simulator_server.url, **env), transport=transport)
-        opened.append(keeper)
-        return keeper
-
-    yield factory
-    for keeper in opened:
-        keeper.close()
 
 
 def connect_many(keeper: Keeper, count: int) -> list[ConnectionRecord]:
@@ -236,3 +221,31 @@ def test_a_participant_that_fails_leaves_the_run_to_the_others(
     assert final.status is RunStatus.COMPLETED
     assert (final.total, final.refreshed) == (6, 6)  # the dying one's claim was handed back and counted once
     assert sim.reuse() == 0
+
+
+def test_a_run_waits_for_a_connection_leased_on_demand_and_handles_it(
+    make_keeper: KeeperFactory, sim: SimulatorControl
+) -> None:
+    keeper, other = make_keeper(REFRESH_CONCURRENCY="1"), make_keeper()
+    records = connect_many(keeper, 3)
+    last = records[-1]
+    rejected = other.vault.access_token(last)
+    sim.configure(token_latency_ms=300)
+    timer = threading.Timer(0.45, lambda: other.tokens.fresh_token(last.id, rejected=rejected))
+    timer.start()
+    run = keeper.refresh(trigger="manual")
+    timer.join()
+    assert (run.status, run.total) == (RunStatus.COMPLETED, 3)  # none left out while someone else held it
+    assert sim.reuse() == 0
+
+
+def test_joining_a_run_another_participant_closed_returns_at_once(
+    make_keeper: KeeperFactory, sim: SimulatorControl
+) -> None:
+    one, two = make_keeper(), make_keeper()
+    connect_many(one, 2)
+    first = one.refresh(trigger="manual")
+    two.refresh(trigger="manual")  # a newer run marks every row
+    with ThreadPoolExecutor(1) as pool:
+        late = pool.submit(one.runs.execute, first)
+        assert late.result(timeout=10).status is RunStatus.COMPLETED  # no endless loop over a closed run

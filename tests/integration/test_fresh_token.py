@@ -3,33 +3,17 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
 
 from lightkeeper import ConnectionExpired, ConnectionNotFound, Keeper, ProviderUnavailable, Status
-from lightkeeper.simulator import SimulatorControl, SimulatorServer
+from lightkeeper.simulator import SimulatorControl
 from lightkeeper.store import ConnectionRecord
 from tests.conftest import FakeClock
-from tests.helpers import connect, make_settings
-
-KeeperFactory = Callable[..., Keeper]
-
-
-@pytest.fixture
-def make_keeper(database_url: str, simulator_server: SimulatorServer, sim: SimulatorControl) -> Iterator[KeeperFactory]:
-    opened: list[Keeper] = []
-
-    def factory(clock: FakeClock | None = None, **env: str) -> Keeper:
-        keeper = Keeper(make_settings(database_url, simulator_server.url, **env), **({"clock": clock} if clock else {}))
-        opened.append(keeper)
-        return keeper
-
-    yield factory
-    for keeper in opened:
-        keeper.close()
+from tests.helpers import connect
+from tests.integration.conftest import KeeperFactory
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -16,25 +16,10 @@ from lightkeeper import ConfigError, Keeper, RunStatus, Status
 from lightkeeper.simulator import SimulatorControl, SimulatorServer
 from lightkeeper.store import ConnectionRecord, Store
 from lightkeeper.store.schema import connections as connections_table
+from lightkeeper.views import ConnectionView, RunView
 from tests.conftest import FakeClock
-from tests.helpers import age_heartbeat, connect, make_settings
-
-KeeperFactory = Callable[..., Keeper]
-
-
-@pytest.fixture
-def make_keeper(database_url: str, simulator_server: SimulatorServer) -> Iterator[KeeperFactory]:
-    opened: list[Keeper] = []
-
-    def factory(transport: httpx2.BaseTransport | None = None, clock: FakeClock | None = None, **env: str) -> Keeper:
-        settings = make_settings(database_url, simulator_server.url, **env)
-        keeper = Keeper(settings, transport=transport, **({"clock": clock} if clock else {}))
-        opened.append(keeper)
-        return keeper
-
-    yield factory
-    for keeper in opened:
-        keeper.close()
+from tests.helpers import age_heartbeat, connect
+from tests.integration.conftest import KeeperFactory
 
 
 @pytest.fixture
@@ -305,10 +290,17 @@ def test_a_refresher_whose_lease_ran_out_cannot_write_over_the_new_holder(
 
     # The slow refresher wakes up: it must not send (its lease has no time left), and cannot write.
     assert slow.refresher.refresh_claimed(held, trigger="manual").value == "skipped"
-    assert slow.store.connections.mark_error(
-        record.id, lease_token=held.token, version=held.record.token_version, error="late",
-        retry_at=slow.clock(), now=slow.clock(),
-    ) is False  # fmt: skip
+    assert (
+        slow.store.connections.mark_error(
+            record.id,
+            lease_token=held.token,
+            version=held.record.token_version,
+            error="late",
+            retry_at=slow.clock(),
+            now=slow.clock(),
+        )
+        is False
+    )
     after = slow.store.connections.get(record.id)
     assert after is not None and after.status is Status.CONNECTED
     assert slow.vault.refresh_token(after) == other.vault.refresh_token(winner)
@@ -329,12 +321,16 @@ def test_a_refresh_whose_lease_is_shorter_than_the_timeout_is_not_sent(
     assert after is not None and after.lease_token is None and after.token_version == record.token_version
 
 
-def test_run_skips_a_connection_leased_elsewhere(make_keeper: KeeperFactory, sim: SimulatorControl) -> None:
+def test_a_run_waits_for_a_connection_leased_elsewhere(make_keeper: KeeperFactory, sim: SimulatorControl) -> None:
     keeper = make_keeper()
     record = connect(keeper, "a")
-    keeper.store.connections.acquire(record.id, owner="someone-else", lease=timedelta(minutes=1))
-    assert keeper.refresh(trigger="manual").total == 0
-    assert sim.stats()["refreshes"] == 0
+    held = keeper.store.connections.acquire(record.id, owner="someone-else", lease=timedelta(seconds=2))
+    assert held is not None
+    started = time.monotonic()
+    run = keeper.refresh(trigger="manual")
+    # Never both at once: the run refreshed it only once the other holder's lease had ended.
+    assert (run.total, run.refreshed) == (1, 1) and time.monotonic() - started >= 1.5
+    assert sim.stats()["refreshes"] == 1 and sim.reuse() == 0
 
 
 def test_the_same_process_cannot_enter_a_lease_twice(keeper: Keeper) -> None:
@@ -399,8 +395,9 @@ def test_no_token_in_logs_records_or_database_file(
     secrets = {keeper.vault.refresh_token(r) for r in keeper.connections()}
     secrets |= {keeper.vault.access_token(r) for r in keeper.connections()}
     secrets |= {keeper.vault.refresh_token(r) for r in records} | {keeper.vault.access_token(r) for r in records}
-    written = caplog.text + repr([r.public() for r in keeper.run_history()])
-    written += repr([r.public() for r in keeper.connections()]) + repr(keeper.connections())
+    written = caplog.text + repr([RunView.model_validate(r).document() for r in keeper.run_history()])
+    written += repr([ConnectionView.model_validate(r).document() for r in keeper.connections()])
+    written += repr(keeper.connections())
     for secret in secrets:
         assert secret not in written
     if database_url.startswith("sqlite"):

@@ -6,26 +6,24 @@ bucket model of those accounts is forgotten too: each test starts with an empty 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import update
 
 from lightkeeper import Keeper
 from lightkeeper.lightspeed.bucket import PROCESS_PACER
-from lightkeeper.simulator import SimulatorControl, SimulatorServer
 from lightkeeper.store.schema import connections as connections_table
 from tests.acceptance.conftest import backend, cli, lk_database_url  # noqa: F401 (fixtures reused by name)
-from tests.helpers import make_settings
 from tests.integration.conftest import (  # noqa: F401 (fixtures reused by name)
+    KeeperFactory,
     database_url,
+    make_keeper,
     pg_clones,
     pg_database_url,
     pg_template,
     sqlite_url,
 )
-
-KeeperFactory = Callable[..., Keeper]
 
 
 @pytest.fixture(autouse=True)
@@ -36,26 +34,7 @@ def fresh_pacer() -> Iterator[None]:
 
 
 @pytest.fixture
-def make_keeper(
-    database_url: str,  # noqa: F811 (the imported fixture, by name)
-    simulator_server: SimulatorServer,
-    sim: SimulatorControl,
-) -> Iterator[KeeperFactory]:
-    """Keepers on this test's database (each one as a separate process would build it); closed after."""
-    opened: list[Keeper] = []
-
-    def factory(**env: str) -> Keeper:
-        keeper = Keeper(make_settings(database_url, simulator_server.url, **env))
-        opened.append(keeper)
-        return keeper
-
-    yield factory
-    for keeper in opened:
-        keeper.close()
-
-
-@pytest.fixture
-def keeper(make_keeper: KeeperFactory) -> Keeper:
+def keeper(make_keeper: KeeperFactory) -> Keeper:  # noqa: F811 (the shared fixture, by name)
     return make_keeper()
 
 

@@ -138,8 +138,13 @@ def test_waiting_for_a_refresh_held_elsewhere_is_bounded_for_every_caller(
 ) -> None:
     """Another process holds the lease (and is stuck): each caller gives up after ``wait``, not after the others."""
     now = keeper.clock()
-    set_row(keeper, record.id, token_expires_at=now - timedelta(minutes=1), acquired_by="elsewhere:1:stuck",
-            acquired_until=now + timedelta(minutes=5))  # fmt: skip
+    set_row(
+        keeper,
+        record.id,
+        token_expires_at=now - timedelta(minutes=1),
+        acquired_by="elsewhere:1:stuck",
+        acquired_until=now + timedelta(minutes=5),
+    )
     keeper.tokens.wait = timedelta(seconds=0.3)
 
     def call(_n: int) -> float:

@@ -107,8 +107,11 @@ def pg_cron_cluster() -> Iterator[str]:
         # pg_ctl writes the log as postgres: the file must be theirs before the server opens it.
         log.touch()
         shutil.chown(log, user="postgres", group="postgres")
-        _run(_as_postgres(PG_BIN / "pg_ctl", "-D", data, "-l", log, "-w", "-t", str(START_TIMEOUT_S), "start"),
-             "pg_ctl start", log)  # fmt: skip
+        _run(
+            _as_postgres(PG_BIN / "pg_ctl", "-D", data, "-l", log, "-w", "-t", str(START_TIMEOUT_S), "start"),
+            "pg_ctl start",
+            log,
+        )
         started = True
         admin_url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
         with _connect(admin_url) as conn:
@@ -117,8 +120,12 @@ def pg_cron_cluster() -> Iterator[str]:
         yield f"postgresql://postgres@127.0.0.1:{port}/{DATABASE}"
     finally:
         if started:
-            subprocess.run(_as_postgres(PG_BIN / "pg_ctl", "-D", data, "-m", "fast", "-w", "stop"),
-                           capture_output=True, timeout=START_TIMEOUT_S, check=False)  # fmt: skip
+            subprocess.run(
+                _as_postgres(PG_BIN / "pg_ctl", "-D", data, "-m", "fast", "-w", "stop"),
+                capture_output=True,
+                timeout=START_TIMEOUT_S,
+                check=False,
+            )
         shutil.rmtree(data, ignore_errors=True)
 
 

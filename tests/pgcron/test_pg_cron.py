@@ -287,8 +287,11 @@ def test_use_pg_cron_then_every_snippet_of_the_guide_works(
     shown = cli.json("schedule", "show")
     assert shown["job_name"] == JOB_NAME
     assert (shown["owner"], shown["schedule"], shown["active"], shown["note"]) == (
-        "pg_cron", DEFAULT_SCHEDULE, True, None,
-    )  # fmt: skip
+        "pg_cron",
+        DEFAULT_SCHEDULE,
+        True,
+        None,
+    )
     assert shown["next_run_at"] is not None
     assert "ticked by pg_cron" in cli("schedule", "show", check=0).stdout
 
@@ -307,8 +310,13 @@ def test_use_pg_cron_then_every_snippet_of_the_guide_works(
     status = rows(pg_cron_url, CHECK_CONNECTION_STATUS)
     assert [(row["user_id"], row["status"]) for row in status] == [("user-guide", "connected")]
     assert list(status[0]) == [
-        "user_id", "status", "account_name", "token_expires_at", "last_token_refresh_at", "last_error",
-    ]  # fmt: skip
+        "user_id",
+        "status",
+        "account_name",
+        "token_expires_at",
+        "last_token_refresh_at",
+        "last_error",
+    ]
     assert status[0]["account_name"]
     assert status[0]["last_error"] is None
 
@@ -324,8 +332,11 @@ def test_use_pg_cron_then_every_snippet_of_the_guide_works(
     assert [(r["schedule"], r["active"]) for r in cron_job(pg_cron_url)] == [(DEFAULT_SCHEDULE, True)]
     shown = cli.json("schedule", "show")
     assert (shown["owner"], shown["schedule"], shown["active"], shown["note"]) == (
-        "pg_cron", DEFAULT_SCHEDULE, True, None,
-    )  # fmt: skip
+        "pg_cron",
+        DEFAULT_SCHEDULE,
+        True,
+        None,
+    )
 
     # Maintenance: Change Schedule
     assert len(rows(pg_cron_url, CHANGE_SCHEDULE)) == 1
@@ -405,8 +416,11 @@ def test_use_embedded_takes_the_job_back_with_cron_jobs_schedule(
     assert rows(pg_cron_url, CHECK_JOB_ACTIVE) == []
     shown = cli.json("schedule", "show")
     assert (shown["owner"], shown["schedule"], shown["active"], shown["note"]) == (
-        "embedded", "0 */3 * * *", True, None,
-    )  # fmt: skip
+        "embedded",
+        "0 */3 * * *",
+        True,
+        None,
+    )
 
     observer = keeper_factory()
     job = observer.store.jobs.get(JOB_NAME)

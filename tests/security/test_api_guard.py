@@ -143,8 +143,12 @@ def test_dev_mode_answers_this_machine_only_and_never_through_a_proxy(serve_app:
     with serve_app(LIGHTKEEPER_DEV="1") as server:
         with server.anonymous() as local:
             assert local.get("/api/connections").status_code == 200
-        for proxy in ({"X-Forwarded-For": "203.0.113.9"}, {"X-Forwarded-For": "127.0.0.1"},
-                      {"Forwarded": "for=127.0.0.1"}, {"X-Real-IP": "127.0.0.1"}):  # fmt: skip
+        for proxy in (
+            {"X-Forwarded-For": "203.0.113.9"},
+            {"X-Forwarded-For": "127.0.0.1"},
+            {"Forwarded": "for=127.0.0.1"},
+            {"X-Real-IP": "127.0.0.1"},
+        ):
             with server.anonymous(**proxy) as proxied:
                 answer = proxied.get("/api/connections")
                 assert answer.status_code == 401 and answer.json()["code"] == "unauthorized", proxy

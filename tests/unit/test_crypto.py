@@ -7,7 +7,6 @@ import os
 
 import pytest
 
-from lightkeeper.config import load_settings
 from lightkeeper.crypto import TokenCipher, generate_key, key_id, parse_key
 from lightkeeper.errors import ConfigError, DecryptError
 
@@ -152,18 +151,16 @@ def test_cipher_refuses_wrong_key_length() -> None:
         TokenCipher(bytes(16))
 
 
-def test_from_settings() -> None:
+def test_from_texts() -> None:
     primary, old = generate_key(), generate_key()
-    env = {"TOKEN_ENCRYPTION_KEY": primary, "TOKEN_ENCRYPTION_OLD_KEYS": f" {old} ,"}
-    cipher = TokenCipher.from_settings(load_settings(env, require={"TOKEN_ENCRYPTION_KEY"}))
+    cipher = TokenCipher.from_texts(primary, f" {old} ,")
     assert cipher.primary_key_id == key_id(parse_key(primary))
     assert cipher.key_ids == (key_id(parse_key(primary)), key_id(parse_key(old)))
 
 
-def test_from_settings_without_key() -> None:
-    settings = load_settings({}, require=())
+def test_from_texts_without_key() -> None:
     with pytest.raises(ConfigError, match="TOKEN_ENCRYPTION_KEY"):
-        TokenCipher.from_settings(settings)
+        TokenCipher.from_texts("  ", "")
 
 
 # --- parse_key / generate_key ---

@@ -22,8 +22,8 @@ from lightkeeper.errors import (
     RateLimited,
 )
 from lightkeeper.lightspeed import OAuthClient, TokenSet, account_id_from_jwt, new_pkce, new_state
+from lightkeeper.lightspeed.error_mapping import parse_retry_after
 from lightkeeper.lightspeed.pkce import s256_challenge
-from lightkeeper.lightspeed.responses import parse_retry_after
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 OAUTH_URL = "https://cloud.example.test"

@@ -13,8 +13,9 @@ EVERY_6H = "0 */6 * * *"
 
 
 def job(*, schedule: str = EVERY_6H, active: bool = True, owner: str = "embedded", updated: datetime) -> Job:
-    return Job(name="refresh-lightspeed-tokens-every-6h", schedule=schedule, active=active, owner=owner,
-               updated_at=updated)  # fmt: skip
+    return Job(
+        name="refresh-lightspeed-tokens-every-6h", schedule=schedule, active=active, owner=owner, updated_at=updated
+    )
 
 
 def at(hour: int, minute: int = 0, second: int = 0, day: int = 2) -> datetime:

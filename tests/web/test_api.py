@@ -7,6 +7,7 @@ the few that involve no database behaviour (the key check, the schema, metrics) 
 
 from __future__ import annotations
 
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
@@ -18,6 +19,7 @@ from sqlalchemy import text
 
 from lightkeeper.simulator import SimulatorControl
 from lightkeeper.store import head_revision
+from lightkeeper.views import ConnectionView, RunView
 from lightkeeper.web.browser import continue_to_lightspeed
 from tests.web.conftest import AppServer, ServeApp
 
@@ -79,6 +81,8 @@ RUN_FIELDS = {
     "message",
 }
 TIME_FIELDS = ("token_expires_at", "last_token_refresh_at", "next_attempt_at", "started_at", "finished_at")
+#: The one timestamp format of the API and the CLI (CHANGELOG, issue 10): RFC 3339, UTC, microseconds.
+RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
 
 
 def call(client: httpx2.Client, method: str, path: str, body: Any = None) -> httpx2.Response:
@@ -95,20 +99,16 @@ def assert_error(response: httpx2.Response, status: int, code: str, case: object
 
 
 def when(value: str) -> datetime:
+    """A timestamp of an answer, which must be in the documented format."""
+    assert RFC3339.fullmatch(value), f"not the documented RFC 3339 form: {value!r}"
     return datetime.fromisoformat(value)
 
 
-def same_document(api: dict[str, Any], cli: dict[str, Any]) -> bool:
-    """The API's document equals ``--json``'s: the same fields and values (times compared as instants)."""
-    if set(api) != set(cli):
-        return False
-    for key, value in api.items():
-        if key in TIME_FIELDS and value is not None and cli[key] is not None:
-            if when(value) != when(cli[key]):
-                return False
-        elif value != cli[key]:
-            return False
-    return True
+def assert_times_documented(document: dict[str, Any]) -> None:
+    """Every timestamp of a connection or run document is in the documented format."""
+    for key in TIME_FIELDS:
+        if document.get(key) is not None:
+            when(document[key])
 
 
 # -- the key -----------------------------------------------------------------------------------------
@@ -239,7 +239,8 @@ def test_connections_have_the_status_json_fields_and_no_token(app_server: AppSer
     [first] = listed.json()
     assert first == one.json()
     assert set(first) == CONNECTION_FIELDS
-    assert same_document(first, record.public()), (first, record.public())  # `lightkeeper status --json`
+    assert first == ConnectionView.model_validate(record).document()  # what `lightkeeper status --json` prints
+    assert_times_documented(first)
     assert first["status"] == "connected" and first["account_name"] and first["user_id"] == "user-1"
     for body in (listed.text, one.text):
         assert "access_token" not in body and "refresh_token" not in body
@@ -470,8 +471,10 @@ def test_runs_lists_the_history_as_runs_json(app_server: AppServer) -> None:
     assert response.status_code == 200
     runs = response.json()
     assert [set(r) for r in runs] == [RUN_FIELDS, RUN_FIELDS]
-    cli = [run.public() for run in app_server.keeper.run_history()]  # what `lightkeeper runs --json` prints
-    assert all(same_document(api, printed) for api, printed in zip(runs, cli, strict=True)), (runs, cli)
+    cli = [RunView.model_validate(run).document() for run in app_server.keeper.run_history()]  # `runs --json`
+    assert runs == cli
+    for run in runs:
+        assert_times_documented(run)
     assert [r["trigger"] for r in runs] == ["manual", "api"]  # newest first
     assert [r["status"] for r in runs] == ["completed", "completed"]
     assert len(app_server.client.get("/api/runs", params={"limit": 1}).json()) == 1

@@ -52,7 +52,7 @@ def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]], *, 
 
 
 def when(value: str | None) -> str:
-    """ISO timestamps shortened for tables: 2026-01-01T06:00:00.123+00:00 → 2026-01-01 06:00:00Z."""
+    """A view's timestamp as tables show it: 2026-01-01T06:00:00Z → 2026-01-01 06:00:00Z; none → "-"."""
     if not value:
         return "-"
     return value[:19].replace("T", " ") + "Z"

@@ -14,10 +14,10 @@ import httpx2
 
 from lightkeeper.errors import ProviderProtocolError, RateLimited
 from lightkeeper.lightspeed.bucket import PROCESS_PACER, BucketPacer
-from lightkeeper.lightspeed.responses import check_api_response, json_object, translate_transport_errors
+from lightkeeper.lightspeed.error_mapping import check_api_response, json_object, translate_transport_errors
 from lightkeeper.lightspeed.tokens import Account
 
-#: Request costs from LIGHTSPEED.md, used only to book the bucket before sending; the answer's headers
+#: Request costs from docs/LIGHTSPEED.md, used only to book the bucket before sending; the answer's headers
 #: then give the real level.
 GET_COST = 1.0
 PUT_ONE_RELATION_COST = 1.5

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-#: Until Lightspeed's headers say otherwise (LIGHTSPEED.md: bucket 90, drip 1/s for one register).
+#: Until Lightspeed's headers say otherwise (docs/LIGHTSPEED.md: bucket 90, drip 1/s for one register).
 DEFAULT_SIZE = 90.0
 DEFAULT_DRIP = 1.0
 

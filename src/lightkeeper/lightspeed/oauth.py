@@ -2,7 +2,7 @@
 
 The caller hands in the ``httpx2.Client`` (the transport seam) and the clock; this module keeps no state
 between calls and knows nothing of where tokens are stored. Bodies are always form-encoded and a refresh never
-sends ``scope``: Lightspeed has answered ``invalid_grant`` to JSON bodies carrying a scope (LIGHTSPEED.md).
+sends ``scope``: Lightspeed has answered ``invalid_grant`` to JSON bodies carrying a scope (docs/LIGHTSPEED.md).
 """
 
 from __future__ import annotations
@@ -14,11 +14,8 @@ import httpx2
 from lightkeeper.clock import Clock
 from lightkeeper.errors import InvalidGrant
 from lightkeeper.lightspeed.deadline import post_within
-from lightkeeper.lightspeed.responses import (
-    check_oauth_response,
-    parse_token_response,
-    translate_transport_errors,
-)
+from lightkeeper.lightspeed.error_mapping import check_oauth_response, translate_transport_errors
+from lightkeeper.lightspeed.token_response import parse_token_response
 from lightkeeper.lightspeed.tokens import TokenSet
 
 _AUTHORIZE_PATH = "/auth/oauth/authorize"

@@ -23,6 +23,7 @@ from ..errors import ConnectionExpired, ConnectionNotFound, ProviderError, Provi
 from ..store import REFRESHABLE, ConnectionRecord, Lease, Status
 from . import policy
 from .policy import Outcome
+from .run import CLAIM_AHEAD_S
 from .single import Refresher
 
 
@@ -103,11 +104,15 @@ class TokenProvider:
 
     def _acquire(self, connection_id: int) -> Lease | None:
         """The lease, taken right after a pacing slot; None (no slot spent) while someone holds it."""
-        connections = self.refresher.store.connections
+        connections, pacer = self.refresher.store.connections, self.refresher.pacer
         if connections.lease_live(connection_id):
             return None
-        self.refresher.pacer.wait()
-        return connections.acquire(connection_id, owner=self.refresher.owner, lease=self.refresher.lease)
+        slot = pacer.reserve()
+        pacer.sleep_until(slot - CLAIM_AHEAD_S)
+        leased = connections.acquire(connection_id, owner=self.refresher.owner, lease=self.refresher.lease)
+        if leased is not None:
+            pacer.sleep_until(slot)
+        return leased
 
     def _refresh(self, leased: Lease, rejected: str | None) -> AccessGrant:
         record = leased.record
@@ -195,8 +200,10 @@ def _busy(connection_id: int) -> ProviderUnavailable:
 
 def _failure(connection_id: int, outcome: Outcome, error: Exception | None) -> Exception:
     if outcome is Outcome.EXPIRED:
-        return ConnectionExpired(f"connection {connection_id}: Lightspeed refused the refresh token (invalid_grant): "
-                                 "the merchant must reconnect")  # fmt: skip
+        return ConnectionExpired(
+            f"connection {connection_id}: Lightspeed refused the refresh token (invalid_grant): "
+            "the merchant must reconnect"
+        )
     if isinstance(error, ProviderError):
         return error
     return ProviderUnavailable(

@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from ..clock import Clock
-from ..errors import ConfigError, DecryptError, InvalidClient, ProviderError, RateLimited, UnknownKey
+from ..errors import ConfigError, DecryptError, InvalidClient, ProviderError, UnknownKey
 from ..lightspeed import OAuthClient, TokenSet
+from ..lightspeed.pacing import Pacer, retry_once_after
 from ..store import Lease, Store, Tally
 from ..vault import TokenVault
 from . import policy
 from .locks import ConnectionLocks
-from .pacing import Pacer
 from .policy import Outcome
 
 log = logging.getLogger(__name__)
@@ -97,29 +97,30 @@ class Refresher:
 
     def _call_lightspeed(self, lease: Lease) -> TokenSet:
         refresh_token = self.vault.refresh_token(lease.record)
-        try:
-            return self._send(lease, refresh_token)
-        except RateLimited as exc:
-            if exc.retry_after is None or exc.retry_after > self.max_retry_after:
-                raise
-            self.pacer.hold(exc.retry_after)  # every process waits, then this one tries once more
-            self.pacer.wait()
-            try:
-                return self._send(lease, refresh_token)
-            except _NotSent:
-                raise exc from None  # the wait ate the lease: the 429 is this refresh's outcome
-
-    def _send(self, lease: Lease, refresh_token: str) -> TokenSet:
-        if lease.seconds_left() < self.http_timeout:
+        if not self._lease_outlives_a_request(lease):
             raise _NotSent
-        return self.oauth.refresh(refresh_token)
+        # A 429 holds every process; the one retry goes only if the wait left the lease long enough.
+        return retry_once_after(
+            lambda: self.oauth.refresh(refresh_token),
+            pacer=self.pacer,
+            max_wait=self.max_retry_after,
+            may_send=lambda: self._lease_outlives_a_request(lease),
+        )
+
+    def _lease_outlives_a_request(self, lease: Lease) -> bool:
+        """Policy of invariant 1: send only on a lease with at least ``HTTP_TIMEOUT_S`` left."""
+        return lease.seconds_left() >= self.http_timeout
 
     def _save(self, lease: Lease, tokens: TokenSet, run_id: int | None) -> Outcome:
         record = lease.record
         saved = self.store.connections.save_tokens(
-            record.id, lease_token=lease.token, version=record.token_version,
-            tokens=self.vault.seal(record.id, tokens), now=self.clock(), tally=_tally(run_id, Outcome.REFRESHED),
-        )  # fmt: skip
+            record.id,
+            lease_token=lease.token,
+            version=record.token_version,
+            tokens=self.vault.seal(record.id, tokens),
+            now=self.clock(),
+            tally=_tally(run_id, Outcome.REFRESHED),
+        )
         if saved:
             self._log.info("connection %s refreshed, access token valid until %s", record.id, tokens.expires_at)
             return Outcome.REFRESHED
@@ -132,15 +133,24 @@ class Refresher:
         if isinstance(exc, ProviderError) and policy.is_fatal_for_connection(exc):
             outcome = Outcome.EXPIRED
             marked = self.store.connections.mark_expired(
-                record.id, lease_token=lease.token, version=record.token_version, error=error, now=now,
+                record.id,
+                lease_token=lease.token,
+                version=record.token_version,
+                error=error,
+                now=now,
                 tally=_tally(run_id, outcome),
-            )  # fmt: skip
+            )
         else:
             outcome = Outcome.ERROR
             marked = self.store.connections.mark_error(
-                record.id, lease_token=lease.token, version=record.token_version, error=error,
-                retry_at=policy.retry_at(record, exc, now), now=now, tally=_tally(run_id, outcome),
-            )  # fmt: skip
+                record.id,
+                lease_token=lease.token,
+                version=record.token_version,
+                error=error,
+                retry_at=policy.retry_at(record, exc, now),
+                now=now,
+                tally=_tally(run_id, outcome),
+            )
         self._log.warning("connection %s: %s (%s)", record.id, outcome.value, error)
         return outcome if marked else Outcome.SKIPPED  # not marked: the lease or the tokens moved on
 

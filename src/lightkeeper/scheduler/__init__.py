@@ -3,6 +3,6 @@
 from __future__ import annotations
 
 from .trigger import due_tick, latest_tick, next_tick
-from .worker import Worker
+from .worker import Worker, WorkerKeeper
 
-__all__ = ["Worker", "due_tick", "latest_tick", "next_tick"]
+__all__ = ["Worker", "WorkerKeeper", "due_tick", "latest_tick", "next_tick"]

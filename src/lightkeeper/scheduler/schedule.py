@@ -19,7 +19,9 @@ from .trigger import next_tick
 
 
 @dataclass(frozen=True)
-class ScheduleView:
+class ScheduleState:
+    """The refresh job's schedule as it is now (``views.ScheduleView`` shows it)."""
+
     job_name: str
     schedule: str
     active: bool
@@ -27,31 +29,23 @@ class ScheduleView:
     next_run_at: datetime | None
     note: str | None = None
 
-    def public(self) -> dict[str, Any]:
-        return {
-            "job_name": self.job_name,
-            "schedule": self.schedule,
-            "active": self.active,
-            "owner": self.owner,
-            "next_run_at": self.next_run_at.isoformat() if self.next_run_at else None,
-            "note": self.note,
-        }
-
 
 class ScheduleService:
+    """Shows and changes the refresh job's schedule; ``Keeper.schedule`` is the one wired from settings."""
+
     def __init__(self, store: Store, *, clock: Clock, default_schedule: str) -> None:
         self.store, self.clock, self.default_schedule = store, clock, default_schedule
 
     def job(self) -> Job:
         return self.store.jobs.ensure(JOB_NAME, schedule=self.default_schedule, now=self.clock())
 
-    def show(self) -> ScheduleView:
+    def show(self) -> ScheduleState:
         job = self.job()
         if job.owner == PG_CRON:
             return self._pg_cron_view()
         return self._view(job.schedule, job.active, EMBEDDED)
 
-    def set(self, expression: str) -> ScheduleView:
+    def set(self, expression: str) -> ScheduleState:
         """Change the cron expression; a bad one is refused with the reason and changes nothing."""
         try:
             expression = check_cron(expression)
@@ -59,13 +53,13 @@ class ScheduleService:
             raise ConfigError(f"{exc}; the schedule was not changed") from None
         return self._change(schedule=expression)
 
-    def pause(self) -> ScheduleView:
+    def pause(self) -> ScheduleState:
         return self._change(active=False)
 
-    def resume(self) -> ScheduleView:
+    def resume(self) -> ScheduleState:
         return self._change(active=True)
 
-    def use_pg_cron(self) -> ScheduleView:
+    def use_pg_cron(self) -> ScheduleState:
         """Hand the job to pg_cron: install the SQL function and ``cron.schedule`` it."""
         engine = self.store.engine
         pgcron.require_postgresql(engine)
@@ -79,7 +73,7 @@ class ScheduleService:
         self.store.jobs.update(JOB_NAME, now=self.clock(), owner=PG_CRON)
         return self.show()
 
-    def use_embedded(self) -> ScheduleView:
+    def use_embedded(self) -> ScheduleState:
         """Take the job back from pg_cron, keeping the schedule and state it had there."""
         job = self.job()
         values: dict[str, object] = {"owner": EMBEDDED}
@@ -98,7 +92,7 @@ class ScheduleService:
         self.store.jobs.update(JOB_NAME, now=self.clock(), **values)
         return self.show()
 
-    def _change(self, **values: Any) -> ScheduleView:
+    def _change(self, **values: Any) -> ScheduleState:
         job = self.job()
         if job.owner == PG_CRON:
             cron = pgcron.cron_job(self.store.engine)
@@ -109,16 +103,16 @@ class ScheduleService:
         self.store.jobs.update(JOB_NAME, now=self.clock(), **values)
         return self.show()
 
-    def _pg_cron_view(self) -> ScheduleView:
+    def _pg_cron_view(self) -> ScheduleState:
         cron = pgcron.cron_job(self.store.engine)
         if cron is None:
             note = "pg_cron owns the job but it is not scheduled in cron.job (cron.unschedule was run)"
-            return ScheduleView(JOB_NAME, self.job().schedule, False, PG_CRON, None, note)
+            return ScheduleState(JOB_NAME, self.job().schedule, False, PG_CRON, None, note)
         return self._view(cron.schedule, cron.active, PG_CRON)
 
-    def _view(self, schedule: str, active: bool, owner: str) -> ScheduleView:
+    def _view(self, schedule: str, active: bool, owner: str) -> ScheduleState:
         upcoming = next_tick(schedule, self.clock()) if active and _is_cron(schedule) else None
-        return ScheduleView(JOB_NAME, schedule, active, owner, upcoming)
+        return ScheduleState(JOB_NAME, schedule, active, owner, upcoming)
 
 
 def _is_cron(expression: str) -> bool:
@@ -129,4 +123,4 @@ def _is_cron(expression: str) -> bool:
     return True
 
 
-__all__ = ["ScheduleService", "ScheduleView"]
+__all__ = ["ScheduleService", "ScheduleState"]

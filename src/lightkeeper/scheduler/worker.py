@@ -10,30 +10,59 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import datetime
+from typing import Protocol
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from ..clock import Clock
+from ..config import Settings
 from ..errors import ConfigError, LightkeeperError
-from ..keeper import Keeper
-from ..store import JOB_NAME, Job
+from ..store import Job, RunRecord
 from .trigger import due_tick
 from .wake import PgListener, Wake
 
 log = logging.getLogger(__name__)
 
 
+class WorkerKeeper(Protocol):
+    """The ``Keeper`` a worker drives: these verbs and no more (``Keeper`` has them).
+
+    A protocol rather than an import: ``Keeper`` wires this package's schedule service, so the scheduler
+    importing the keeper back would be a cycle.
+    """
+
+    settings: Settings
+    clock: Clock
+    owner: str
+
+    @property
+    def can_listen(self) -> bool: ...
+    def interrupt_stale_runs(self) -> int: ...
+    def refresh_job(self) -> Job: ...
+    def start_scheduled_run(self, job: Job, tick: datetime) -> RunRecord | None: ...
+    def start_queued_run(self) -> RunRecord | None: ...
+    def running_runs(self) -> list[RunRecord]: ...
+    def execute_run(self, run: RunRecord, *, stop: threading.Event | None = None) -> RunRecord: ...
+
+
 class Worker:
-    def __init__(self, keeper: Keeper, *, poll_s: float = 5.0, stop: threading.Event | None = None) -> None:
+    """One replica's scheduler loop over a ``Keeper``; ``poll_s`` defaults to ``WORKER_POLL_S``."""
+
+    def __init__(
+        self, keeper: WorkerKeeper, *, poll_s: float | None = None, stop: threading.Event | None = None
+    ) -> None:
+        settings = keeper.settings
         self.keeper = keeper
-        self.poll_s = poll_s
+        self.poll_s = settings.worker_poll_s if poll_s is None else poll_s
+        self._database_url = settings.database_url
         self.stop = stop or threading.Event()
         self.wake = Wake()
         self._handled_tick: datetime | None = None
 
     def run_forever(self) -> None:
         """Work until ``stop`` is set; returns after in-flight refreshes are done."""
-        if self.keeper.store.dialect == "postgresql":
-            PgListener(self.keeper.settings.database_url, self.wake, self.stop).start()
+        if self.keeper.can_listen:
+            PgListener(self._database_url, self.wake, self.stop).start()
         log.info("worker %s started (poll every %ss)", self.keeper.owner, self.poll_s)
         while not self.stop.is_set():
             self.step()
@@ -47,9 +76,9 @@ class Worker:
     def step(self) -> None:
         """One pass over everything there is to do now."""
         try:
-            self.keeper.runs.interrupt_stale()
-            self.tick(self.job())
-            self.keeper.store.runs.activate_queued(owner=self.keeper.owner, now=self.keeper.clock())
+            self.keeper.interrupt_stale_runs()
+            self.tick(self.keeper.refresh_job())
+            self.keeper.start_queued_run()
             self.help_running()
         except ConfigError as exc:
             log.error("run failed: %s", exc)  # the run record says so too; keep serving the others
@@ -60,26 +89,22 @@ class Worker:
         except Exception:  # a bug must not silently end the scheduler: log it, try again next poll
             log.exception("unexpected error in worker step")
 
-    def job(self) -> Job:
-        settings = self.keeper.settings
-        return self.keeper.store.jobs.ensure(JOB_NAME, schedule=settings.refresh_schedule, now=self.keeper.clock())
-
     def tick(self, job: Job) -> None:
         """Start the due tick's run unless this process or another replica already recorded it."""
         tick = due_tick(job, self.keeper.clock())
         if tick is None or tick == self._handled_tick:
             return
-        run = self.keeper.store.runs.start_tick(job_name=job.name, tick=tick, owner=self.keeper.owner,
-                                                now=self.keeper.clock())  # fmt: skip
+        run = self.keeper.start_scheduled_run(job, tick)
         self._handled_tick = tick
         if run is not None:
             log.info("tick %s: run %s %s", tick.isoformat(), run.id, run.status.value)
 
     def help_running(self) -> None:
-        for run in self.keeper.store.runs.running():
+        """Work on every run in progress, wherever it was started, until it is over or we must stop."""
+        for run in self.keeper.running_runs():
             if self.stop.is_set():
                 return
-            self.keeper.runs.execute(run, stop=self.stop)
+            self.keeper.execute_run(run, stop=self.stop)
 
 
-__all__ = ["Worker"]
+__all__ = ["Worker", "WorkerKeeper"]

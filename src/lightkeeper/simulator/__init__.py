@@ -7,8 +7,8 @@ client code over real HTTP, in tests and in demos (``lightkeeper simulate``).
 from __future__ import annotations
 
 from lightkeeper.simulator.app import create_app
+from lightkeeper.simulator.config import SimulatorConfig
 from lightkeeper.simulator.control import SimulatorControl
 from lightkeeper.simulator.server import SimulatorServer, serve
-from lightkeeper.simulator.state import SimulatorConfig
 
 __all__ = ["SimulatorConfig", "SimulatorControl", "SimulatorServer", "create_app", "serve"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
+from lightkeeper.simulator.config import SimulatorConfig
 from lightkeeper.simulator.server import DEFAULT_PORT, serve
-from lightkeeper.simulator.state import SimulatorConfig
 
 
 def build_parser() -> argparse.ArgumentParser:

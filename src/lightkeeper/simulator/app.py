@@ -22,7 +22,9 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from lightkeeper.simulator.state import Reply, SimulatorConfig, SimulatorError, SimulatorState
+from lightkeeper.simulator.config import SimulatorConfig
+from lightkeeper.simulator.replies import Reply, SimulatorError
+from lightkeeper.simulator.state import SimulatorState
 
 Handler = Callable[[], Awaitable[Reply]]
 

@@ -13,15 +13,19 @@ Kinds, and what the next ``count`` requests to ``endpoint`` get:
 - ``invalid_client_json`` (token, revoke): 401 ``invalid_client`` exactly as a wrong client secret gets.
 - ``no_expires_in`` (token): the real grant runs (rotation, counters) but a 200 answer lacks ``expires_in``;
   the access token's JWT still carries ``exp``.
+
+``FaultQueue`` holds the queued faults and hands each request the one it must suffer; ``app.py`` applies it.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from lightkeeper.simulator.replies import (
+    JsonDict,
     Reply,
     SimulatorError,
     access_denied,
@@ -151,4 +155,39 @@ def _fault_status(kind: str, spec: Mapping[str, Any]) -> int:
     return status
 
 
-__all__ = ["FAULT_ENDPOINTS", "FAULT_KINDS", "Fault", "parse_fault"]
+class FaultQueue:
+    """Faults waiting for their requests; the caller holds the state lock.
+
+    Faults for one endpoint are served first-in first-out, each to its next ``count`` requests.
+    """
+
+    def __init__(self, stats: Counter[str]) -> None:
+        # The provider's counters: request counts per endpoint and ``faults_served`` are kept here.
+        self._stats = stats
+        self._faults: list[Fault] = []
+
+    def begin(self, endpoint: str) -> Fault | None:
+        """Count a request to ``endpoint`` and pop the fault it must suffer, if one is queued."""
+        self._stats[f"{endpoint}_requests"] += 1
+        for fault in self._faults:
+            if fault.endpoint == endpoint:
+                fault.count -= 1
+                if fault.count <= 0:
+                    self._faults.remove(fault)
+                self._stats["faults_served"] += 1
+                return Fault(**{**asdict(fault), "count": 1})
+        return None
+
+    def add(self, fault: Fault) -> JsonDict:
+        """Queue ``fault``; returns the listing with it."""
+        self._faults.append(fault)
+        return self.listing()
+
+    def listing(self) -> JsonDict:
+        return {"faults": [asdict(f) for f in self._faults]}
+
+    def clear(self) -> None:
+        self._faults.clear()
+
+
+__all__ = ["FAULT_ENDPOINTS", "FAULT_KINDS", "Fault", "FaultQueue", "parse_fault"]

@@ -1,7 +1,7 @@
 """What the simulated provider answers: the ``Reply`` shape and Lightspeed's error bodies.
 
-A leaf module (imports nothing from the simulator) so both ``state.py`` (the provider's rules) and
-``faults.py`` (canned failures) build their answers from the same bodies.
+A leaf module (imports nothing from the simulator) so the provider's rules (``oauth.py``, ``api.py``) and
+the canned failures (``faults.py``) build their answers from the same bodies.
 """
 
 from __future__ import annotations

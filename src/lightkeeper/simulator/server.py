@@ -10,8 +10,9 @@ from types import TracebackType
 import uvicorn
 
 from lightkeeper.simulator.app import create_app
+from lightkeeper.simulator.config import SimulatorConfig
 from lightkeeper.simulator.control import SimulatorControl
-from lightkeeper.simulator.state import SimulatorConfig, SimulatorState
+from lightkeeper.simulator.state import SimulatorState
 
 DEFAULT_PORT = 8900
 # Bounds how long shutdown waits for in-flight requests (e.g. ones held by a "timeout" fault).

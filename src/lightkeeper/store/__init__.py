@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from sqlalchemy import Engine
 
+from . import dialect
 from .connections import ConnectionRepo, EncryptPair, Lease, NewTokens, Tally
 from .engine import make_engine, normalise_url, sqlite_path
 from .jobs import EMBEDDED, PG_CRON, JobRepo
@@ -44,8 +45,9 @@ class Store:
         return cls(make_engine(url))
 
     @property
-    def dialect(self) -> str:
-        return self.engine.dialect.name
+    def can_listen(self) -> bool:
+        """Whether workers can be woken by LISTEN/NOTIFY (PostgreSQL); elsewhere they poll."""
+        return dialect.is_postgresql(self.engine)
 
     def close(self) -> None:
         self.engine.dispose()

@@ -227,7 +227,7 @@ class ConnectionRepo:
     def has_claimable(self, run_id: int, connection_id: int | None = None) -> bool:
         """Whether ``claim_next`` would find a row now (a cheap look before taking a pacing slot)."""
         with self._engine.connect() as conn:
-            query = select(t.c.id).where(_claimable(conn, run_id)).limit(1)
+            query = select(t.c.id).where(_claimable(conn, run_id), _run_is_running(run_id)).limit(1)
             if connection_id is not None:
                 query = query.where(t.c.id == connection_id)
             return conn.execute(query).first() is not None
@@ -259,12 +259,17 @@ class ConnectionRepo:
         """Give a claimed connection back untouched (a stopping worker): the run will claim it again."""
         self._update(_ours(connection_id, lease_token), last_run_id=None, **_RELEASE)
 
-    def count_in_flight(self, run_id: int) -> int:
-        """Connections claimed for this run and not yet released: the run is over when this is zero.
+    def count_in_flight(self, run_id: int, connection_id: int | None = None) -> int:
+        """Connections the run still waits for: its own claims not yet released, and connections it has not
+        handled that someone else holds a lease on (an on-demand refresh); once freed, the run claims them.
 
-        Leases that ran out count too, until another participant takes them over.
+        Leases that ran out count too, until they are taken over.
         """
-        query = select(func.count()).where(t.c.claim_run_id == run_id)
+        pending = and_(t.c.status.in_([s.value for s in REFRESHABLE]), _not_done_in(run_id))
+        held = and_(t.c.acquired_until.is_not(None), or_(t.c.claim_run_id == run_id, pending))
+        query = select(func.count()).where(held)
+        if connection_id is not None:  # a run of one connection waits for that one only
+            query = query.where(t.c.id == connection_id)
         with self._engine.connect() as conn:
             return int(conn.execute(query).scalar_one())
 

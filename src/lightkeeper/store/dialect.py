@@ -3,6 +3,8 @@
 Queries ask this module for the database's time, an upsert, a notification; they never branch on the
 dialect themselves (APScheduler 4's SQLAlchemy data store is the model).
 
+Timestamps are timezone-aware UTC on both (``UTCDateTime``: SQLite has no time zones, so it stores naive UTC).
+
 Time: leases, heartbeats, staleness and pacing slots are judged by one clock. On PostgreSQL that is the
 server's ``statement_timestamp()``, so a replica whose own clock is minutes off cannot free a live lease.
 SQLite lives in one file on one machine, whose clock every process shares: there it is the wall clock.
@@ -10,22 +12,52 @@ SQLite lives in one file on one machine, whose clock every process shares: there
 
 from __future__ import annotations
 
-import time
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, DateTime, Float, Interval, Table, func, literal, select, type_coerce
+from sqlalchemy import Connection, DateTime, Dialect, Engine, Float, Interval, Table, func, literal, select, type_coerce
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.types import TypeDecorator
 
 from ..clock import utcnow
-from .schema import UTCDateTime
 
 POSTGRESQL = "postgresql"
+SQLITE = "sqlite"
 
 
-def is_postgresql(conn: Connection) -> bool:
+def is_postgresql(conn: Connection | Engine) -> bool:
     return conn.dialect.name == POSTGRESQL
+
+
+def is_sqlite(conn: Connection | Engine) -> bool:
+    return conn.dialect.name == SQLITE
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC timestamps on every dialect.
+
+    PostgreSQL keeps ``timestamptz``; SQLite has no time zones, so values are stored as naive UTC and
+    given their zone back on the way out. Naive values on the way in are a bug and are refused.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store: use timezone-aware UTC")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == SQLITE else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)  # type: ignore[no-any-return]
+        return value.astimezone(UTC)  # type: ignore[no-any-return]
 
 
 def now(conn: Connection) -> ColumnElement[datetime]:
@@ -43,10 +75,14 @@ def now_plus(conn: Connection, seconds: float) -> ColumnElement[datetime]:
 
 
 def epoch(conn: Connection) -> ColumnElement[float]:
-    """The database's "now" in seconds since the epoch, for arithmetic that SQLite's text dates cannot do."""
+    """The database's "now" in seconds since the epoch, read when the row is reached (after any lock wait),
+    for pacing slots: a slot computed before waiting for the pacing row would be stale by that wait."""
     if is_postgresql(conn):
-        return type_coerce(func.extract("epoch", func.statement_timestamp()), Float)
-    return literal(time.time(), Float)
+        return type_coerce(func.extract("epoch", func.clock_timestamp()), Float)
+    return type_coerce((func.julianday("now") - _UNIX_EPOCH_JULIAN_DAY) * 86400.0, Float)
+
+
+_UNIX_EPOCH_JULIAN_DAY = 2440587.5
 
 
 def greatest(conn: Connection, first: ColumnElement[Any], second: ColumnElement[Any]) -> ColumnElement[Any]:
@@ -65,4 +101,16 @@ def notify(conn: Connection, channel: str, payload: str) -> None:
         conn.execute(select(func.pg_notify(channel, payload)))
 
 
-__all__ = ["POSTGRESQL", "epoch", "greatest", "insert", "is_postgresql", "notify", "now", "now_plus"]
+__all__ = [
+    "POSTGRESQL",
+    "SQLITE",
+    "UTCDateTime",
+    "epoch",
+    "greatest",
+    "insert",
+    "is_postgresql",
+    "is_sqlite",
+    "notify",
+    "now",
+    "now_plus",
+]

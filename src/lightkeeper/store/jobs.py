@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import Engine, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
+from . import dialect
 from .records import Job
 from .schema import jobs as t
 
@@ -21,9 +21,8 @@ class JobRepo:
     def ensure(self, name: str, *, schedule: str, now: datetime) -> Job:
         """The job, created active with ``schedule`` the first time (``REFRESH_SCHEDULE`` seeds it)."""
         with self._engine.begin() as conn:
-            dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
             conn.execute(
-                dialect_insert(t)
+                dialect.insert(conn, t)
                 .values(name=name, schedule=schedule, active=True, owner=EMBEDDED, updated_at=now)
                 .on_conflict_do_nothing()
             )

@@ -12,6 +12,7 @@ from alembic.util import CommandError
 from sqlalchemy import Engine, inspect
 
 from ..errors import SchemaOutOfDate
+from . import dialect
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 UPGRADE_HINT = "run `lightkeeper db upgrade`"
@@ -55,7 +56,7 @@ def ensure_current(engine: Engine, *, auto_create: bool) -> None:
     current = current_revision(engine)
     if current == head_revision():
         return
-    if auto_create and engine.dialect.name == "sqlite" and current is None and is_empty(engine):
+    if auto_create and dialect.is_sqlite(engine) and current is None and is_empty(engine):
         upgrade(engine)
         return
     if current is not None and not _known(current):

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, Engine, text
 
 from ..errors import StoreError
+from . import dialect
 from .runs import JOB_NAME, NOTIFY_CHANNEL
 
 COMMAND = "SELECT refresh_lightspeed_tokens();"
@@ -45,7 +46,7 @@ class CronJob:
 
 
 def require_postgresql(engine: Engine) -> None:
-    if engine.dialect.name != "postgresql":
+    if not dialect.is_postgresql(engine):
         raise StoreError("this needs PostgreSQL: DATABASE_URL points to SQLite, which has no pg_cron")
 
 

@@ -69,21 +69,6 @@ class ConnectionRecord:
         values["status"] = Status(values["status"])
         return cls(**values)
 
-    def public(self) -> dict[str, Any]:
-        """The fields shown to operators and API callers: never a token."""
-        return {
-            "id": self.id,
-            "user_id": self.user_id,
-            "account_id": self.account_id,
-            "account_name": self.account_name,
-            "status": self.status.value,
-            "token_expires_at": _iso(self.token_expires_at),
-            "last_token_refresh_at": _iso(self.last_token_refresh_at),
-            "last_error": self.last_error,
-            "consecutive_failures": self.consecutive_failures,
-            "next_attempt_at": _iso(self.next_attempt_at),
-        }
-
 
 @dataclass(frozen=True)
 class RunRecord:
@@ -111,23 +96,6 @@ class RunRecord:
         values = dict(row._mapping)
         values["status"] = RunStatus(values["status"])
         return cls(**values)
-
-    def public(self) -> dict[str, Any]:
-        return {
-            "run_id": self.id,
-            "job_name": self.job_name,
-            "trigger": self.trigger,
-            "status": self.status.value,
-            "connection_id": self.connection_id,
-            "started_at": _iso(self.started_at or self.created_at),
-            "finished_at": _iso(self.finished_at),
-            "total": self.total,
-            "refreshed": self.refreshed,
-            "expired": self.expired,
-            "errors": self.errors,
-            "skipped": self.skipped,
-            "message": self.message,
-        }
 
 
 @dataclass(frozen=True)
@@ -160,10 +128,6 @@ class OAuthState:
     user_id: str
     session_id: int | None
     code_verifier: str = field(repr=False)  # ciphertext
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
 
 
 __all__ = [

@@ -117,10 +117,14 @@ class RunRepo:
                 stmt = (
                     update(t)
                     .where(t.c.id == oldest.scalar_subquery(), t.c.status == RunStatus.QUEUED.value)
-                    .values(status=RunStatus.RUNNING.value, started_at=now, heartbeat_at=dialect.now(conn),
-                            acquired_by=owner)
+                    .values(
+                        status=RunStatus.RUNNING.value,
+                        started_at=now,
+                        heartbeat_at=dialect.now(conn),
+                        acquired_by=owner,
+                    )
                     .returning(*t.c)
-                )  # fmt: skip
+                )
                 row = conn.execute(stmt).first()
         except IntegrityError:
             self._skip_queued(now)

@@ -6,9 +6,9 @@ except ``POST /api/connections/{id}/token``, whose whole point is one.
 
 from __future__ import annotations
 
+import logging
 import threading
-from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Request, Security
@@ -19,11 +19,13 @@ from pydantic import BaseModel, Field
 
 from ..connect import LABEL_MAX
 from ..keeper import Keeper
-from ..store import ConnectionRecord, RunRecord, Trigger
+from ..store import RunRecord, Trigger
+from ..views import ConnectionStatus, ConnectionView, ConnectLinkView, RunStartedView, RunView, TokenView
 from .auth import ApiKeyCheck
 from .errors import ApiError, ErrorBody
 
-StatusName = Literal["connected", "expired", "error", "disconnected"]
+log = logging.getLogger(__name__)
+
 # Ids are 32-bit in the schema: a bigger number is a malformed request (422), not a database error (500).
 ConnectionId = Annotated[int, Path(ge=1, le=2**31 - 1, description="A connection id.")]
 
@@ -46,52 +48,8 @@ class ConnectSessionIn(BaseModel):
     )
 
 
-class ConnectSessionOut(BaseModel):
-    url: str = Field(description="One-time link, valid for an hour: hand it to the user.")
-    expires_at: datetime
-
-
-class ConnectionOut(BaseModel):
-    id: int
-    user_id: str
-    account_id: str
-    account_name: str | None
-    status: StatusName
-    token_expires_at: datetime | None
-    last_token_refresh_at: datetime | None
-    last_error: str | None
-    consecutive_failures: int
-    next_attempt_at: datetime | None
-
-
-class TokenOut(BaseModel):
-    access_token: str = Field(description="Valid for at least TOKEN_REFRESH_LEEWAY_S.")
-    expires_at: datetime
-    account_id: str
-
-
 class RefreshIn(BaseModel):
     connection_id: int | None = Field(None, ge=1, le=2**31 - 1, description="Only this connection.")
-
-
-class RefreshOut(BaseModel):
-    run_id: int
-
-
-class RunOut(BaseModel):
-    run_id: int
-    job_name: str
-    trigger: str
-    status: str
-    connection_id: int | None
-    started_at: datetime | None
-    finished_at: datetime | None
-    total: int
-    refreshed: int
-    expired: int
-    errors: int
-    skipped: int
-    message: str | None
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -104,34 +62,36 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 def router(keeper: Keeper) -> APIRouter:
     api = APIRouter(prefix="/api", tags=["api"], dependencies=[Depends(authorize(keeper))], responses=ERRORS)
     not_found: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody, "description": "`connection_not_found`"}}
+    settings = keeper.settings
+    return_to_origins = settings.return_to_origins
 
-    @api.post("/connect-sessions", response_model=ConnectSessionOut, status_code=201)
-    def create_connect_session(body: ConnectSessionIn) -> ConnectSessionOut:
+    @api.post("/connect-sessions", response_model=ConnectLinkView, status_code=201)
+    def create_connect_session(body: ConnectSessionIn) -> ConnectLinkView:
         """A one-time connect link for a user; ``return_to`` must be on the allow-list."""
-        _check_return_to(keeper, body.return_to)
-        link = keeper.connect.create_link(body.user_id, return_to=body.return_to, label=body.label)
-        return ConnectSessionOut(url=link.url, expires_at=link.expires_at)
+        _check_return_to(return_to_origins, body.return_to)
+        link = keeper.create_link(body.user_id, return_to=body.return_to, label=body.label)
+        return ConnectLinkView.model_validate(link)
 
-    @api.get("/connections", response_model=list[ConnectionOut])
+    @api.get("/connections", response_model=list[ConnectionView])
     def list_connections(
-        user_id: Annotated[str | None, Query(max_length=200, pattern=NO_NUL)] = None, status: StatusName | None = None
-    ) -> list[dict[str, Any]]:
+        user_id: Annotated[str | None, Query(max_length=200, pattern=NO_NUL)] = None,
+        status: ConnectionStatus | None = None,
+    ) -> list[ConnectionView]:
         """Connections, optionally of one user and/or in one status."""
-        return [record.public() for record in keeper.store.connections.iter(user_id=user_id, status=status)]
+        return [ConnectionView.model_validate(record) for record in keeper.connections(user_id=user_id, status=status)]
 
-    @api.get("/connections/{connection_id}", response_model=ConnectionOut, responses=not_found)
-    def get_connection(connection_id: ConnectionId) -> dict[str, Any]:
-        return _connection(keeper, connection_id).public()
+    @api.get("/connections/{connection_id}", response_model=ConnectionView, responses=not_found)
+    def get_connection(connection_id: ConnectionId) -> ConnectionView:
+        return ConnectionView.model_validate(keeper.connection(connection_id))
 
-    @api.delete("/connections/{connection_id}", response_model=ConnectionOut, responses=not_found)
-    def delete_connection(connection_id: ConnectionId) -> dict[str, Any]:
+    @api.delete("/connections/{connection_id}", response_model=ConnectionView, responses=not_found)
+    def delete_connection(connection_id: ConnectionId) -> ConnectionView:
         """Disconnect: revoke at Lightspeed, delete the stored tokens, status ``disconnected``."""
-        _connection(keeper, connection_id)
-        return keeper.disconnect(connection_id).public()
+        return ConnectionView.model_validate(keeper.disconnect(connection_id))
 
     @api.post(
         "/connections/{connection_id}/token",
-        response_model=TokenOut,
+        response_model=TokenView,
         responses=not_found | {409: {"model": ErrorBody, "description": "`connection_expired`"}},
     )
     async def fresh_token(connection_id: ConnectionId) -> JSONResponse:
@@ -140,28 +100,27 @@ def router(keeper: Keeper) -> APIRouter:
         # read and a decrypt (~0.2 ms on SQLite), done on the event loop; only a refresh, which may wait on
         # Lightspeed or on another refresher, goes to a worker thread. The ready JSONResponse skips
         # FastAPI's model validation, which for this route would be another thread hop.
-        grant = keeper.tokens.current(connection_id)
+        grant = keeper.current_token(connection_id)
         if grant is None:
             grant = await run_in_threadpool(keeper.fresh_token, connection_id)
-        body = TokenOut(access_token=grant.access_token, expires_at=grant.expires_at, account_id=grant.account_id)
-        return JSONResponse(body.model_dump(mode="json"))
+        return JSONResponse(TokenView.model_validate(grant).document())
 
     @api.post(
         "/refresh",
-        response_model=RefreshOut,
+        response_model=RunStartedView,
         status_code=202,
         responses=not_found | {409: {"model": ErrorBody, "description": "`connection_expired`: reconnect first"}},
     )
-    def trigger_refresh(body: Annotated[RefreshIn | None, Body()] = None) -> RefreshOut:
+    def trigger_refresh(body: Annotated[RefreshIn | None, Body()] = None) -> RunStartedView:
         """Start a refresh run now (all connections, or one); it goes on in the background."""
-        run = keeper.runs.begin(trigger=Trigger.API, connection_id=body.connection_id if body else None)
+        run = keeper.begin_run(trigger=Trigger.API, connection_id=body.connection_id if body else None)
         threading.Thread(target=_execute, args=(keeper, run), name=f"run-{run.id}", daemon=True).start()
-        return RefreshOut(run_id=run.id)
+        return RunStartedView(run_id=run.id)
 
-    @api.get("/runs", response_model=list[RunOut])
-    def list_runs(limit: Annotated[int, Query(ge=1, le=1000)] = 20) -> list[dict[str, Any]]:
+    @api.get("/runs", response_model=list[RunView])
+    def list_runs(limit: Annotated[int, Query(ge=1, le=1000)] = 20) -> list[RunView]:
         """The job history, newest first, as ``lightkeeper runs --json`` prints it."""
-        return [run.public() for run in keeper.run_history(limit=limit)]
+        return [RunView.model_validate(run) for run in keeper.run_history(limit=limit)]
 
     return api
 
@@ -186,14 +145,7 @@ def authorize(keeper: Keeper) -> Any:
     return check
 
 
-def _connection(keeper: Keeper, connection_id: int) -> ConnectionRecord:
-    record = keeper.store.connections.get(connection_id)
-    if record is None:
-        raise ApiError(404, "connection_not_found", f"there is no connection {connection_id}")
-    return record
-
-
-def _check_return_to(keeper: Keeper, return_to: str | None) -> None:
+def _check_return_to(allowed: frozenset[str], return_to: str | None) -> None:
     if return_to is None:
         return
     try:
@@ -201,17 +153,15 @@ def _check_return_to(keeper: Keeper, return_to: str | None) -> None:
     except ValueError:  # e.g. "http://[" (a malformed IPv6 host)
         raise ApiError(422, "validation_error", "return_to is not a valid URL") from None
     origin = f"{parts.scheme.lower()}://{parts.netloc.lower()}"
-    if parts.scheme not in ("http", "https") or origin not in keeper.settings.return_to_origins:
+    if parts.scheme not in ("http", "https") or origin not in allowed:
         raise ApiError(422, "validation_error", "return_to is not on the allow-list (LIGHTKEEPER_RETURN_TO_ORIGINS)")
 
 
 def _execute(keeper: Keeper, run: RunRecord) -> None:
     try:
-        keeper.runs.execute(run)
+        keeper.execute_run(run)
     except Exception:  # recorded on the run; a background thread has nobody else to tell
-        import logging
-
-        logging.getLogger(__name__).exception("background run %s failed", run.id)
+        log.exception("background run %s failed", run.id)
 
 
 __all__ = ["router"]

@@ -13,9 +13,9 @@ from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from .. import __version__
 from ..keeper import Keeper
-from ..store import current_revision, head_revision
+from ..store import head_revision
+from ..version import __version__
 from . import api, errors, pages, stock_api
 from .auth import ApiKeyCheck, ApiKeyMiddleware
 from .headers import SecurityHeadersMiddleware
@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 DESCRIPTION = """Keeps Lightspeed Retail OAuth connections alive.
 
 Every `/api/` route needs `Authorization: Bearer $LIGHTKEEPER_API_KEY`. Errors are JSON
-`{"code", "message"}` with a stable `code`."""
+`{"code", "message"}` with a stable `code`. Times are RFC 3339 in UTC with microseconds:
+`2026-11-30T18:00:00.000000Z`, as `lightkeeper … --json` prints them."""
 
 
 def create_app(keeper: Keeper) -> FastAPI:
@@ -55,7 +56,7 @@ def create_app(keeper: Keeper) -> FastAPI:
 
 def _health(keeper: Keeper) -> JSONResponse:
     try:
-        current = current_revision(keeper.store.engine)
+        current = keeper.schema_revision()
     except Exception as exc:  # any database failure is "unhealthy", said in one line
         log.warning("health check: database unreachable: %s", type(exc).__name__)
         return JSONResponse({"status": "unavailable", "database": "unreachable"}, status_code=503)

@@ -73,8 +73,23 @@ def _classify(exc: LightkeeperError) -> ApiError:
     if isinstance(exc, (ConfigError, DecryptError)):
         return ApiError(500, "configuration_error", str(exc))
     if isinstance(exc, ConnectFlowError):
-        return ApiError(exc.status, exc.code, str(exc))
+        return ApiError(flow_status(exc), exc.code, str(exc))
     return ApiError(500, "internal_error", "an unexpected error happened; see the service log")
+
+
+#: The HTTP status of each connect-flow refusal (the flow itself knows nothing of HTTP); others are 400.
+_FLOW_STATUS = {
+    "session_required": 401,
+    "csrf_failed": 403,
+    "browser_mismatch": 403,
+    "connection_not_found": 404,
+    "client_misconfigured": 502,
+    "provider_unavailable": 502,
+}
+
+
+def flow_status(exc: ConnectFlowError) -> int:
+    return _FLOW_STATUS.get(exc.code, 400)
 
 
 def json_error(error: ApiError) -> JSONResponse:
@@ -104,7 +119,7 @@ def install(app: FastAPI) -> None:
         if _is_api(request):
             return json_error(_classify(exc))
         log.info("connect flow refused (%s) on %s", exc.code, request.url.path)
-        return page_error(request, exc.status, exc.code, str(exc))
+        return page_error(request, flow_status(exc), exc.code, str(exc))
 
     @app.exception_handler(LightkeeperError)
     def lightkeeper_error(request: Request, exc: LightkeeperError) -> Response:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from .. import stock
+from ..errors import InputError
 from ..keeper import Keeper
+from ..views import StockAnswerView
 from .api import ConnectionId
 from .errors import ApiError, ErrorBody
 
@@ -24,21 +26,6 @@ class StockIn(BaseModel):
     updates: list[StockUpdateIn] = Field(min_length=1, max_length=10_000)
 
 
-class StockRowOut(BaseModel):
-    line: int = Field(description="The row's index in `updates`.")
-    item_id: int
-    status: Literal["done", "failed", "not_sent"]
-    error: str | None
-
-
-class StockOut(BaseModel):
-    total: int
-    done: int
-    failed: int
-    rows: list[StockRowOut]
-    stopped: str | None
-
-
 def router(keeper: Keeper, auth: Any) -> APIRouter:
     api = APIRouter(prefix="/api", tags=["api"], dependencies=[auth])
     problems: dict[int | str, dict[str, Any]] = {
@@ -47,17 +34,17 @@ def router(keeper: Keeper, auth: Any) -> APIRouter:
         422: {"model": ErrorBody, "description": "`validation_error`: nothing was sent"},
     }
 
-    @api.post("/connections/{connection_id}/stock", response_model=StockOut, responses=problems)
-    def update_stock(connection_id: ConnectionId, body: StockIn) -> dict[str, Any]:
+    @api.post("/connections/{connection_id}/stock", response_model=StockAnswerView, responses=problems)
+    def update_stock(connection_id: ConnectionId, body: StockIn) -> StockAnswerView:
         """Set stock for each row, in order; a failed row says why and the others go on."""
         try:
             updates = stock.from_json(row.model_dump() for row in body.updates)
-        except stock.InputError as exc:
+        except InputError as exc:
             raise ApiError(422, "validation_error", str(exc)) from None
         keeper.fresh_token(connection_id)  # unknown or expired: a clear error before anything is sent
         with keeper.lightspeed(connection_id) as client:
             result = stock.send(client, updates)
-        return result.public() | {"stopped": result.stopped}
+        return StockAnswerView.model_validate(result)
 
     return api
 

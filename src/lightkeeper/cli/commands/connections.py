@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from .. import context
 from ..output import out, plain, print_json, table, when
 from .configure import JsonFlag
+
+if TYPE_CHECKING:
+    from ...views import ConnectionView
 
 
 def status(
@@ -17,15 +21,19 @@ def status(
     state: Annotated[str | None, typer.Option("--status", help="Only this status.")] = None,
 ) -> None:
     """Show every connection: status, token expiry, last refresh, last error."""
+    from ...views import ConnectionView
+
     with context.store(context.settings(context.NONE)) as store:
-        rows = [record.public() for record in store.connections.iter(user_id=user, status=state)]
+        views = [ConnectionView.model_validate(record) for record in store.connections.iter(user_id=user, status=state)]
     if as_json:
-        print_json(rows)
+        print_json([view.document() for view in views])
         return
-    print_connections(rows)
+    print_connections(views)
 
 
-def print_connections(rows: list[dict[str, Any]]) -> None:
+def print_connections(views: Sequence[ConnectionView]) -> None:
+    """The connections as a table: the same views and values as ``status --json``, shortened for people."""
+    rows = [view.document() for view in views]
     table(
         "Lightspeed connections",
         ["id", "user_id", "status", "account", "token_expires_at", "last_token_refresh_at", "last_error"],
@@ -53,12 +61,15 @@ def connect_link(
     as_json: JsonFlag = False,
 ) -> None:
     """Print a one-time URL (valid 1 hour) that connects USER's Lightspeed account."""
+    from ...views import ConnectLinkView
+
     with context.keeper(context.NONE) as keeper:
-        link = keeper.connect.create_link(user, label=label)
+        link = ConnectLinkView.model_validate(keeper.create_link(user, label=label))
+    document = link.document()
     if as_json:
-        print_json({"url": link.url, "expires_at": link.expires_at.isoformat()})
+        print_json(document)
         return
-    out.print(plain(f"One-time connect link for {user}, valid until {when(link.expires_at.isoformat())}:"))
+    out.print(plain(f"One-time connect link for {user}, valid until {when(document['expires_at'])}:"))
     typer.echo(link.url)
 
 

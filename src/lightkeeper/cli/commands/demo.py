@@ -47,13 +47,14 @@ def demo(
         env = _demo_env(simulator.url, web_origin, db_file)
         simulator.state.register_redirect_uri(env["LIGHTSPEED_REDIRECT_URI"])  # as a real client registers it
         _write_env_file(directory, env)
-        with Keeper(load_settings(env=env, require=REQUIRE_ALL)) as keeper:
+        settings = load_settings(env=env, require=REQUIRE_ALL)
+        with Keeper(settings) as keeper:
             keeper.ensure_schema()
             with BackgroundServer(create_app(keeper), sock=sock):
                 _walkthrough(keeper, merchants)
                 _explain(directory, db_file)
                 if serve:
-                    _serve_forever(keeper)
+                    _serve_forever(keeper, settings.public_url)
 
 
 def _fresh_directory(directory: Path) -> Path:
@@ -88,6 +89,8 @@ def _write_env_file(directory: Path, env: dict[str, str]) -> None:
 def _walkthrough(keeper: Keeper, merchants: int) -> None:
     import httpx2
 
+    from ...views import ConnectionView, RunView
+
     out.print(f"[bold]1. Connecting {merchants} merchants through the OAuth flow[/] (simulated Lightspeed)")
     with httpx2.Client(follow_redirects=True, timeout=10) as browser:
         for number in range(1, merchants + 1):
@@ -95,14 +98,14 @@ def _walkthrough(keeper: Keeper, merchants: int) -> None:
     out.print("\n[bold]2. Refreshing every connection[/] (the job `refresh-lightspeed-tokens-every-6h` does this)")
     run = run_with_progress(keeper, None, show=True)
     out.print(f"run {run.id} {run.status.value}: {run.refreshed} refreshed, {run.errors} errors\n")
-    print_connections([record.public() for record in keeper.connections()])
-    print_runs([record.public() for record in keeper.run_history()])
+    print_connections([ConnectionView.model_validate(record) for record in keeper.connections()])
+    print_runs([RunView.model_validate(record) for record in keeper.run_history()])
 
 
 def _connect_one(keeper: Keeper, browser: httpx2.Client, user_id: str) -> None:
     from ...web.browser import continue_to_lightspeed
 
-    link = keeper.connect.create_link(user_id)
+    link = keeper.create_link(user_id)
     # link → confirm page → Continue → Lightspeed consent (auto-approved) → our /oauth/callback
     page = continue_to_lightspeed(browser, link.url)
     if page.status_code != 200 or "Connected" not in page.text:
@@ -128,9 +131,9 @@ def _explain(directory: Path, db_file: Path) -> None:
     )
 
 
-def _serve_forever(keeper: Keeper) -> None:
-    link = keeper.connect.create_link("merchant-browser")
-    out.print(f"\nServing on {keeper.settings.public_url}. Connect one more store in a browser:\n  {link.url}")
+def _serve_forever(keeper: Keeper, public_url: str) -> None:
+    link = keeper.create_link("merchant-browser")
+    out.print(f"\nServing on {public_url}. Connect one more store in a browser:\n  {link.url}")
     out.print("Press Ctrl-C to stop.")
     try:
         threading.Event().wait()

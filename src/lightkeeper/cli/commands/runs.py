@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -18,8 +18,7 @@ if TYPE_CHECKING:
     from ...keeper import Keeper
     from ...refresh import ProgressCallback
     from ...store import RunRecord
-
-RUN_FIELDS = ("run_id", "status", "total", "refreshed", "expired", "errors", "skipped")
+    from ...views import RunView
 
 
 def refresh(
@@ -30,10 +29,12 @@ def refresh(
     """Run a token refresh now and record it (trigger: manual)."""
     if all_ == (connection is not None):
         raise typer.BadParameter("give either --all or --connection ID")
+    from ...views import REFRESH_FIELDS, RunView
+
     with context.keeper() as keeper:
         run = run_with_progress(keeper, connection, show=not as_json)
     if as_json:
-        print_json({key: run.public()[key] for key in RUN_FIELDS} | {"message": run.message})
+        print_json(RunView.model_validate(run).document(include=REFRESH_FIELDS))
         return
     _print_run(run)
 
@@ -73,19 +74,22 @@ def runs(
 ) -> None:
     """Show the job history (scheduled and manual runs alike)."""
     from ...refresh import stale_after_s
+    from ...views import RunView
 
     settings = context.settings(context.NONE)
     with context.store(settings) as store:
         stale_after = timedelta(seconds=stale_after_s(settings.run_heartbeat_s))
         store.runs.interrupt_stale(stale_after=stale_after)
-        rows = [run.public() for run in store.runs.list(limit=limit)]
+        views = [RunView.model_validate(run) for run in store.runs.list(limit=limit)]
     if as_json:
-        print_json(rows)
+        print_json([view.document() for view in views])
         return
-    print_runs(rows)
+    print_runs(views)
 
 
-def print_runs(rows: list[dict[str, Any]]) -> None:
+def print_runs(views: Sequence[RunView]) -> None:
+    """The runs as a table: the same views and values as ``runs --json``, shortened for people."""
+    rows = [view.document() for view in views]
     table(
         "Refresh runs",
         [

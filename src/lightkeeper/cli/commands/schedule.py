@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -14,7 +16,7 @@ from .configure import JsonFlag
 from .database import db
 
 if TYPE_CHECKING:
-    from ...scheduler.schedule import ScheduleService, ScheduleView
+    from ...scheduler.schedule import ScheduleService, ScheduleState
 
 schedule_app = typer.Typer(help="The refresh job's schedule (the guide's cron.job).", no_args_is_help=True)
 
@@ -24,7 +26,7 @@ def worker() -> None:
     from ...scheduler import Worker
 
     with context.keeper(auto_create=True, daemon=True) as keeper:
-        running = Worker(keeper, poll_s=keeper.settings.worker_poll_s)
+        running = Worker(keeper)
         _stop_on_signals(running.request_stop)
         err.print(f"lightkeeper worker {keeper.owner} running; Ctrl-C or SIGTERM stops it")
         running.run_forever()
@@ -39,38 +41,36 @@ def _stop_on_signals(stop: Any) -> None:
         signal.signal(signal.SIGINT, handler)
 
 
-def _service() -> ScheduleService:
-    from ...clock import utcnow
-    from ...scheduler.schedule import ScheduleService
+@contextmanager
+def _schedule() -> Iterator[ScheduleService]:
+    """The schedule service on the database alone: these commands need no credentials or key."""
+    from ...keeper import schedule_service
 
     settings = context.settings(context.NONE)
-    store = context.open_store(settings)
-    return ScheduleService(store, clock=utcnow, default_schedule=settings.refresh_schedule)
+    with context.store(settings) as store:
+        yield schedule_service(settings, store)
 
 
-def _print(view: ScheduleView, as_json: bool) -> None:
+def _print(state: ScheduleState, as_json: bool) -> None:
+    from ...views import ScheduleView
+
+    view = ScheduleView.model_validate(state)
+    document = view.document()
     if as_json:
-        print_json(view.public())
+        print_json(document)
         return
-    state = "active" if view.active else "paused"
-    out.print(f"{view.job_name}: '{view.schedule}' (UTC), {state}, ticked by {view.owner}", markup=False)
-    out.print(f"next run: {when(view.next_run_at.isoformat()) if view.next_run_at else '-'}", markup=False)
+    active = "active" if view.active else "paused"
+    out.print(f"{view.job_name}: '{view.schedule}' (UTC), {active}, ticked by {view.owner}", markup=False)
+    out.print(f"next run: {when(document['next_run_at'])}", markup=False)
     if view.note:
         out.print(view.note, markup=False)
-
-
-def _do(action: str, as_json: bool, *args: str) -> None:
-    service = _service()
-    try:
-        _print(getattr(service, action)(*args), as_json)
-    finally:
-        service.store.close()
 
 
 @schedule_app.command("show")
 def show(as_json: JsonFlag = False) -> None:
     """Job name, cron expression, active, who ticks it, next run."""
-    _do("show", as_json)
+    with _schedule() as schedule:
+        _print(schedule.show(), as_json)
 
 
 @schedule_app.command("set")
@@ -78,31 +78,36 @@ def set_(
     cron: Annotated[str, typer.Argument(help="5-field cron, UTC, e.g. '0 */3 * * *'.")], as_json: JsonFlag = False
 ) -> None:
     """Change the schedule (running workers pick it up within a poll interval)."""
-    _do("set", as_json, cron)
+    with _schedule() as schedule:
+        _print(schedule.set(cron), as_json)
 
 
 @schedule_app.command("pause")
 def pause(as_json: JsonFlag = False) -> None:
     """Stop ticking until `schedule resume` (the guide's cron.unschedule)."""
-    _do("pause", as_json)
+    with _schedule() as schedule:
+        _print(schedule.pause(), as_json)
 
 
 @schedule_app.command("resume")
 def resume(as_json: JsonFlag = False) -> None:
     """Tick again from the next scheduled time."""
-    _do("resume", as_json)
+    with _schedule() as schedule:
+        _print(schedule.resume(), as_json)
 
 
 @schedule_app.command("use-pg-cron")
 def use_pg_cron(as_json: JsonFlag = False) -> None:
     """Let pg_cron tick the job with SELECT refresh_lightspeed_tokens(); (PostgreSQL with pg_cron)."""
-    _do("use_pg_cron", as_json)
+    with _schedule() as schedule:
+        _print(schedule.use_pg_cron(), as_json)
 
 
 @schedule_app.command("use-embedded")
 def use_embedded(as_json: JsonFlag = False) -> None:
     """Take the job back from pg_cron: lightkeeper's own schedulers tick it."""
-    _do("use_embedded", as_json)
+    with _schedule() as schedule:
+        _print(schedule.use_embedded(), as_json)
 
 
 @db.command("install-sql")

@@ -27,8 +27,9 @@ def serve(
 
     _refuse_unsafe_dev_mode(host)
     with context.keeper(auto_create=True, daemon=True) as keeper:
-        err.print(plain(f"lightkeeper serving on http://{host}:{port} (public URL {keeper.settings.public_url})"))
-        worker = Worker(keeper, poll_s=keeper.settings.worker_poll_s)
+        settings = keeper.settings
+        err.print(plain(f"lightkeeper serving on http://{host}:{port} (public URL {settings.public_url})"))
+        worker = Worker(keeper)
         thread = threading.Thread(target=worker.run_forever, name="scheduler", daemon=True)
         if scheduler:
             thread.start()

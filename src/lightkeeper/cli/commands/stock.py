@@ -41,13 +41,14 @@ def update_stock(  # noqa: PLR0917 (Typer maps each parameter to an option)
 
 def _read(path: Path) -> list[StockUpdate]:
     from ... import stock
+    from ...errors import InputError
 
     try:
         text = path.read_text(encoding="utf-8-sig")
     except OSError as exc:
-        raise stock.InputError(f"cannot read {path}: {exc.strerror}") from None
+        raise InputError(f"cannot read {path}: {exc.strerror}") from None
     except UnicodeDecodeError as exc:
-        raise stock.InputError(f"{path} is not UTF-8 text (byte {exc.start + 1})") from None
+        raise InputError(f"{path} is not UTF-8 text (byte {exc.start + 1})") from None
     return list(stock.parse_csv(text))
 
 
@@ -62,8 +63,9 @@ def _single(item: int | None, qoh: int | None, shop: int | None, item_shop: int 
 class _progress:
     def __init__(self, total: int, *, show: bool) -> None:
         self.total, self.show = total, show and total > 1
-        self.bar = Progress(TextColumn("updating stock"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                            console=err)  # fmt: skip
+        self.bar = Progress(
+            TextColumn("updating stock"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err
+        )
 
     def __enter__(self) -> Callable[[RowResult], None]:
         if not self.show:
@@ -78,12 +80,15 @@ class _progress:
 
 
 def _report(result: BatchResult, as_json: bool) -> None:
+    from ...views import StockView
+
+    view = StockView.model_validate(result)
     if as_json:
-        print_json(result.public())
+        print_json(view.document())
         return
-    colour = "green" if result.failed == 0 else "yellow"
-    out.print(f"[{colour}]{result.done} of {len(result.rows)} stock updates done, {result.failed} failed[/]")
-    for row in result.rows:
+    colour = "green" if view.failed == 0 else "yellow"
+    out.print(f"[{colour}]{view.done} of {view.total} stock updates done, {view.failed} failed[/]")
+    for row in view.rows:
         if row.status != "done":
             out.print(f"  line {row.line} (item {row.item_id}): {row.status}: {row.error}", markup=False)
     if result.stopped:

@@ -1,10 +1,10 @@
-"""Turn Lightspeed's answers, and httpx2's failures, into lightkeeper's typed errors.
+"""Error mapping: Lightspeed's error answers, and httpx2's failures, as lightkeeper's typed errors.
 
 Everything here is pure: it reads a response (or catches an exception) and returns a value or raises one of
-the ``ProviderError`` subclasses. Error messages are shown to operators and written to run records, so they
-carry the HTTP status and Lightspeed's ``error``/``error_description``/``hint`` but never a raw body: a
-provider may echo what we sent, and what we send contains tokens, codes and our client secret. Every piece of
-provider text is scrubbed of the values we sent (``redact``) and of anything that looks like a token.
+the ``ProviderError`` subclasses. Messages carry the HTTP status and Lightspeed's ``error``/``error_description``
+/``hint``, scrubbed (``redaction.scrub``), but never a raw body. ``Retry-After`` (seconds or an HTTP date) is
+read here too, since a 429 becomes a ``RateLimited`` that carries it. ``json_object`` is the one JSON body
+reader, shared with token parsing and the API client.
 """
 
 from __future__ import annotations
@@ -15,9 +15,8 @@ import re
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from urllib.parse import quote, quote_plus
 
 import httpx2
 
@@ -30,26 +29,10 @@ from lightkeeper.errors import (
     ProviderUnavailable,
     RateLimited,
 )
-from lightkeeper.lightspeed.tokens import TokenSet, jwt_expiry
+from lightkeeper.lightspeed.redaction import scrub
 
-_MAX_TEXT = 200
-# A lifetime beyond a year is not a real answer, and huge ones would overflow datetime arithmetic.
-_MAX_EXPIRES_IN = 366 * 24 * 3600
-# Shorter values cannot be real secrets, and scrubbing them would mangle ordinary words.
-_MIN_REDACT_LEN = 4
-_HIDDEN = "***"
-
-# JWTs (our access tokens start with eyJ), and unbroken runs of token alphabet (refresh tokens, codes).
-_JWT_LIKE = re.compile(r"eyJ[\w-]*\.[\w-]*(?:\.[\w-]*)?")
-_RUN = re.compile(r"[A-Za-z0-9_\-.~+=]{20,}")
-# A run this long is a token; a shorter one (20+) only if it mixes letters and digits, as words rarely do.
-_LONG_RUN = 32
-# Our own form fields echoed back, e.g. "refresh_token=def50..." or '"client_secret": "..."'.
-_ECHOED_FIELD = re.compile(
-    r"(?i)\b(client_secret|refresh_token|access_token|code_verifier|code)\b(\"?\s*[=:]\s*\"?)[^\s&\",;]+"
-)
+# An OAuth error code (or a rate limiter's name) is an identifier, never free text.
 _ERROR_CODE = re.compile(r"[A-Za-z0-9_.\-]{1,40}")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f\s]+")
 
 
 @dataclass(frozen=True)
@@ -59,34 +42,6 @@ class ErrorBody:
     code: str | None = None
     description: str | None = None
     hint: str | None = None
-
-
-# --- scrubbing -------------------------------------------------------------------------------------------
-
-
-def scrub(text: str, redact: Collection[str] = ()) -> str:
-    """Provider or exception text made safe to show: secrets hidden, one line, at most ~200 characters."""
-    for value in sorted(_redact_forms(redact), key=len, reverse=True):
-        text = text.replace(value, _HIDDEN)
-    text = _ECHOED_FIELD.sub(lambda m: f"{m.group(1)}{m.group(2)}{_HIDDEN}", text)
-    text = _RUN.sub(_hide_token_like, _JWT_LIKE.sub(_HIDDEN, text))
-    text = _CONTROL.sub(" ", text).strip()
-    return text if len(text) <= _MAX_TEXT else text[: _MAX_TEXT - 1].rstrip() + "…"
-
-
-def _hide_token_like(match: re.Match[str]) -> str:
-    run = match.group(0)
-    mixed = any(c.isdigit() for c in run) and any(c.isalpha() for c in run)
-    return _HIDDEN if len(run) >= _LONG_RUN or mixed else run
-
-
-def _redact_forms(redact: Collection[str]) -> set[str]:
-    """Each secret as sent and as it would look if echoed back form- or url-encoded."""
-    forms: set[str] = set()
-    for value in redact:
-        if len(value) >= _MIN_REDACT_LEN:
-            forms.update({value, quote_plus(value), quote(value, safe="")})
-    return forms
 
 
 # --- bodies ----------------------------------------------------------------------------------------------
@@ -260,96 +215,6 @@ def check_api_response(
         raise api_error(response, action=action, now=now, redact=redact)
 
 
-# --- token responses -------------------------------------------------------------------------------------
-
-
-def parse_token_response(
-    response: httpx2.Response,
-    *,
-    now: datetime,
-    previous_refresh_token: str | None,
-    action: str = "token request",
-    redact: Collection[str] = (),
-) -> TokenSet:
-    """The ``TokenSet`` of a token endpoint answer; ``expires_at`` is ``now`` plus its ``expires_in``.
-
-    A missing or empty ``refresh_token`` keeps ``previous_refresh_token`` (a provider that does not rotate
-    must not wipe the stored one); with no previous token either, the answer is unusable.
-    """
-    secrets = [*redact, *([previous_refresh_token] if previous_refresh_token else [])]
-    check_oauth_response(response, action=action, now=now, redact=secrets)
-    payload = json_object(response)
-    if payload is None:
-        raise ProviderProtocolError(
-            f"Lightspeed answered the {action} with HTTP {response.status_code} but the body is not a JSON object."
-        )
-    access_token = _access_token(payload, action)
-    return TokenSet(
-        access_token=access_token,
-        refresh_token=_refresh_token(payload, previous_refresh_token, action),
-        expires_at=_expires_at(payload, access_token, now),
-        token_type=_token_type(payload, action),
-    )
-
-
-def _access_token(payload: dict[str, object], action: str) -> str:
-    value = payload.get("access_token")
-    if not isinstance(value, str) or not value.strip():
-        raise ProviderProtocolError(f"Lightspeed's answer to the {action} has no access_token.")
-    return value
-
-
-def _refresh_token(payload: dict[str, object], previous: str | None, action: str) -> str:
-    value = payload.get("refresh_token")
-    if isinstance(value, str) and value.strip():
-        return value
-    if value is not None and not isinstance(value, str):
-        raise ProviderProtocolError(f"Lightspeed's answer to the {action} has a refresh_token that is not text.")
-    if previous:
-        return previous
-    raise ProviderProtocolError(f"Lightspeed's answer to the {action} has no refresh_token.")
-
-
-#: The lifetime assumed when neither ``expires_in`` nor the JWT's ``exp`` says (the shortest Lightspeed has used).
-FALLBACK_LIFETIME = timedelta(minutes=30)
-
-
-def _expires_at(payload: dict[str, object], access_token: str, now: datetime) -> datetime:
-    """When the access token expires: ``expires_in``, else the JWT's ``exp``, else 30 minutes.
-
-    Lightspeed rotated the pair before answering: an answer without ``expires_in`` must still be saved,
-    since throwing it away would lose the only live refresh token (invariant 2).
-    """
-    seconds = _positive_seconds(payload.get("expires_in"))
-    if seconds is not None:
-        return now + timedelta(seconds=seconds)
-    expiry = jwt_expiry(access_token)
-    if expiry is not None and now < expiry <= now + timedelta(seconds=_MAX_EXPIRES_IN):
-        return expiry
-    return now + FALLBACK_LIFETIME
-
-
-def _positive_seconds(value: object) -> float | None:
-    # bool is an int subclass; "expires_in": true is not one second.
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        return None
-    if isinstance(value, int) and not 0 < value <= _MAX_EXPIRES_IN:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        return None
-    return seconds if math.isfinite(seconds) and 0 < seconds <= _MAX_EXPIRES_IN else None
-
-
-def _token_type(payload: dict[str, object], action: str) -> str:
-    value = payload.get("token_type", "Bearer")
-    # We always send the access token as a Bearer header; any other type would be used wrongly.
-    if not isinstance(value, str) or value.lower() != "bearer":
-        raise ProviderProtocolError(f"Lightspeed's answer to the {action} has a token_type other than Bearer.")
-    return "Bearer"
-
-
 # --- transport failures ----------------------------------------------------------------------------------
 
 
@@ -391,7 +256,5 @@ __all__ = [
     "json_object",
     "oauth_error",
     "parse_retry_after",
-    "parse_token_response",
-    "scrub",
     "translate_transport_errors",
 ]

@@ -1,0 +1,149 @@
+"""Spacing token requests for the whole deployment: ``REFRESH_DELAY_MS`` and the token endpoint's ``Retry-After``.
+
+Lightspeed rate-limits (and may block) the OAuth client as a whole, so the spacing must hold across every process
+of a deployment (invariant 7). Where the slots live is a seam (``Slots``): the wiring hands in the store's
+``PacingRepo`` (one row every process sharing the database updates); ``LocalSlots`` keeps them in memory, for one
+process and for tests. This package never imports the store: ``PacingRepo`` fits the protocol by its shape.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Protocol, TypeVar
+
+from lightkeeper.errors import RateLimited
+
+T = TypeVar("T")
+
+REFRESH = "refresh"
+#: Slots are spaced this much wider than asked (a share of the interval, at most the cap): see ``spacing_s``.
+JITTER_MARGIN_SHARE = 0.1
+JITTER_MARGIN_MAX_S = 0.025
+#: With ``REFRESH_DELAY_MS=0``, how often a process reads whether another one put a ``Retry-After`` hold on.
+HOLD_POLL_S = 0.5
+
+
+class Slots(Protocol):
+    """Where send slots live: ``store.PacingRepo`` (shared) or ``LocalSlots`` (this process)."""
+
+    def take(self, name: str, interval_s: float) -> float: ...
+
+    def hold(self, name: str, seconds: float) -> None: ...
+
+    def pending(self, name: str) -> float: ...
+
+
+class LocalSlots:
+    """Send slots of one process, in memory (the same contract as ``store.PacingRepo``)."""
+
+    def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._monotonic = monotonic
+        self._next: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def take(self, name: str, interval_s: float) -> float:
+        with self._lock:
+            now = self._monotonic()
+            slot = max(now, self._next.get(name, 0.0))
+            self._next[name] = slot + interval_s
+        return slot - now
+
+    def hold(self, name: str, seconds: float) -> None:
+        with self._lock:
+            self._next[name] = max(self._next.get(name, 0.0), self._monotonic() + seconds)
+
+    def pending(self, name: str) -> float:
+        with self._lock:
+            return max(0.0, self._next.get(name, 0.0) - self._monotonic())
+
+
+class Pacer:
+    """Hands out send slots at least ``interval_s`` apart; ``hold`` pauses everyone (``Retry-After``).
+
+    With ``interval_s`` 0 no slot is taken (so replicas speed a run up), but a hold still stops every sender.
+    """
+
+    def __init__(
+        self,
+        interval_s: float,
+        slots: Slots | None = None,
+        *,
+        name: str = REFRESH,
+        sleep: Callable[[float], None] = time.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.interval_s = max(0.0, interval_s)
+        self._slots: Slots = slots if slots is not None else LocalSlots()
+        self._name = name
+        self._sleep = sleep
+        self._monotonic = monotonic
+        # With no spacing, only a hold can make a sender wait: its end is read at most every HOLD_POLL_S
+        # (a hold another process set is seen that much later at worst; this process's own at once).
+        self._hold_until, self._hold_read_at = 0.0, float("-inf")
+        self._hold_lock = threading.Lock()
+
+    def wait(self) -> float:
+        """Block until this caller may send; returns how long it waited."""
+        started = self._monotonic()
+        self.sleep_until(self.reserve())
+        return self._monotonic() - started
+
+    def reserve(self) -> float:
+        """Take the next slot without waiting for it: when it comes, on this process's monotonic clock.
+
+        A caller with work to do before sending (taking a lease) does it just before the slot, then
+        ``sleep_until`` the slot: the request leaves on time, and the wait ate almost none of the lease.
+        """
+        if self.interval_s > 0:
+            return self._monotonic() + max(0.0, self._slots.take(self._name, self.spacing_s))
+        return self._hold_end()
+
+    @property
+    def spacing_s(self) -> float:
+        """The gap between slots: the interval plus a small margin, because a request leaves a few ms after its
+        slot (more on a loaded host) and the gap Lightspeed sees must still be at least the interval."""
+        return self.interval_s + min(JITTER_MARGIN_SHARE * self.interval_s, JITTER_MARGIN_MAX_S)
+
+    def _hold_end(self) -> float:
+        now = self._monotonic()
+        with self._hold_lock:
+            if now - self._hold_read_at >= HOLD_POLL_S:
+                self._hold_until = now + max(0.0, self._slots.pending(self._name))
+                self._hold_read_at = now
+            return max(now, self._hold_until)
+
+    def sleep_until(self, moment: float) -> None:
+        if (delay := moment - self._monotonic()) > 0:
+            self._sleep(delay)
+
+    def hold(self, seconds: float) -> None:
+        """No slot is handed out for ``seconds`` from now, in any process sharing the slots."""
+        self._slots.hold(self._name, seconds)
+        with self._hold_lock:
+            self._hold_until = max(self._hold_until, self._monotonic() + seconds)
+
+
+def retry_once_after(
+    send: Callable[[], T], *, pacer: Pacer, max_wait: float, may_send: Callable[[], bool] = lambda: True
+) -> T:
+    """``send()``; on a 429 whose ``Retry-After`` is at most ``max_wait``, hold every sender that long, wait for a
+    slot, and send once more if ``may_send()`` still allows it. Otherwise the 429 is the answer.
+
+    The one place a token request's ``Retry-After`` is handled (the API's per-account bucket has its own, in
+    ``api``): one retry, never a loop, because Lightspeed may block a client that keeps refreshing.
+    """
+    try:
+        return send()
+    except RateLimited as exc:
+        if exc.retry_after is None or exc.retry_after > max_wait:
+            raise
+        pacer.hold(exc.retry_after)
+        pacer.wait()
+        if not may_send():
+            raise
+        return send()
+
+
+__all__ = ["REFRESH", "LocalSlots", "Pacer", "Slots", "retry_once_after"]

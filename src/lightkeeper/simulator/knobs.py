@@ -1,0 +1,154 @@
+"""The test-side controls behind ``/_sim/``: counters, accounts, clocks, stored items and the config.
+
+Nothing here is part of the provider's behaviour: these are the levers and gauges a test uses to set up a
+situation (a revoked merchant, a clock 31 days on, 10,000 authorized accounts) and to check what a client
+did (refreshes, reuse, rate limiting). Clients and redirect URIs are registered through ``clients.py``,
+consent is set on the OAuth server, and faults are queued in ``faults.py``.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping
+from dataclasses import asdict
+from typing import Any
+
+from lightkeeper.simulator.config import coerce_config
+from lightkeeper.simulator.items import item_json, qoh_sum
+from lightkeeper.simulator.oauth import OAuthServer
+from lightkeeper.simulator.records import Account, Records
+from lightkeeper.simulator.replies import JsonDict, SimulatorError, int_value
+
+# The provider-wide counters ``/_sim/stats`` reports (absent ones as 0).
+_STAT_KEYS = (
+    "token_requests",
+    "code_exchanges",
+    "refreshes",
+    "refreshes_in_grace",
+    "invalid_grant",
+    "invalid_client",
+    "revokes",
+    "api_requests",
+    "rate_limited",
+    "revoke_requests",
+    "faults_served",
+    "reuse",
+)
+_MAX_SEED = 100_000
+
+
+def _check_seconds(seconds: float) -> None:
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
+        raise SimulatorError(400, "seconds must be a non-negative number (the clock only moves forward)")
+
+
+class Knobs:
+    """The ``/_sim/`` operations over shared ``Records``; the caller holds the state lock."""
+
+    def __init__(self, records: Records, oauth: OAuthServer) -> None:
+        self._records = records
+        # Seeding issues token pairs exactly as a code exchange would.
+        self._oauth = oauth
+
+    # ------------------------------------------------------------- gauges
+
+    def stats(self) -> JsonDict:
+        result: JsonDict = {key: self._records.stats[key] for key in _STAT_KEYS}
+        accounts = self._records.accounts.values()
+        result["per_account"] = {str(a.account_id): asdict(a.counters) for a in accounts}
+        return result
+
+    def refresh_times(self) -> list[float]:
+        """Arrival times (monotonic seconds) of every refresh_token grant request, in arrival order."""
+        return sorted(self._records.refresh_times)
+
+    def get_config(self) -> JsonDict:
+        return asdict(self._records.config)
+
+    def update_config(self, changes: Mapping[str, Any]) -> JsonDict:
+        """Apply ``changes`` all or nothing: every value is checked before any is set."""
+        coerced = {name: coerce_config(name, value) for name, value in changes.items()}
+        for name, value in coerced.items():
+            setattr(self._records.config, name, value)
+        return asdict(self._records.config)
+
+    # ----------------------------------------------------------- accounts
+
+    def _account_json(self, account: Account) -> JsonDict:
+        tokens = self._records.refresh_tokens.values()
+        active = sum(1 for t in tokens if t.account_id == account.account_id and self._records.refresh_alive(t))
+        return {
+            "account_id": str(account.account_id),
+            "name": account.name,
+            "revoked": account.revoked,
+            "active_refresh_tokens": active,
+            "refreshes": account.counters.refreshes,
+            "clock_offset_seconds": account.clock_offset,
+        }
+
+    def accounts(self) -> list[JsonDict]:
+        return [self._account_json(a) for a in self._records.accounts.values()]
+
+    def account(self, account_id: int | str) -> JsonDict:
+        return self._account_json(self._records.account(account_id))
+
+    def seed(self, count: int, scope: str) -> list[JsonDict]:
+        """``count`` new accounts, each already authorized by the configured client (for benchmarks).
+
+        Returns each account's first token pair, as a code exchange would have.
+        """
+        if not 1 <= count <= _MAX_SEED:
+            raise SimulatorError(400, "count must be from 1 to 100000")
+        return [self._seed_one(scope) for _ in range(count)]
+
+    def _seed_one(self, scope: str) -> JsonDict:
+        account = self._records.new_account()
+        client_id = self._records.config.client_id
+        reply = self._oauth.issue_pair(account, client_id, scope, secrets.token_hex(8), parent=None)
+        assert isinstance(reply.body, dict)
+        return {"account_id": str(account.account_id), "name": account.name, **reply.body}
+
+    def revoke_account(self, account_id: int | str) -> JsonDict:
+        """The merchant uninstalled the app: every token of the account dies."""
+        account = self._records.account(account_id)
+        account.revoked = True
+        for token in self._records.refresh_tokens.values():
+            if token.account_id == account.account_id:
+                self._records.revoke_pair(token.token)
+        return self._account_json(account)
+
+    def item(self, account_id: int | str, item_id: int | str) -> JsonDict:
+        """The item as stored, plus ``qoh_by_shop`` (ints) for easy assertions."""
+        account = self._records.account(account_id)
+        item = account.items.get(int_value(item_id) or -1)
+        if item is None:
+            raise SimulatorError(404, f"unknown item {item_id}")
+        result = item_json(item, with_shops=True)
+        result["qoh_by_shop"] = {"0": qoh_sum(item), **{str(s): r.qoh for s, r in item.shops.items()}}
+        return result
+
+    # ------------------------------------------------------------- clocks
+
+    def advance_account(self, account_id: int | str, seconds: float) -> JsonDict:
+        _check_seconds(seconds)
+        account = self._records.account(account_id)
+        account.clock_offset += seconds
+        return self._account_json(account)
+
+    def advance_all(self, seconds: float) -> JsonDict:
+        _check_seconds(seconds)
+        self._records.global_offset += seconds
+        return {"global_offset_seconds": self._records.global_offset}
+
+    def expire_access_tokens(self, account_id: int | str) -> JsonDict:
+        account = self._records.account(account_id)
+        now = self._records.account_now(account)
+        expired = 0
+        for token in self._records.access_tokens.values():
+            if token.account_id == account.account_id and not token.revoked and token.expires_at > now:
+                token.expires_at = now
+                expired += 1
+        return {"expired": expired}
+
+
+__all__ = ["Knobs"]

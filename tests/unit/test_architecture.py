@@ -1,0 +1,216 @@
+"""The layers of docs/ARCHITECTURE.md, checked on the source: imports, cycles, module size, dialect branching,
+and reaching through ``Keeper``.
+
+Static analysis only (the source is parsed, never imported), so these run with the unit tests. Every import
+counts, ``TYPE_CHECKING`` and function-level ones included: a lazy import is still a dependency.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[2] / "src" / "lightkeeper"
+MAX_LINES = 500
+
+#: Which components each component may import (a component is a top-level module or subpackage).
+#: Lower layers never import higher ones; docs/ARCHITECTURE.md draws the same picture.
+LEAVES = {"errors", "clock", "keys", "cron", "version"}
+ALLOWED: dict[str, set[str]] = {
+    "errors": set(),
+    "clock": set(),
+    "keys": {"errors"},
+    "cron": set(),
+    "version": set(),
+    "config": LEAVES,
+    "crypto": LEAVES,
+    "logs": LEAVES | {"config"},
+    "store": LEAVES,
+    "lightspeed": LEAVES,
+    "vault": LEAVES | {"crypto", "store", "lightspeed"},
+    "refresh": LEAVES | {"store", "lightspeed", "vault"},
+    "connect": LEAVES | {"crypto", "store", "lightspeed", "vault"},
+    "client": LEAVES | {"lightspeed", "refresh"},
+    "stock": LEAVES | {"lightspeed", "client", "store"},
+    "views": LEAVES | {"store"},
+    "keeper": LEAVES
+    | {
+        "config",
+        "crypto",
+        "logs",
+        "store",
+        "lightspeed",
+        "vault",
+        "refresh",
+        "connect",
+        "client",
+        "stock",
+        "views",
+        "scheduler",
+    },
+    "scheduler": LEAVES | {"config", "store", "refresh"},
+    "web": LEAVES | {"config", "store", "keeper", "views", "stock", "connect", "lightspeed", "refresh", "logs"},
+    "cli": LEAVES
+    | {
+        "config",
+        "crypto",
+        "logs",
+        "store",
+        "keeper",
+        "views",
+        "stock",
+        "web",
+        "scheduler",
+        "refresh",
+        "simulator",
+        "lightspeed",
+    },
+    "simulator": set(),  # stands apart: a look-alike of the provider shares nothing with the client
+    "__init__": LEAVES | {"config", "keeper", "store", "views"},
+}
+#: Where dialect differences may be spelled out (queries and engine construction).
+DIALECT_MODULES = {"store/dialect.py", "store/engine.py"}
+#: ``keeper.<part>.<verb>`` is reaching through the facade: these layers use Keeper's own verbs.
+FACADE_USERS = ("web", "cli", "scheduler")
+KEEPER_PARTS = {"store", "refresher", "runs", "tokens", "connect", "oauth", "api", "vault", "cipher", "http"}
+
+
+def modules() -> list[Path]:
+    return sorted(p for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def relative(path: Path) -> str:
+    return path.relative_to(PACKAGE).as_posix()
+
+
+def component(path: Path) -> str:
+    first = path.relative_to(PACKAGE).parts[0]
+    return first.removesuffix(".py")
+
+
+@cache
+def tree(path: Path) -> ast.Module:
+    return ast.parse(path.read_text(), filename=str(path))
+
+
+def imported_components(path: Path) -> Iterator[tuple[str, int]]:
+    """Every lightkeeper component ``path`` imports, with the line, however the import is spelled."""
+    package_parts = path.relative_to(PACKAGE).parent.parts
+    for node in ast.walk(tree(path)):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("lightkeeper."):
+                    yield alias.name.split(".")[1], node.lineno
+        elif isinstance(node, ast.ImportFrom):
+            yield from _from_import(node, package_parts)
+
+
+def _from_import(node: ast.ImportFrom, package_parts: tuple[str, ...]) -> Iterator[tuple[str, int]]:
+    if node.level == 0:
+        parts = (node.module or "").split(".")
+        if parts[0] != "lightkeeper":
+            return
+        target = parts[1:]
+    else:
+        base = package_parts[: len(package_parts) - (node.level - 1)]
+        target = [*base, *(node.module.split(".") if node.module else [])]
+    if target:
+        yield target[0], node.lineno
+        return
+    for alias in node.names:  # ``from . import stock`` at the package root names the component
+        yield alias.name, node.lineno
+
+
+def test_every_component_is_placed_in_a_layer() -> None:
+    unplaced = {component(p) for p in modules()} - set(ALLOWED)
+    assert not unplaced, f"add these to ALLOWED and to docs/ARCHITECTURE.md: {sorted(unplaced)}"
+
+
+@pytest.mark.parametrize("path", modules(), ids=relative)
+def test_imports_follow_the_layers(path: Path) -> None:
+    own = component(path)
+    allowed = ALLOWED.get(own, set()) | {own}
+    wrong = [f"line {line}: {target}" for target, line in imported_components(path) if target not in allowed]
+    assert not wrong, f"{relative(path)} ({own}) may not import: {wrong}"
+
+
+def test_there_are_no_import_cycles_between_components() -> None:
+    graph: dict[str, set[str]] = {}
+    for path in modules():
+        own = component(path)
+        graph.setdefault(own, set()).update(t for t, _ in imported_components(path) if t != own)
+    cycle = _find_cycle(graph)
+    assert cycle is None, f"import cycle: {' -> '.join(cycle or [])}"
+
+
+def _find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    done: set[str] = set()
+
+    def visit(node: str, trail: list[str]) -> list[str] | None:
+        if node in trail:
+            return [*trail[trail.index(node) :], node]
+        if node in done:
+            return None
+        for target in sorted(graph.get(node, ())):
+            if (found := visit(target, [*trail, node])) is not None:
+                return found
+        done.add(node)
+        return None
+
+    for start in sorted(graph):
+        if (found := visit(start, [])) is not None:
+            return found
+    return None
+
+
+@pytest.mark.parametrize("path", modules(), ids=relative)
+def test_no_module_is_over_500_lines(path: Path) -> None:
+    lines = len(path.read_text().splitlines())
+    assert lines <= MAX_LINES, f"{relative(path)} has {lines} lines: split it by responsibility"
+
+
+@pytest.mark.parametrize("path", [p for p in modules() if relative(p) not in DIALECT_MODULES], ids=relative)
+def test_dialect_branching_lives_in_the_dialect_module(path: Path) -> None:
+    found = [node.lineno for node in ast.walk(tree(path)) if _branches_on_dialect(node)]
+    assert not found, f"{relative(path)} branches on the database dialect at lines {found}: use store/dialect.py"
+
+
+def _branches_on_dialect(node: ast.AST) -> bool:
+    if isinstance(node, ast.Attribute) and node.attr == "name":
+        return isinstance(node.value, ast.Attribute) and node.value.attr == "dialect"
+    if isinstance(node, ast.Compare):
+        sides = [node.left, *node.comparators]
+        return any(isinstance(s, ast.Constant) and s.value in ("postgresql", "sqlite") for s in sides)
+    return False
+
+
+@pytest.mark.parametrize("path", [p for p in modules() if component(p) in FACADE_USERS], ids=relative)
+def test_web_cli_and_scheduler_use_the_keeper_facade(path: Path) -> None:
+    found = [f"line {node.lineno}: keeper.{part}" for node, part in _keeper_chains(tree(path))]
+    assert not found, f"{relative(path)} reaches through Keeper (use or add a Keeper verb): {found}"
+
+
+def _keeper_chains(module: ast.Module) -> Iterator[tuple[ast.AST, str]]:
+    """``keeper.<part>.<anything>`` (also ``self.keeper.<part>…``) where ``<part>`` is one of Keeper's parts."""
+    for node in ast.walk(module):
+        if not (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute)):
+            continue
+        part, owner = node.value.attr, node.value.value
+        named_keeper = (isinstance(owner, ast.Name) and owner.id == "keeper") or (
+            isinstance(owner, ast.Attribute) and owner.attr == "keeper"
+        )
+        if named_keeper and part in KEEPER_PARTS:
+            yield node, part
+
+
+def test_the_checks_see_what_they_check() -> None:
+    """The detectors find a planted example of each fault (a check that cannot fail is no check)."""
+    planted = ast.parse("x = conn.dialect.name == 'sqlite'\nself.keeper.store.runs.get(1)\n")
+    assert any(_branches_on_dialect(n) for n in ast.walk(planted))
+    assert [part for _, part in _keeper_chains(planted)] == ["store"]
+    assert _find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _find_cycle({"a": {"b"}, "b": set()}) is None
