@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
@@ -17,6 +17,7 @@ from lightkeeper.errors import (
     RateLimited,
 )
 from lightkeeper.lightspeed import Account, ApiClient
+from tests.unit.conftest import RecordingClient
 
 API_URL = "https://api.example.test"
 ACCESS = "eyJhbGciOiJSUzI1NiJ9.eyJhY2N0IjoiOTg3NjUifQ.c2lnbmF0dXJlLXNpZ25hdHVyZS1zaWduYXR1cmU"
@@ -50,23 +51,12 @@ def raising(exc_type: type[httpx2.TransportError], message: str) -> Handler:
 
 
 @pytest.fixture
-def make_api() -> Iterator[MakeApi]:
-    clients: list[httpx2.Client] = []
-
+def make_api(recording_client: RecordingClient) -> MakeApi:
     def make(handler: Handler) -> tuple[ApiClient, list[httpx2.Request]]:
-        seen: list[httpx2.Request] = []
-
-        def record(request: httpx2.Request) -> httpx2.Response:
-            seen.append(request)
-            return handler(request)
-
-        http = httpx2.Client(transport=httpx2.MockTransport(record))
-        clients.append(http)
+        http, seen = recording_client(handler)
         return ApiClient(http=http, api_url=API_URL + "/"), seen
 
-    yield make
-    for http in clients:
-        http.close()
+    return make
 
 
 @pytest.mark.parametrize("account_id", ["98765", 98765, " 98765 "])

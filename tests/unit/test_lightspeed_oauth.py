@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import string
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from urllib.parse import parse_qs, urlsplit
@@ -24,6 +24,7 @@ from lightkeeper.errors import (
 from lightkeeper.lightspeed import OAuthClient, TokenSet, account_id_from_jwt, new_pkce, new_state
 from lightkeeper.lightspeed.error_mapping import parse_retry_after
 from lightkeeper.lightspeed.pkce import s256_challenge
+from tests.unit.conftest import RecordingClient
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 OAUTH_URL = "https://cloud.example.test"
@@ -102,18 +103,9 @@ def assert_no_secrets(exc: BaseException) -> None:
 
 
 @pytest.fixture
-def make_oauth() -> Iterator[MakeOAuth]:
-    clients: list[httpx2.Client] = []
-
+def make_oauth(recording_client: RecordingClient) -> MakeOAuth:
     def make(handler: Handler) -> tuple[OAuthClient, list[httpx2.Request]]:
-        seen: list[httpx2.Request] = []
-
-        def record(request: httpx2.Request) -> httpx2.Response:
-            seen.append(request)
-            return handler(request)
-
-        http = httpx2.Client(transport=httpx2.MockTransport(record))
-        clients.append(http)
+        http, seen = recording_client(handler)
         oauth = OAuthClient(
             http=http,
             oauth_url=OAUTH_URL + "/",
@@ -125,9 +117,7 @@ def make_oauth() -> Iterator[MakeOAuth]:
         )
         return oauth, seen
 
-    yield make
-    for http in clients:
-        http.close()
+    return make
 
 
 # --- authorize URL ---------------------------------------------------------------------------------------
