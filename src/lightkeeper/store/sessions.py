@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import Engine, insert, select, update
 
@@ -61,10 +62,8 @@ class SessionRepo:
             row = conn.execute(query).first()
         if row is None:
             return Rejection.UNKNOWN
-        if row.used_at is not None:
-            return Rejection.USED
-        if row.expires_at <= now:
-            return Rejection.EXPIRED
+        if (refused := _spent(row, now)) is not None:
+            return refused
         return ConnectSession(row.id, row.user_id, row.return_to, row.expires_at, row.label)
 
     def consume_session(
@@ -132,10 +131,8 @@ class SessionRepo:
             row = conn.execute(query).first()
         if row is None:
             return Rejection.UNKNOWN
-        if row.used_at is not None:
-            return Rejection.USED
-        if row.expires_at <= now:
-            return Rejection.EXPIRED
+        if (refused := _spent(row, now)) is not None:
+            return refused
         return OAuthState(row.user_id, row.session_id, row.code_verifier)
 
     def consume_state(self, state_hash: str, now: datetime) -> OAuthState | Rejection:
@@ -152,6 +149,13 @@ class SessionRepo:
                 return OAuthState(row.user_id, row.session_id, row.code_verifier)
             found = conn.execute(select(o.c.used_at).where(o.c.state_hash == state_hash)).first()
         return _rejection(found)
+
+
+def _spent(row: Any, now: datetime) -> Rejection | None:
+    """Why a link or state row (``used_at``, ``expires_at``) can no longer be used; None if it still can."""
+    if row.used_at is not None:
+        return Rejection.USED
+    return Rejection.EXPIRED if row.expires_at <= now else None
 
 
 def _rejection(found: object) -> Rejection:
