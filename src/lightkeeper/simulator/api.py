@@ -50,27 +50,19 @@ class ApiServer:
 
     def get_item(self, authorization: str | None, account_id: str, item_id: str, load_relations: str | None) -> Reply:
         """``GET /API/V3/Account/{id}/Item/{itemID}.json``; ItemShops only when asked for."""
-        begun = self._begin(authorization, 1.0)
-        if isinstance(begun, Reply):
-            return begun
-        account, headers = begun
-        item = _item_for(account, account_id, item_id)
-        if isinstance(item, Reply):
-            item.headers.update(headers)
-            return item
+        found = self._begin_item(authorization, 1.0, account_id, item_id)
+        if isinstance(found, Reply):
+            return found
+        _account, item, headers = found
         with_shops = bool(parse_relations(load_relations) & {"ItemShops", "all"})
         return Reply(200, {"Item": item_json(item, with_shops=with_shops)}, headers)
 
     def put_item(self, authorization: str | None, account_id: str, item_id: str, body: object) -> Reply:
         """``PUT /API/V3/Account/{id}/Item/{itemID}.json`` setting ItemShop qoh (atomically)."""
-        begun = self._begin(authorization, request_cost("PUT", body))
-        if isinstance(begun, Reply):
-            return begun
-        account, headers = begun
-        item = _item_for(account, account_id, item_id)
-        if isinstance(item, Reply):
-            item.headers.update(headers)
-            return item
+        found = self._begin_item(authorization, request_cost("PUT", body), account_id, item_id)
+        if isinstance(found, Reply):
+            return found
+        account, item, headers = found
         updates = stock_updates(item, body)
         if isinstance(updates, str):
             return Reply(400, ls_error(400, "Bad Request", updates), headers)
@@ -92,6 +84,20 @@ class ApiServer:
         if isinstance(charged, Reply):
             return charged
         return account, charged
+
+    def _begin_item(
+        self, authorization: str | None, cost: float, account_id: str, item_id: str
+    ) -> tuple[Account, Item, dict[str, str]] | Reply:
+        """``_begin``, then the item the path names (a refusal still carries the bucket headers)."""
+        begun = self._begin(authorization, cost)
+        if isinstance(begun, Reply):
+            return begun
+        account, headers = begun
+        item = _item_for(account, account_id, item_id)
+        if isinstance(item, Reply):
+            item.headers.update(headers)
+            return item
+        return account, item, headers
 
     def _authenticate_bearer(self, authorization: str | None) -> AccessToken | Reply:
         if not authorization:
