@@ -89,7 +89,12 @@ def _lease_free(conn: Connection) -> ColumnElement[bool]:
 
 
 def _claimable(conn: Connection, run_id: int) -> ColumnElement[bool]:
-    return and_(t.c.status.in_([s.value for s in REFRESHABLE]), _lease_free(conn), _not_done_in(run_id))
+    return and_(_left_in(run_id), _lease_free(conn))
+
+
+def _left_in(run_id: int) -> ColumnElement[bool]:
+    """Refreshable and not yet handled by this run (whether or not someone holds it now)."""
+    return and_(t.c.status.in_([s.value for s in REFRESHABLE]), _not_done_in(run_id))
 
 
 def _run_is_running(run_id: int) -> ColumnElement[bool]:
@@ -265,8 +270,7 @@ class ConnectionRepo:
 
         Leases that ran out count too, until they are taken over.
         """
-        pending = and_(t.c.status.in_([s.value for s in REFRESHABLE]), _not_done_in(run_id))
-        held = and_(t.c.acquired_until.is_not(None), or_(t.c.claim_run_id == run_id, pending))
+        held = and_(t.c.acquired_until.is_not(None), or_(t.c.claim_run_id == run_id, _left_in(run_id)))
         query = select(func.count()).where(held)
         if connection_id is not None:  # a run of one connection waits for that one only
             query = query.where(t.c.id == connection_id)
