@@ -51,6 +51,9 @@ class RunExecutor:
         self.refresher = refresher
         self.options = options or RunOptions()
         self.store = refresher.store
+        # Runs this executor began (and so checked the keys for) and has not executed yet.
+        self._keys_checked: set[int] = set()
+        self._keys_checked_lock = threading.Lock()
 
     def run(
         self, *, trigger: str, connection_id: int | None = None, progress: ProgressCallback | None = None
@@ -66,6 +69,8 @@ class RunExecutor:
         self.interrupt_stale()
         now = self.refresher.clock()
         run = self.store.runs.start(trigger=trigger, owner=self.refresher.owner, now=now, connection_id=connection_id)
+        with self._keys_checked_lock:
+            self._keys_checked.add(run.id)  # execute need not scan the keys again for this run
         log.info("run %s started (%s)", run.id, trigger)
         return run
 
@@ -83,7 +88,11 @@ class RunExecutor:
         only the last one to leave closes it. ``invalid_client`` fails the run for everyone.
         """
         stop = stop or threading.Event()
-        self._check_keys_to_join(run)
+        with self._keys_checked_lock:
+            checked = run.id in self._keys_checked
+            self._keys_checked.discard(run.id)
+        if not checked:  # a run begun elsewhere (a tick, another process): check before joining it
+            self._check_keys_to_join(run)
         self.store.runs.join(run.id)
         try:
             with _Heartbeat(self, run.id):
