@@ -46,12 +46,18 @@ _URL_RULE = "must be an http(s) URL with a host"
 _TLS_RULE = "must be an https:// URL (plain http only for a loopback host)"
 #: Shorter keys can be guessed or brute-forced over the network; `lightkeeper gen-key` makes a good one.
 API_KEY_MIN_CHARS = 32
+#: A webhook signing secret shorter than this could be guessed from signed events.
+WEBHOOK_SECRET_MIN_CHARS = 16
 _LOOPBACK_NAMES = frozenset({"localhost"})
+
+#: REFRESH_DUE_AFTER's ceiling: a day under the 30 days after which Lightspeed lets an unused refresh token die.
+DUE_AFTER_MAX_S = 29 * 86_400
 
 # What to say when pydantic's own checks (types, bounds, choices) reject a value.
 _RULES: dict[str, str] = {
     "refresh_delay_ms": "must be an integer >= 0",
     "refresh_concurrency": "must be an integer from 1 to 64",
+    "refresh_due_after": f"must be a number of seconds from 0 to {DUE_AFTER_MAX_S} (29 days)",
     "refresh_lease_s": "must be an integer >= 10",
     "refresh_max_retry_after_s": "must be a number from 0 to 3600",
     "token_refresh_leeway_s": "must be an integer >= 0",
@@ -65,6 +71,10 @@ _RULES: dict[str, str] = {
     "lightkeeper_app_name": "must be 1 to 100 characters",
     "lightkeeper_max_body_bytes": "must be an integer from 1024 to 1073741824",
     "lightkeeper_max_stock_body_bytes": "must be an integer from 1024 to 1073741824",
+    "notify_error_after_s": "must be an integer >= 0",
+    "notify_retry_base_s": "must be a number > 0 and <= 86400",
+    "notify_retry_cap_s": "must be a number > 0 and <= 86400",
+    "notify_give_up_s": "must be an integer >= 1",
 }
 
 # Set only while load_settings() builds from a mapping it has already gathered: then the environment and
@@ -107,6 +117,9 @@ class Settings(BaseSettings):
     refresh_schedule: str = "0 */6 * * *"
     # The least gap between refresh requests of every process sharing the database.
     refresh_delay_ms: int = Field(200, ge=0)
+    # Automatic runs refresh only connections last refreshed longer ago than this (0: every connection, as the
+    # seed guide does). Under 29 days, so a refresh token (dead after 30 days unused) always gets its turn.
+    refresh_due_after: int = Field(0, ge=0, le=DUE_AFTER_MAX_S)
     # Refreshes in flight at once, per process.
     refresh_concurrency: int = Field(4, ge=1, le=64)
     # One refresh's lease: at least its worst case, 2 x HTTP_TIMEOUT_S + REFRESH_MAX_RETRY_AFTER_S (checked).
@@ -133,6 +146,13 @@ class Settings(BaseSettings):
 
     notify_webhook_url: str = ""
     notify_webhook_secret: SecretStr = SecretStr("")
+    # A connection in `error` this long is reported to the host app (`connection.error`).
+    notify_error_after_s: int = Field(86_400, ge=0)
+    # Webhook retries wait base x 2^(n-1) seconds after the n-th failed attempt, at most the cap ...
+    notify_retry_base_s: float = Field(5.0, gt=0, le=86_400, allow_inf_nan=False)
+    notify_retry_cap_s: float = Field(3600.0, gt=0, le=86_400, allow_inf_nan=False)
+    # ... until the event is this old: then it is `dead` (`lightkeeper events retry ID` sends it again).
+    notify_give_up_s: int = Field(259_200, ge=1)
 
     @classmethod
     def settings_customise_sources(
@@ -171,10 +191,11 @@ class Settings(BaseSettings):
         # Bases get paths appended ("/auth/oauth/token"), so a trailing slash would double up.
         return _check_http_url(value).rstrip("/") if value else value
 
-    @field_validator("lightspeed_oauth_url", "lightspeed_api_url")
+    @field_validator("lightspeed_oauth_url", "lightspeed_api_url", "notify_webhook_url")
     @classmethod
     def _tls(cls, value: str) -> str:
-        # Client secret, codes and tokens travel to these: plain http only to the simulator on this machine.
+        # Client secret, codes and tokens (or signed alerts about merchants) travel to these: plain http only
+        # to the simulator or a receiver on this machine.
         if value and urlsplit(value).scheme.lower() != "https" and not is_loopback_host(urlsplit(value).hostname):
             raise ValueError(_TLS_RULE)
         return value
@@ -184,6 +205,13 @@ class Settings(BaseSettings):
     def _api_key(cls, value: SecretStr) -> SecretStr:
         if value.get_secret_value() and len(value.get_secret_value()) < API_KEY_MIN_CHARS:
             raise ValueError(f"must be at least {API_KEY_MIN_CHARS} characters (`lightkeeper gen-key` makes one)")
+        return value
+
+    @field_validator("notify_webhook_secret")
+    @classmethod
+    def _webhook_secret(cls, value: SecretStr) -> SecretStr:
+        if value.get_secret_value() and len(value.get_secret_value()) < WEBHOOK_SECRET_MIN_CHARS:
+            raise ValueError(f"must be at least {WEBHOOK_SECRET_MIN_CHARS} characters")
         return value
 
     @field_validator("lightspeed_redirect_uri", "notify_webhook_url")
@@ -338,6 +366,8 @@ def _validate(raw: Mapping[str, Any], *, require: Collection[str]) -> Settings:
     settings, invalid = _build(present)
     if settings is not None and (problem := lease_problem(settings)):
         invalid.append(problem)
+    if settings is not None and (problem := webhook_problem(settings)):
+        invalid.append(problem)
     if settings is None or missing or invalid:
         raise ConfigError(_message(missing, invalid))
     return settings
@@ -358,6 +388,16 @@ def lease_problem(settings: Settings) -> str | None:
         f"2 x HTTP_TIMEOUT_S ({settings.http_timeout_s:g} s) + REFRESH_MAX_RETRY_AFTER_S "
         f"({settings.refresh_max_retry_after_s:g} s) = {worst:g} s)"
     )
+
+
+def webhook_problem(settings: Settings) -> str | None:
+    """Why the webhook settings cannot work together, or None: every event is signed, so a URL needs a
+    secret, and a retry delay capped below its base would never grow."""
+    if settings.notify_webhook_url and not settings.notify_webhook_secret.get_secret_value():
+        return "NOTIFY_WEBHOOK_SECRET (must be set when NOTIFY_WEBHOOK_URL is: every event is signed with it)"
+    if settings.notify_retry_cap_s < settings.notify_retry_base_s:
+        return "NOTIFY_RETRY_CAP_S (must be at least NOTIFY_RETRY_BASE_S)"
+    return None
 
 
 def _build(values: Mapping[str, Any]) -> tuple[Settings | None, list[str]]:
@@ -413,4 +453,5 @@ __all__ = [
     "is_loopback_host",
     "lease_problem",
     "load_settings",
+    "webhook_problem",
 ]

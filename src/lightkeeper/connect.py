@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from urllib.parse import urlencode
 
 from .clock import Clock
-from .crypto import TokenCipher
+from .crypto import TokenCipher, verifier_context
 from .errors import ConnectFlowError, InvalidClient, InvalidGrant, LightkeeperError, ProviderError
 from .lightspeed import Account, ApiClient, OAuthClient, TokenSet, account_id_from_jwt, new_pkce, new_state
 from .store import ConnectionRecord, ConnectSession, Rejection, Store
@@ -181,7 +181,7 @@ class ConnectService:
             state_hash=state_hash,
             user_id=user_id,
             session_id=session_id,
-            code_verifier=self._cipher.encrypt_text(verifier, context=f"oauth_state:{state_hash}"),
+            code_verifier=self._cipher.encrypt_text(verifier, context=verifier_context(state_hash)),
             now=now,
             expires_at=now + STATE_TTL,
         )
@@ -219,7 +219,7 @@ class ConnectService:
         if isinstance(found, Rejection):
             code, message = _STATE_REJECTIONS[found]
             raise ConnectFlowError(message, code=code)
-        verifier = self._cipher.decrypt_text(found.code_verifier, context=f"oauth_state:{state_hash}")
+        verifier = self._cipher.decrypt_text(found.code_verifier, context=verifier_context(state_hash))
         return found.user_id, verifier
 
     def _same_browser(self, session_id: int | None, browser_token: str) -> bool:

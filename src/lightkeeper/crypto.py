@@ -51,6 +51,11 @@ def connection_context(connection_id: int, field: str) -> str:
     return f"lightspeed_connections:{connection_id}:{field}"
 
 
+def verifier_context(state_hash: str) -> str:
+    """The associated data binding a PKCE verifier to its OAuth state (``lightkeeper_oauth_states`` row)."""
+    return f"oauth_state:{state_hash}"
+
+
 # --- the cipher -------------------------------------------------------------------------------------
 
 
@@ -179,4 +184,5 @@ __all__ = [
     "key_id",
     "parse_key",
     "split_keys",
+    "verifier_context",
 ]

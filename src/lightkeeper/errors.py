@@ -8,6 +8,8 @@
     ├── StoreError                   the database cannot be used as it is
     │   └── SchemaOutOfDate          the database is behind the code's migrations
     ├── ConnectionNotFound           no connection with that id
+    ├── EventNotFound                no webhook event with that id
+    ├── EventBusy                    another process is sending that webhook event right now
     ├── ConnectionExpired            the merchant must reconnect (status ``expired``/``disconnected``)
     ├── ConnectFlowError             a bad OAuth callback (forged/reused/expired state, denied, no code)
     └── ProviderError                Lightspeed said no, or could not be reached
@@ -54,6 +56,14 @@ class SchemaOutOfDate(StoreError):
 
 class ConnectionNotFound(LightkeeperError):
     """No connection has the given id."""
+
+
+class EventNotFound(LightkeeperError):
+    """No webhook event has the given id."""
+
+
+class EventBusy(LightkeeperError):
+    """Another process holds the webhook event's delivery lease: it is being sent right now."""
 
 
 class ConnectionExpired(LightkeeperError):
@@ -117,6 +127,8 @@ __all__ = [
     "ConnectionExpired",
     "ConnectionNotFound",
     "DecryptError",
+    "EventBusy",
+    "EventNotFound",
     "InputError",
     "InvalidClient",
     "InvalidGrant",

@@ -15,7 +15,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
 
 import httpx2
@@ -25,9 +25,13 @@ from .clock import Clock, utcnow
 from .config import Settings
 from .connect import ConnectLink, ConnectService, StartedSession
 from .crypto import TokenCipher
-from .errors import ConnectionNotFound
+from .errors import ConfigError, ConnectionNotFound
+from .health import Health, SchedulerProbe
+from .health import check as check_health
 from .lightspeed import ApiClient, OAuthClient
 from .lightspeed.pacing import Pacer
+from .metrics import DatabaseCollector, DatabaseSummary, unwatch_database, watch_database
+from .notify import Notifier
 from .refresh import (
     AccessGrant,
     ProgressCallback,
@@ -37,11 +41,15 @@ from .refresh import (
     TokenProvider,
     stale_after_s,
 )
+from .rotation import WAIT, KeyRotation, RotationSummary
+from .rotation import ProgressCallback as RotationProgress
 from .scheduler.schedule import ScheduleService, ScheduleState
 from .store import (
     REFRESHABLE,
     ConnectionRecord,
     ConnectSession,
+    DailyOutcomes,
+    EventRecord,
     Job,
     RunRecord,
     Status,
@@ -49,6 +57,7 @@ from .store import (
     Trigger,
     current_revision,
     ensure_current,
+    head_revision,
     sqlite_path,
 )
 from .vault import TokenVault
@@ -87,7 +96,9 @@ class Keeper:
         self.settings = settings
         self.clock = clock
         self.owner = owner or worker_id()
-        self.store = store or Store.from_url(settings.database_url)
+        # With NOTIFY_WEBHOOK_URL, connection changes write webhook events to the outbox (a store handed in
+        # keeps its own choice).
+        self.store = store or Store.from_url(settings.database_url, record_events=bool(settings.notify_webhook_url))
         self.cipher = TokenCipher.from_texts(
             settings.token_encryption_key.get_secret_value(), settings.token_encryption_old_keys.get_secret_value()
         )
@@ -142,6 +153,16 @@ class Keeper:
         )
         # Who ticks the refresh job (embedded schedulers or pg_cron), when, and whether.
         self.schedule = schedule_service(settings, self.store, clock=clock)
+        # Sends the outbox's webhook events; None when NOTIFY_WEBHOOK_URL is unset (then none are written).
+        self.notifier = (
+            Notifier(self.store.events, settings, clock=clock, owner=self.owner, user_agent=USER_AGENT)
+            if settings.notify_webhook_url
+            else None
+        )
+        # /metrics (and worker --metrics-port) read these gauges from the database: every replica agrees.
+        self.gauges = DatabaseCollector(self._database_summary, statuses=[s.value for s in Status], now=clock)
+        watch_database(self.gauges)
+        self._scheduler: SchedulerProbe | None = None
 
     # -- connections -------------------------------------------------------------------------------------
     def connections(self, *, user_id: str | None = None, status: str | None = None) -> list[ConnectionRecord]:
@@ -154,6 +175,11 @@ class Keeper:
         if record is None:
             raise ConnectionNotFound(f"there is no connection {connection_id}")
         return record
+
+    def status_counts(self) -> dict[Status, int]:
+        """How many connections are in each status, every status named (zero when none), in one query."""
+        found = self.store.connections.count_by_status()
+        return {status: found.get(status.value, 0) for status in Status}
 
     def refreshable_count(self) -> int:
         """How many connections a refresh of everything would work on (``connected`` or ``error``)."""
@@ -197,11 +223,23 @@ class Keeper:
         trigger: str = Trigger.MANUAL,
         connection_id: int | None = None,
         progress: ProgressCallback | None = None,
+        due: bool = False,
     ) -> RunRecord:
         """Refresh every refreshable connection (or one) in a recorded run, here and now; its final record.
 
-        ``progress`` is called once per connection done."""
-        return self.runs.run(trigger=trigger, connection_id=connection_id, progress=progress)
+        ``progress`` is called once per connection done. With ``due``, as automatic runs do: only connections
+        last refreshed more than ``REFRESH_DUE_AFTER`` ago (every one when that is 0)."""
+        due_before = self.due_before() if due else None
+        return self.runs.run(trigger=trigger, connection_id=connection_id, progress=progress, due_before=due_before)
+
+    def due_before(self) -> datetime | None:
+        """The cutoff of a due-based run starting now: ``REFRESH_DUE_AFTER`` ago; None when that is 0."""
+        due_after = self.settings.refresh_due_after
+        return self.clock() - timedelta(seconds=due_after) if due_after else None
+
+    def due_count(self) -> int:
+        """How many refreshable connections a due-based run starting now would refresh."""
+        return self.store.connections.count_due(self.due_before())
 
     def begin_run(self, *, trigger: str, connection_id: int | None = None) -> RunRecord:
         """Record a run starting now (or the full run already going, to join) without working on it;
@@ -225,6 +263,12 @@ class Keeper:
         self.interrupt_stale_runs()
         return self.store.runs.list(limit=limit)
 
+    def outcome_history(self, *, days: int = 14) -> list[DailyOutcomes]:
+        """Refresh outcomes summed by UTC day of the runs' start, for the last ``days`` days (today
+        included), oldest first; days without runs are zeros."""
+        today = self.clock().astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        return self.store.runs.daily_outcomes(first_day=today - timedelta(days=days - 1), days=days)
+
     def interrupt_stale_runs(self) -> int:
         """Close as ``interrupted`` the runs nobody has worked on for a while; how many there were."""
         return self.runs.interrupt_stale()
@@ -236,13 +280,15 @@ class Keeper:
     def start_queued_run(self) -> RunRecord | None:
         """Start the oldest run requested by SQL or pg_cron (one process wins it, the others join it
         as a running run); None when nothing is queued or another process won."""
-        return self.store.runs.activate_queued(owner=self.owner, now=self.clock())
+        return self.store.runs.activate_queued(owner=self.owner, now=self.clock(), due_before=self.due_before())
 
     def start_scheduled_run(self, job: Job, tick: datetime) -> RunRecord | None:
         """Record the run of one cron tick of ``job``; None if another process recorded it first.
 
         A tick that comes while a run is still going is recorded as ``skipped``, not doubled."""
-        return self.store.runs.start_tick(job_name=job.name, tick=tick, owner=self.owner, now=self.clock())
+        return self.store.runs.start_tick(
+            job_name=job.name, tick=tick, owner=self.owner, now=self.clock(), due_before=self.due_before()
+        )
 
     # -- the schedule ------------------------------------------------------------------------------------
     def refresh_job(self) -> Job:
@@ -316,6 +362,49 @@ class Keeper:
         """The CSRF purpose of one link's confirm form: its token passes for no other link."""
         return ConnectService.confirm_purpose(link_token)
 
+    # -- webhook events ----------------------------------------------------------------------------------
+    def events(self, *, limit: int = 50, status: str | None = None) -> list[EventRecord]:
+        """The newest webhook events first (or those in one status: pending, delivered, dead)."""
+        return self.store.events.list(limit=limit, status=status)
+
+    def retry_event(self, event_id: str) -> EventRecord:
+        """Send one event again now, whatever its status; its record after the attempt (``last_error``
+        says why it failed). ``EventNotFound`` for an unknown id, ``EventBusy`` if it is being sent."""
+        if self.notifier is None:
+            raise ConfigError("NOTIFY_WEBHOOK_URL is not set, so no event can be sent")
+        return self.notifier.retry(event_id)
+
+    def deliver_events(self) -> int:
+        """One delivery round here and now: the ``connection.error`` sweep, then every due event; how many
+        attempts were made (0 when NOTIFY_WEBHOOK_URL is unset)."""
+        return self.notifier.deliver() if self.notifier is not None else 0
+
+    def start_notifier(self) -> bool:
+        """Deliver events in the background (``serve``, ``worker``) until ``stop_notifier`` or ``close``;
+        False when NOTIFY_WEBHOOK_URL is unset."""
+        if self.notifier is not None:
+            self.notifier.start()
+        return self.notifier is not None
+
+    def stop_notifier(self) -> None:
+        if self.notifier is not None:
+            self.notifier.stop()
+
+    # -- the encryption keys -----------------------------------------------------------------------------
+    def rotate_keys(
+        self,
+        *,
+        batch_size: int = 100,
+        progress: RotationProgress | None = None,
+        wait: timedelta = WAIT,
+        pause: timedelta = timedelta(0),
+    ) -> RotationSummary:
+        """Re-encrypt every stored secret (tokens of every status, PKCE verifiers) under TOKEN_ENCRYPTION_KEY,
+        row by row under its lease, while workers run; safe to repeat and to resume. Rows a refresh holds are
+        tried again for up to ``wait``; ``pause`` between batches spares a busy database."""
+        rotation = KeyRotation(self.store, self.cipher, owner=self.owner, wait=wait, pause=pause)
+        return rotation.run(batch_size=batch_size, progress=progress)
+
     # -- the database ------------------------------------------------------------------------------------
     def ensure_schema(self, *, auto_create: bool = True) -> None:
         """Create a brand-new SQLite file's schema; refuse a database behind the code's migrations."""
@@ -326,12 +415,28 @@ class Keeper:
         """The database's migration revision (None: no lightkeeper schema); raises if it is unreachable."""
         return current_revision(self.store.engine)
 
+    def health(self) -> Health:
+        """Every health check by name: the database answers, its schema is the code's, and the scheduler
+        loop watched here (``watch_scheduler``) is alive."""
+        return check_health(self.schema_revision, head_revision(), self._scheduler)
+
+    def watch_scheduler(self, probe: SchedulerProbe | None) -> None:
+        """Report this scheduler loop's liveness in ``health`` (None: no loop runs in this process)."""
+        self._scheduler = probe
+
+    def _database_summary(self) -> DatabaseSummary:
+        summary = self.store.connections.status_summary()
+        return DatabaseSummary(summary.counts, summary.oldest_refresh)
+
     @property
     def can_listen(self) -> bool:
         """Whether workers can be woken by the database (PostgreSQL LISTEN/NOTIFY); elsewhere they poll."""
         return self.store.can_listen
 
     def close(self) -> None:
+        unwatch_database(self.gauges)
+        if self.notifier is not None:
+            self.notifier.close()
         self.http.close()
         self.store.close()
 

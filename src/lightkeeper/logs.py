@@ -6,6 +6,10 @@ URLs of the connect flow carry one-time secrets (link tokens, OAuth codes); ``we
 Messages do carry text from outside (user ids, account names, request paths). In text logs every control
 character in a message is escaped, so a newline in a user id cannot forge a log line and an escape
 sequence cannot repaint an operator's terminal; JSON logs get the same from ``json.dumps``.
+
+Structured events: a record logged with ``extra={"event": "refresh", "fields": {...}}`` prints its fields
+as ``key=value`` pairs after the message in text, and as keys of the object (beside ``event``) in JSON. The
+callers check ``isEnabledFor`` first, so a disabled level costs no dict.
 """
 
 from __future__ import annotations
@@ -38,12 +42,31 @@ def _escape_char(char: str) -> str:
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
+def event_fields(record: logging.LogRecord) -> dict[str, object]:
+    """The structured fields of a record (empty for a plain message)."""
+    fields = getattr(record, "fields", None)
+    return dict(fields) if isinstance(fields, dict) else {}
+
+
+def _pairs(fields: dict[str, object]) -> str:
+    return "".join(f" {key}={_value(value)}" for key, value in fields.items())
+
+
+def _value(value: object) -> str:
+    text = "-" if value is None else str(value)
+    # Quoted when it has room for confusion (spaces, quotes, "="), so pairs split unambiguously.
+    if not text or any(char in text for char in ' "='):
+        text = json.dumps(text, ensure_ascii=False)
+    return escape_controls(text)
+
+
 class TextFormatter(logging.Formatter):
-    """The standard text format, with the message's control characters escaped (tracebacks keep theirs)."""
+    """The standard text format, with the message's control characters escaped (tracebacks keep theirs),
+    and an event's fields as ``key=value`` pairs after the message."""
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         original = record.message
-        record.message = escape_controls(original)
+        record.message = escape_controls(original) + _pairs(event_fields(record))
         try:
             return super().formatMessage(record)
         finally:
@@ -52,15 +75,19 @@ class TextFormatter(logging.Formatter):
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        entry = {
+        entry: dict[str, object] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
         }
+        if (event := getattr(record, "event", None)) is not None:
+            entry["event"] = str(event)
+        for key, value in event_fields(record).items():
+            entry.setdefault(key, value)  # a field never hides the standard keys
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
+        return json.dumps(entry, default=str)
 
 
 def configure(level: str = "INFO", fmt: str = "text") -> None:
@@ -77,4 +104,4 @@ def configure(level: str = "INFO", fmt: str = "text") -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-__all__ = ["JsonFormatter", "TextFormatter", "configure", "escape_controls"]
+__all__ = ["JsonFormatter", "TextFormatter", "configure", "escape_controls", "event_fields"]

@@ -79,6 +79,8 @@ class RunView(View):
     errors: int
     skipped: int
     message: str | None
+    #: A due-based run refreshed only connections last refreshed before this; null: every connection.
+    due_before: Timestamp | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -109,6 +111,25 @@ class ScheduleView(View):
     owner: str
     next_run_at: Timestamp | None
     note: str | None = None
+
+
+EventTypeName = Literal["connection.expired", "connection.error", "connection.recovered"]
+
+
+class EventView(View):
+    """A webhook event in the outbox and its delivery (``lightkeeper events``): never the body's secret
+    parts, because the body holds none, and never the signature."""
+
+    id: str
+    type: EventTypeName
+    connection_id: int | None
+    status: Literal["pending", "delivered", "dead"]
+    attempts: int
+    created_at: Timestamp
+    next_attempt_at: Timestamp | None
+    last_attempt_at: Timestamp | None
+    delivered_at: Timestamp | None
+    last_error: str | None
 
 
 class ConnectLinkView(View):
@@ -181,6 +202,23 @@ class ConfigView(View):
     refresh_lease_s: int
     #: None: there is no lightkeeper database yet (or it cannot be reached).
     rows_per_key: list[KeyRowsView] | None
+    #: The same count for the PKCE verifiers of sign-ins (OAuth states): ``rotate-key`` re-encrypts these too.
+    verifiers_per_key: list[KeyRowsView] | None = None
+
+
+class RotationView(View):
+    """``lightkeeper rotate-key --json``: what a key rotation re-encrypted and what it had to leave."""
+
+    primary_key_id: str
+    complete: bool = Field(description="Every stored secret is under the primary key: the old keys can go.")
+    reencrypted: int = Field(description="Connections whose tokens were re-encrypted.")
+    verifiers: int = Field(description="PKCE verifiers of sign-ins re-encrypted.")
+    already_current: int
+    left_leased: int
+    unknown_keys: dict[str, int] = Field(description="Rows per key id that is not configured.")
+    tampered: int
+    tampered_connections: list[int]
+    problems: list[str]
 
 
 __all__ = [
@@ -189,7 +227,10 @@ __all__ = [
     "ConnectLinkView",
     "ConnectionStatus",
     "ConnectionView",
+    "EventTypeName",
+    "EventView",
     "KeyRowsView",
+    "RotationView",
     "RunStartedView",
     "RunView",
     "ScheduleView",

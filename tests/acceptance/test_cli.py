@@ -30,7 +30,19 @@ from tests.acceptance.conftest import (
     wait_for,
 )
 
-COMMANDS = ("check-config", "db", "serve", "refresh", "status", "runs", "connect-link", "simulate", "demo", "gen-key")
+COMMANDS = (
+    "check-config",
+    "db",
+    "serve",
+    "refresh",
+    "status",
+    "runs",
+    "connect-link",
+    "simulate",
+    "demo",
+    "gen-key",
+    "rotate-key",
+)
 CONNECTION_KEYS = {
     "id",
     "user_id",
@@ -338,6 +350,21 @@ def test_refresh_one_connection_by_id(cli: Lightkeeper) -> None:
     status = by_user(cli.json("status"))
     assert status["bob"]["last_token_refresh_at"] != seeded["bob"]["last_token_refresh_at"]
     assert status["alice"]["last_token_refresh_at"] == seeded["alice"]["last_token_refresh_at"]
+
+
+def test_refresh_due_refreshes_only_what_is_due(cli: Lightkeeper) -> None:
+    """`refresh --all --due` with the default REFRESH_DUE_AFTER=0 refreshes every connection; with an hour, the
+    connections refreshed a moment ago are skipped."""
+    cli.seed("alice", "bob")
+    everything = cli.json("refresh", "--all", "--due")
+    assert (everything["refreshed"], everything["skipped"]) == (2, 0)
+
+    hour = {"REFRESH_DUE_AFTER": "3600"}
+    nothing_due = cli.json("refresh", "--all", "--due", env_extra=hour)
+    assert (nothing_due["total"], nothing_due["refreshed"], nothing_due["skipped"]) == (2, 0, 2)
+    wrong = cli("refresh", "--connection", "1", "--due")
+    assert wrong.returncode == 2, describe(wrong)
+    assert "--due goes with --all" in describe(wrong)
 
 
 # --- secrets at rest ----------------------------------------------------------------------------------------

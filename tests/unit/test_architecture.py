@@ -29,11 +29,15 @@ ALLOWED: dict[str, set[str]] = {
     "config": LEAVES,
     "crypto": LEAVES,
     "logs": LEAVES | {"config"},
+    "metrics": LEAVES,  # prometheus_client and the leaves
+    "health": LEAVES,
     "store": LEAVES,
     "lightspeed": LEAVES,
     "vault": LEAVES | {"crypto", "store", "lightspeed"},
-    "refresh": LEAVES | {"store", "lightspeed", "vault"},
+    "refresh": LEAVES | {"store", "lightspeed", "vault", "metrics"},
     "connect": LEAVES | {"crypto", "store", "lightspeed", "vault"},
+    "rotation": LEAVES | {"crypto", "store", "vault"},  # key rotation: re-encrypts under leases
+    "notify": LEAVES | {"config", "store"},  # webhook alerts: the outbox's delivery
     "client": LEAVES | {"lightspeed", "refresh"},
     "stock": LEAVES | {"lightspeed", "client", "store"},
     "views": LEAVES | {"store"},
@@ -50,10 +54,15 @@ ALLOWED: dict[str, set[str]] = {
         "client",
         "stock",
         "views",
+        "rotation",
         "scheduler",
+        "metrics",
+        "health",
+        "notify",
     },
-    "scheduler": LEAVES | {"config", "store", "refresh"},
-    "web": LEAVES | {"config", "store", "keeper", "views", "stock", "connect", "lightspeed", "refresh", "logs"},
+    "scheduler": LEAVES | {"config", "store", "refresh", "metrics"},
+    "web": LEAVES
+    | {"config", "store", "keeper", "views", "stock", "connect", "lightspeed", "refresh", "logs", "metrics", "health"},
     "cli": LEAVES
     | {
         "config",
@@ -66,8 +75,10 @@ ALLOWED: dict[str, set[str]] = {
         "web",
         "scheduler",
         "refresh",
+        "rotation",
         "simulator",
         "lightspeed",
+        "metrics",
     },
     "simulator": set(),  # stands apart: a look-alike of the provider shares nothing with the client
     "__init__": LEAVES | {"config", "keeper", "store", "views"},
@@ -77,6 +88,7 @@ DIALECT_MODULES = {"store/dialect.py", "store/engine.py"}
 #: ``keeper.<part>.<verb>`` is reaching through the facade: these layers use Keeper's own verbs.
 FACADE_USERS = ("web", "cli", "scheduler")
 KEEPER_PARTS = {"store", "refresher", "runs", "tokens", "connect", "oauth", "api", "vault", "cipher", "http"}
+KEEPER_PARTS |= {"notifier"}  # webhook delivery: callers use Keeper's event verbs
 
 
 def modules() -> list[Path]:

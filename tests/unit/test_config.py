@@ -96,6 +96,8 @@ def test_only_malformed_values() -> None:
     [
         ("REFRESH_LEASE_S", "9"),
         ("REFRESH_CONCURRENCY", "65"),
+        ("REFRESH_DUE_AFTER", "-1"),
+        ("REFRESH_DUE_AFTER", "2592000"),
         ("HTTP_TIMEOUT_S", "0"),
         ("HTTP_TIMEOUT_S", "nan"),
         ("TOKEN_REFRESH_LEEWAY_S", "1.5"),

@@ -79,6 +79,7 @@ RUN_FIELDS = {
     "errors",
     "skipped",
     "message",
+    "due_before",
 }
 TIME_FIELDS = ("token_expires_at", "last_token_refresh_at", "next_attempt_at", "started_at", "finished_at")
 #: The one timestamp format of the API and the CLI (CHANGELOG, issue 10): RFC 3339, UTC, microseconds.
@@ -519,7 +520,17 @@ def test_no_answer_but_the_token_routes_holds_a_token(app_server: AppServer, sim
 def test_healthz_is_ok_when_the_schema_is_current(app_server: AppServer) -> None:
     response = app_server.client.get("/healthz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "database": "ok", "schema": head_revision()}
+    body = response.json()
+    assert {key: body[key] for key in ("status", "database", "schema")} == {
+        "status": "ok",
+        "database": "ok",
+        "schema": head_revision(),
+    }
+    assert {name: check["ok"] for name, check in body["checks"].items()} == {
+        "database": True,
+        "migrations": True,
+        "scheduler": True,
+    }
 
 
 def test_healthz_is_503_when_the_schema_is_not_the_codes(app_server: AppServer) -> None:

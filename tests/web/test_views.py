@@ -30,6 +30,7 @@ RUN_KEYS = (
     "errors",
     "skipped",
     "message",
+    "due_before",
 )
 RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
 CONNECTION = ConnectionRecord(

@@ -6,16 +6,12 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from ..errors import InvalidGrant, ProviderError, RateLimited
-from ..store import ConnectionRecord, Trigger
+from ..store import AUTOMATIC_TRIGGERS, ConnectionRecord
 
 #: Backoff after consecutive transient failures: 1, 2, 4 … minutes, capped at an hour so that a
 #: schedule of every few hours always retries, while a broken connection never hammers Lightspeed.
 BACKOFF_BASE = timedelta(minutes=1)
 BACKOFF_CAP = timedelta(hours=1)
-
-#: Run triggers that are automatic; they respect per-connection backoff. A person asking for a run
-#: (``manual``, ``api``) gets every refreshable connection tried now.
-AUTOMATIC_TRIGGERS = frozenset({Trigger.SCHEDULE, Trigger.SQL})
 
 
 class Outcome(StrEnum):

@@ -13,9 +13,10 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from ..errors import ConfigError, ConnectionExpired, ConnectionNotFound
+from ..metrics import Reason, count_refresh, observe_run
 from ..store import REFRESHABLE, Lease, RunRecord, RunStatus
 from .policy import AUTOMATIC_TRIGGERS, Outcome
 from .single import Refresher
@@ -56,19 +57,32 @@ class RunExecutor:
         self._keys_checked_lock = threading.Lock()
 
     def run(
-        self, *, trigger: str, connection_id: int | None = None, progress: ProgressCallback | None = None
+        self,
+        *,
+        trigger: str,
+        connection_id: int | None = None,
+        progress: ProgressCallback | None = None,
+        due_before: datetime | None = None,
     ) -> RunRecord:
         """Run a refresh from start to end in this process and return its final record."""
-        return self.execute(self.begin(trigger=trigger, connection_id=connection_id), progress=progress)
+        begun = self.begin(trigger=trigger, connection_id=connection_id, due_before=due_before)
+        return self.execute(begun, progress=progress)
 
-    def begin(self, *, trigger: str, connection_id: int | None = None) -> RunRecord:
-        """Record a run starting now (or the full run already going, to join); ``execute`` works on it."""
+    def begin(self, *, trigger: str, connection_id: int | None = None, due_before: datetime | None = None) -> RunRecord:
+        """Record a run starting now (or the full run already going, to join); ``execute`` works on it.
+
+        With ``due_before`` (a full run only), only connections last refreshed before it are refreshed."""
         if connection_id is not None:
             self._check_refreshable(connection_id)
         self.check_keys()
         self.interrupt_stale()
         now = self.refresher.clock()
-        run = self.store.runs.start(trigger=trigger, owner=self.refresher.owner, now=now, connection_id=connection_id)
+        if connection_id is not None:
+            due_before = None  # one connection asked for by name is refreshed, due or not
+        owner = self.refresher.owner
+        run = self.store.runs.start(
+            trigger=trigger, owner=owner, now=now, connection_id=connection_id, due_before=due_before
+        )
         with self._keys_checked_lock:
             self._keys_checked.add(run.id)  # execute need not scan the keys again for this run
         log.info("run %s started (%s)", run.id, trigger)
@@ -113,10 +127,12 @@ class RunExecutor:
     def work(self, run: RunRecord, *, progress: ProgressCallback | None, stop: threading.Event) -> bool:
         """Refresh until the run is over (True) or this process must stop (False)."""
         if run.trigger in AUTOMATIC_TRIGGERS:
-            self.store.connections.skip_in_backoff(run.id, self.refresher.clock())
+            now = self.refresher.clock()
+            skipped = self.store.connections.skip_in_backoff(run.id, now, due_before=run.due_before)
+            count_refresh(Outcome.SKIPPED.value, Reason.BACKOFF, skipped)
         drain = _Drain(self, run, progress, stop)
         while not stop.is_set():
-            if self.store.connections.has_claimable(run.id, run.connection_id):
+            if self.store.connections.has_claimable(run.id, run.connection_id, due_before=run.due_before):
                 drain.go()
             elif not self._others_still_working(run):
                 return True
@@ -132,7 +148,7 @@ class RunExecutor:
         current = self.store.runs.get(run.id)
         if current is None or current.status is not RunStatus.RUNNING:
             return False
-        return self.store.connections.count_in_flight(run.id, run.connection_id) > 0
+        return self.store.connections.count_in_flight(run.id, run.connection_id, due_before=run.due_before) > 0
 
     def interrupt_stale(self) -> int:
         return self.store.runs.interrupt_stale(stale_after=self.options.stale_after)
@@ -190,17 +206,37 @@ class RunExecutor:
             return -1
 
     def _finish(self, run_id: int, status: RunStatus, message: str | None) -> RunRecord:
-        record = self.store.runs.finish(run_id, status=status, now=self.refresher.clock(), message=message)
-        log.info(
-            "run %s %s: %s refreshed, %s expired, %s errors, %s skipped",
-            run_id,
-            record.status.value,
-            record.refreshed,
-            record.expired,
-            record.errors,
-            record.skipped,
-        )
+        now = self.refresher.clock()
+        record = self.store.runs.finish(run_id, status=status, now=now, message=message)
+        # Closed by this call (not earlier, by another participant): its ending is ours to report.
+        if record.status is status and record.finished_at == now:
+            _report_run(record)
         return record
+
+
+def _report_run(record: RunRecord) -> None:
+    """Observe a run's duration and log its one ``run`` event, with the counts it ended with."""
+    seconds = _duration_s(record)
+    observe_run(seconds)
+    if not log.isEnabledFor(logging.INFO):
+        return
+    fields = {
+        "run_id": record.id,
+        "trigger": record.trigger,
+        "outcome": record.status.value,
+        "duration_ms": round(seconds * 1000, 1),
+        "refreshed": record.refreshed,
+        "expired": record.expired,
+        "errors": record.errors,
+        "skipped": record.skipped,
+    }
+    log.info("run %s %s", record.id, record.status.value, extra={"event": "run", "fields": fields})
+
+
+def _duration_s(record: RunRecord) -> float:
+    if record.started_at is None or record.finished_at is None:
+        return 0.0
+    return max(0.0, (record.finished_at - record.started_at).total_seconds())
 
 
 @dataclass
@@ -272,6 +308,7 @@ class _Drain:
             lease=refresher.lease,
             after_id=after,
             connection_id=self.run.connection_id,
+            due_before=self.run.due_before,
         )
 
     def _refresh(self, lease: Lease) -> None:

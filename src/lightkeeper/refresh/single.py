@@ -8,13 +8,18 @@ The order is the whole point (invariants 1-3):
 * a failure never overwrites a token; only ``invalid_grant`` marks a connection expired; an undecryptable row
   is that row's error; only an OAuth ``invalid_client`` stops everything, as a configuration fault.
 
-An outcome write that finds the lease or the tokens changed lands nowhere and is not counted: whoever holds
-the connection now (or the run claiming it again) writes and counts it.
+An outcome write that finds the lease or the tokens changed lands nowhere and is not counted in the run:
+whoever holds the connection now (or the run claiming it again) writes and counts it. This process reports
+it as ``skipped`` (``lease_lost``).
+
+Each outcome is reported once, after its write returned: one ``refresh`` log event (connection, account,
+outcome, reason, duration, run, trigger) and one count in ``lightkeeper_refresh_attempts_total``.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -22,6 +27,7 @@ from ..clock import Clock
 from ..errors import ConfigError, DecryptError, InvalidClient, ProviderError, UnknownKey
 from ..lightspeed import OAuthClient, TokenSet
 from ..lightspeed.pacing import Pacer, retry_once_after
+from ..metrics import Reason, count_refresh, failure_reason, observe_refresh_seconds
 from ..store import Lease, Store, Tally
 from ..vault import TokenVault
 from . import policy
@@ -29,6 +35,9 @@ from .locks import ConnectionLocks
 from .policy import Outcome
 
 log = logging.getLogger(__name__)
+
+#: The ``trigger`` of a refresh outside any run: a caller asked for a token (``fresh_token``).
+ON_DEMAND = "on_demand"
 
 
 @dataclass(frozen=True)
@@ -66,33 +75,40 @@ class Refresher:
         """Refresh a connection a run claimed; with ``run_id`` the outcome is counted in that run by the
         transaction that records it."""
         if policy.should_skip(lease.record, trigger, self.clock()):
-            self.store.connections.release(lease.record.id, lease.token, tally=_tally(run_id, Outcome.SKIPPED))
+            report = _Report(self, lease, run_id, trigger)
+            released = self.store.connections.release(
+                lease.record.id, lease.token, tally=_tally(run_id, Outcome.SKIPPED)
+            )
+            report(Outcome.SKIPPED, Reason.BACKOFF if released else Reason.LEASE_LOST)
             return Outcome.SKIPPED
-        return self.refresh(lease, run_id=run_id).outcome
+        return self.refresh(lease, run_id=run_id, trigger=trigger).outcome
 
-    def refresh(self, lease: Lease, *, run_id: int | None = None) -> RefreshResult:
+    def refresh(self, lease: Lease, *, run_id: int | None = None, trigger: str = ON_DEMAND) -> RefreshResult:
         """Refresh under our lease and write the outcome; the lease always ends here."""
         try:
-            return self._refresh(lease, run_id)
+            return self._refresh(lease, _Report(self, lease, run_id, trigger))
         except BaseException:
             # Handed back, not released: a run claims it again and counts it (this participant is leaving).
             self.store.connections.unclaim(lease.record.id, lease.token)
             raise
 
-    def _refresh(self, lease: Lease, run_id: int | None) -> RefreshResult:
+    def _refresh(self, lease: Lease, report: _Report) -> RefreshResult:
+        run_id = report.run_id
         try:
             tokens = self._call_lightspeed(lease)
         except InvalidClient as exc:
             self.store.connections.release(lease.record.id, lease.token)
+            report(Outcome.ERROR, Reason.INVALID_CLIENT, exc)
             raise ConfigError(_INVALID_CLIENT) from exc
         except _NotSent:
-            return RefreshResult(self._not_sent(lease, run_id))
+            return RefreshResult(self._not_sent(lease, report))
         except (DecryptError, ProviderError) as exc:
-            return RefreshResult(self._failed(lease, exc, run_id), error=exc)
+            return RefreshResult(self._failed(lease, exc, report), error=exc)
         except Exception as exc:  # a bug must cost one connection, not the run
             self._log.exception("unexpected error refreshing connection %s", lease.record.id)
-            return RefreshResult(self._failed(lease, exc, run_id), error=exc)
+            return RefreshResult(self._failed(lease, exc, report), error=exc)
         outcome = self._save(lease, tokens, run_id)
+        report(outcome, Reason.NONE if outcome is Outcome.REFRESHED else Reason.LEASE_LOST)
         return RefreshResult(outcome, tokens=tokens if outcome is Outcome.REFRESHED else None)
 
     def _call_lightspeed(self, lease: Lease) -> TokenSet:
@@ -101,11 +117,18 @@ class Refresher:
             raise _NotSent
         # A 429 holds every process; the one retry goes only if the wait left the lease long enough.
         return retry_once_after(
-            lambda: self.oauth.refresh(refresh_token),
+            lambda: self._timed_refresh(refresh_token),
             pacer=self.pacer,
             max_wait=self.max_retry_after,
             may_send=lambda: self._lease_outlives_a_request(lease),
         )
+
+    def _timed_refresh(self, refresh_token: str) -> TokenSet:
+        started = time.monotonic()
+        try:
+            return self.oauth.refresh(refresh_token)
+        finally:  # failures too: a slow timeout is exactly what the histogram is for
+            observe_refresh_seconds(time.monotonic() - started)
 
     def _lease_outlives_a_request(self, lease: Lease) -> bool:
         """Policy of invariant 1: send only on a lease with at least ``HTTP_TIMEOUT_S`` left."""
@@ -122,14 +145,13 @@ class Refresher:
             tally=_tally(run_id, Outcome.REFRESHED),
         )
         if saved:
-            self._log.info("connection %s refreshed, access token valid until %s", record.id, tokens.expires_at)
             return Outcome.REFRESHED
         # Our lease ended (this process was paused past it) and another holder took the connection over.
         self._log.warning("connection %s: lease lost during refresh; the new lease holder's tokens stand", record.id)
         return Outcome.SKIPPED
 
-    def _failed(self, lease: Lease, exc: Exception, run_id: int | None) -> Outcome:
-        record, now, error = lease.record, self.clock(), _describe(exc)
+    def _failed(self, lease: Lease, exc: Exception, report: _Report) -> Outcome:
+        record, now, error, run_id = lease.record, self.clock(), _describe(exc), report.run_id
         if isinstance(exc, ProviderError) and policy.is_fatal_for_connection(exc):
             outcome = Outcome.EXPIRED
             marked = self.store.connections.mark_expired(
@@ -151,13 +173,55 @@ class Refresher:
                 now=now,
                 tally=_tally(run_id, outcome),
             )
-        self._log.warning("connection %s: %s (%s)", record.id, outcome.value, error)
-        return outcome if marked else Outcome.SKIPPED  # not marked: the lease or the tokens moved on
+        if not marked:  # the lease or the tokens moved on
+            report(Outcome.SKIPPED, Reason.LEASE_LOST)
+            return Outcome.SKIPPED
+        report(outcome, failure_reason(exc), error)
+        return outcome
 
-    def _not_sent(self, lease: Lease, run_id: int | None) -> Outcome:
+    def _not_sent(self, lease: Lease, report: _Report) -> Outcome:
         self._log.warning("connection %s: lease too short to send a refresh; left for the next run", lease.record.id)
-        self.store.connections.release(lease.record.id, lease.token, tally=_tally(run_id, Outcome.SKIPPED))
+        tally = _tally(report.run_id, Outcome.SKIPPED)
+        released = self.store.connections.release(lease.record.id, lease.token, tally=tally)
+        report(Outcome.SKIPPED, Reason.LEASE_TOO_SHORT if released else Reason.LEASE_LOST)
         return Outcome.SKIPPED
+
+
+@dataclass
+class _Report:
+    """Reports one refresh's outcome once its write returned: a count and one structured log event."""
+
+    refresher: Refresher
+    lease: Lease
+    run_id: int | None
+    trigger: str
+    started: float = field(default_factory=time.monotonic)
+
+    def __call__(self, outcome: Outcome, reason: Reason, error: Exception | str | None = None) -> None:
+        count_refresh(outcome.value, reason)
+        failed = outcome in (Outcome.ERROR, Outcome.EXPIRED)
+        level = logging.WARNING if failed else logging.INFO
+        logger = self.refresher._log
+        if logger.isEnabledFor(level):  # no formatting work for a disabled level
+            logger.log(level, self._message(outcome, error), extra=self._extra(outcome, reason))
+
+    def _message(self, outcome: Outcome, error: Exception | str | None) -> str:
+        text = f"connection {self.lease.record.id} {outcome.value}"
+        if error is None:
+            return text
+        return f"{text}: {error if isinstance(error, str) else _describe(error)}"
+
+    def _extra(self, outcome: Outcome, reason: Reason) -> dict[str, object]:
+        fields = {
+            "connection_id": self.lease.record.id,
+            "account_id": self.lease.record.account_id,
+            "outcome": outcome.value,
+            "reason": reason.value,
+            "duration_ms": round((time.monotonic() - self.started) * 1000, 1),
+            "run_id": self.run_id,
+            "trigger": self.trigger,
+        }
+        return {"event": "refresh", "fields": fields}
 
 
 _INVALID_CLIENT = (
@@ -185,4 +249,4 @@ def _describe(exc: Exception) -> str:
     return policy.describe(exc)
 
 
-__all__ = ["RefreshResult", "Refresher"]
+__all__ = ["ON_DEMAND", "RefreshResult", "Refresher"]

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import Protocol
 
@@ -17,7 +19,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from ..clock import Clock
 from ..config import Settings
 from ..errors import ConfigError, LightkeeperError
+from ..refresh import ProgressCallback
 from ..store import Job, RunRecord
+from .liveness import LoopLiveness
 from .trigger import due_tick
 from .wake import PgListener, Wake
 
@@ -42,14 +46,24 @@ class WorkerKeeper(Protocol):
     def start_scheduled_run(self, job: Job, tick: datetime) -> RunRecord | None: ...
     def start_queued_run(self) -> RunRecord | None: ...
     def running_runs(self) -> list[RunRecord]: ...
-    def execute_run(self, run: RunRecord, *, stop: threading.Event | None = None) -> RunRecord: ...
+    def execute_run(
+        self, run: RunRecord, *, progress: ProgressCallback | None = None, stop: threading.Event | None = None
+    ) -> RunRecord: ...
 
 
 class Worker:
-    """One replica's scheduler loop over a ``Keeper``; ``poll_s`` defaults to ``WORKER_POLL_S``."""
+    """One replica's scheduler loop over a ``Keeper``; ``poll_s`` defaults to ``WORKER_POLL_S``.
+
+    ``liveness`` says when the loop last iterated (or finished a refresh of a run it helps), on ``monotonic``.
+    """
 
     def __init__(
-        self, keeper: WorkerKeeper, *, poll_s: float | None = None, stop: threading.Event | None = None
+        self,
+        keeper: WorkerKeeper,
+        *,
+        poll_s: float | None = None,
+        stop: threading.Event | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         settings = keeper.settings
         self.keeper = keeper
@@ -58,6 +72,7 @@ class Worker:
         self.stop = stop or threading.Event()
         self.wake = Wake()
         self._handled_tick: datetime | None = None
+        self.liveness = LoopLiveness(self.poll_s, monotonic=monotonic)
 
     def run_forever(self) -> None:
         """Work until ``stop`` is set; returns after in-flight refreshes are done."""
@@ -75,6 +90,7 @@ class Worker:
 
     def step(self) -> None:
         """One pass over everything there is to do now."""
+        self.liveness.beat()
         try:
             self.keeper.interrupt_stale_runs()
             self.tick(self.keeper.refresh_job())
@@ -104,7 +120,10 @@ class Worker:
         for run in self.keeper.running_runs():
             if self.stop.is_set():
                 return
-            self.keeper.execute_run(run, stop=self.stop)
+            self.keeper.execute_run(run, stop=self.stop, progress=self._progressed)
+
+    def _progressed(self, _outcome: object) -> None:
+        self.liveness.beat()  # a long run keeps the loop in one step: each refresh done shows it alive
 
 
 __all__ = ["Worker", "WorkerKeeper"]

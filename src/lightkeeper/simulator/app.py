@@ -114,9 +114,9 @@ async def _reset_connection(request: Request) -> Response:
 async def _serve(request: Request, endpoint: str, handler: Handler) -> Response:
     """Run ``handler`` unless a fault is queued for ``endpoint`` (kinds: see ``faults.py``).
 
-    A "timeout" fault still runs the handler (a refresh really rotates the tokens) and then holds the
-    answer: the lost-response case that the grace window exists for. "no_expires_in" also runs it, then
-    trims the answer.
+    A "timeout" or "stall_after_issue" fault still runs the handler (a refresh really rotates the tokens)
+    and then holds the answer: the lost-response case that the grace window exists for. "no_expires_in"
+    also runs it, then trims the answer.
     """
     sim = _sim(request)
     fault = sim.begin(endpoint)
@@ -124,7 +124,7 @@ async def _serve(request: Request, endpoint: str, handler: Handler) -> Response:
         return _to_response(await handler())
     if fault.runs_handler:
         reply = fault.alter(await handler())
-        if fault.kind == "timeout":
+        if fault.holds:
             await _hold(sim, fault.seconds)
         return _to_response(reply)
     if fault.kind == "reset":
@@ -188,8 +188,11 @@ async def token(request: Request) -> Response:
 
     async def handle() -> Reply:
         sim = _sim(request)
-        await _sleep_ms(sim.config.token_latency_ms)
+        # The body is read on arrival, before the latency: a client that hangs up (or is killed) while the
+        # provider works still has its grant carried out, as at Lightspeed. Reading it after the delay let a
+        # disconnect cancel the rotation: kinder than the provider.
         fields, is_json = await _oauth_fields(request)
+        await _sleep_ms(sim.config.token_latency_ms)
         return sim.token(fields, json_body=is_json, basic=_basic_auth(request), received_at=received_at)
 
     return await _serve(request, "token", handle)

@@ -22,7 +22,8 @@ class SimulatorConfig:
     code_ttl: int = 60
     bucket_size: float = 90.0
     drip_rate: float = 1.0
-    # Delay of each token request (code exchange or refresh) only; revoke and the API are not slowed.
+    # Delay of each token request (code exchange or refresh) only; revoke and the API are not slowed. The
+    # body is read before it, so a client gone meanwhile still has its grant (a refresh rotates) done.
     token_latency_ms: int = 0
     # Delay of each API request (Account, Item).
     api_latency_ms: int = 0

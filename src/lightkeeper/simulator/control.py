@@ -97,7 +97,7 @@ class SimulatorControl:
         Kinds (``lightkeeper.simulator.faults``): ``status`` (``status``, default 503), ``timeout``
         (held ``seconds``), ``reset``, ``garbage``, ``rate_limit``; on token/revoke only ``html_401``,
         ``invalid_grant_401``, ``invalid_client_json``; on token only ``no_expires_in`` (the grant really
-        happens, the answer lacks ``expires_in``).
+        happens, the answer lacks ``expires_in``) and ``stall_after_issue`` (see ``stall_after_issue``).
         """
         body: dict[str, Any] = {"endpoint": endpoint, "kind": kind, "count": count}
         if status is not None:
@@ -107,6 +107,15 @@ class SimulatorControl:
         if seconds is not None:
             body["seconds"] = seconds
         return self._object("POST", "/faults", body)
+
+    def stall_after_issue(self, seconds: float = 30.0, count: int = 1) -> dict[str, Any]:
+        """The next ``count`` token requests are granted in full (a refresh rotates the pair), then their
+        answers are held ``seconds``: a client that dies meanwhile lost a pair Lightspeed issued.
+
+        ``stats()["refreshes"]`` moves when the pair is issued, before the hold: wait on it to know the
+        answer is now stalled.
+        """
+        return self.inject_fault("token", "stall_after_issue", count, seconds=seconds)
 
     def faults(self) -> dict[str, Any]:
         return self._object("GET", "/faults")

@@ -13,6 +13,9 @@ Kinds, and what the next ``count`` requests to ``endpoint`` get:
 - ``invalid_client_json`` (token, revoke): 401 ``invalid_client`` exactly as a wrong client secret gets.
 - ``no_expires_in`` (token): the real grant runs (rotation, counters) but a 200 answer lacks ``expires_in``;
   the access token's JWT still carries ``exp``.
+- ``stall_after_issue`` (token): the grant runs to the end (a refresh rotates the pair, the counters move),
+  then the answer is held ``seconds``: a client killed or timed out in that window lost a pair the provider
+  did issue, which only the grace window recovers.
 
 ``FaultQueue`` holds the queued faults and hands each request the one it must suffer; ``app.py`` applies it.
 """
@@ -46,6 +49,7 @@ FAULT_KINDS: tuple[str, ...] = (
     "invalid_grant_401",
     "invalid_client_json",
     "no_expires_in",
+    "stall_after_issue",
 )
 # Kinds that only make sense on some endpoints (the rest go anywhere).
 _KIND_ENDPOINTS: dict[str, tuple[str, ...]] = {
@@ -53,6 +57,7 @@ _KIND_ENDPOINTS: dict[str, tuple[str, ...]] = {
     "invalid_grant_401": ("token", "revoke"),
     "invalid_client_json": ("token", "revoke"),
     "no_expires_in": ("token",),
+    "stall_after_issue": ("token",),
 }
 # Kinds whose status is part of their definition; the listing shows it, a different one is refused.
 _KIND_STATUS: dict[str, int] = {"html_401": 401, "invalid_grant_401": 401, "invalid_client_json": 401}
@@ -62,7 +67,9 @@ _GATEWAY_401 = (
     "<body><center><h1>401 Authorization Required</h1></center></body></html>"
 )
 # Kinds that let the real handler run and then change or delay its answer.
-_RUNS_HANDLER = frozenset({"timeout", "no_expires_in"})
+_RUNS_HANDLER = frozenset({"timeout", "no_expires_in", "stall_after_issue"})
+# Kinds that hold the real answer for ``seconds`` once the operation is done.
+_HOLDS = frozenset({"timeout", "stall_after_issue"})
 
 
 @dataclass
@@ -74,13 +81,18 @@ class Fault:
     status: int = 503
     retry_after: int | None = None
     count: int = 1
-    # How long a "timeout" fault holds the response (the brief's 30 s; tests may shorten it).
+    # How long a "timeout" or "stall_after_issue" fault holds the response (30 s; tests may shorten it).
     seconds: float = 30.0
 
     @property
     def runs_handler(self) -> bool:
         """True when the real operation must still happen (state changes) before the fault applies."""
         return self.kind in _RUNS_HANDLER
+
+    @property
+    def holds(self) -> bool:
+        """True when the answer, ready, is held ``seconds`` before it is sent."""
+        return self.kind in _HOLDS
 
     def alter(self, real: Reply) -> Reply:
         """The answer for a ``runs_handler`` kind, given the real one."""

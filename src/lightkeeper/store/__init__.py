@@ -11,13 +11,20 @@ from sqlalchemy import Engine
 from . import dialect
 from .connections import ConnectionRepo, EncryptPair, Lease, NewTokens, Tally
 from .engine import make_engine, normalise_url, sqlite_path
+from .events import EVENT_VERSION, EventLease, EventsRepo
 from .jobs import EMBEDDED, PG_CRON, JobRepo
+from .keyscan import KeyScan, StoredVerifier
 from .migrate import current_revision, ensure_current, head_revision, upgrade
 from .pacing import REFRESH, PacingRepo
 from .records import (
+    AUTOMATIC_TRIGGERS,
     REFRESHABLE,
     ConnectionRecord,
     ConnectSession,
+    DailyOutcomes,
+    EventRecord,
+    EventStatus,
+    EventType,
     Job,
     OAuthState,
     RunRecord,
@@ -32,17 +39,20 @@ from .sessions import Rejection, SessionRepo
 class Store:
     """The database, by table."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, record_events: bool = False) -> None:
         self.engine = engine
-        self.connections = ConnectionRepo(engine)
+        # record_events: connection changes write webhook events to the outbox (NOTIFY_WEBHOOK_URL is set).
+        self.connections = ConnectionRepo(engine, record_events=record_events)
+        self.events = EventsRepo(engine)
         self.runs = RunRepo(engine)
         self.sessions = SessionRepo(engine)
         self.jobs = JobRepo(engine)
         self.pacing = PacingRepo(engine)
+        self.keys = KeyScan(engine)  # ciphertexts by key id, across tables (key rotation)
 
     @classmethod
-    def from_url(cls, url: str) -> Store:
-        return cls(make_engine(url))
+    def from_url(cls, url: str, *, record_events: bool = False) -> Store:
+        return cls(make_engine(url), record_events=record_events)
 
     @property
     def can_listen(self) -> bool:
@@ -54,7 +64,9 @@ class Store:
 
 
 __all__ = [
+    "AUTOMATIC_TRIGGERS",
     "EMBEDDED",
+    "EVENT_VERSION",
     "JOB_NAME",
     "NOTIFY_CHANNEL",
     "PG_CRON",
@@ -63,9 +75,16 @@ __all__ = [
     "ConnectSession",
     "ConnectionRecord",
     "ConnectionRepo",
+    "DailyOutcomes",
     "EncryptPair",
+    "EventLease",
+    "EventRecord",
+    "EventStatus",
+    "EventType",
+    "EventsRepo",
     "Job",
     "JobRepo",
+    "KeyScan",
     "Lease",
     "NewTokens",
     "OAuthState",
@@ -77,6 +96,7 @@ __all__ = [
     "SessionRepo",
     "Status",
     "Store",
+    "StoredVerifier",
     "Tally",
     "Trigger",
     "current_revision",

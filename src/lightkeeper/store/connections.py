@@ -9,18 +9,34 @@ read: a refresher whose lease ran out cannot write over what a newer lease holde
 from __future__ import annotations
 
 import builtins
-import secrets
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Row, Select, and_, bindparam, case, func, not_, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Integer,
+    Select,
+    Update,
+    and_,
+    bindparam,
+    case,
+    func,
+    not_,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.sql.elements import ColumnElement
 
-from . import dialect
-from .records import REFRESHABLE, ConnectionRecord, Status
+from . import dialect, events
+from .events import Event
+from .leases import RELEASE as _RELEASE
+from .leases import Lease, LeaseGrant, claim_statement, claimable, fenced, lease_free, left_in, ours, run_is_running
+from .records import REFRESHABLE, ConnectionRecord, EventType, Status
 from .schema import connections as t
 from .schema import runs as runs_table
 
@@ -41,6 +57,14 @@ _TALLIES = frozenset({"refreshed", "expired", "errors", "skipped"})
 
 
 @dataclass(frozen=True)
+class StatusSummary:
+    """Connections per status, and when the least recently refreshed refreshable one was refreshed."""
+
+    counts: dict[str, int]
+    oldest_refresh: datetime | None
+
+
+@dataclass(frozen=True)
 class NewTokens:
     """Ciphertexts and expiry of a token pair about to be saved."""
 
@@ -49,69 +73,18 @@ class NewTokens:
     expires_at: datetime
 
 
-@dataclass(frozen=True)
-class Lease:
-    """One acquisition of a connection's lease: the row as leased, and the fencing token of this acquisition.
-
-    ``expires_at_monotonic`` is when the lease runs out on this process's monotonic clock: the database set
-    ``acquired_until`` to its own now plus the lease, and that now came after ``time.monotonic()`` was read
-    here, so the local deadline errs early, never late, whatever either wall clock says.
-    """
-
-    record: ConnectionRecord
-    token: str = field(repr=False)
-    expires_at_monotonic: float
-
-    def seconds_left(self) -> float:
-        return self.expires_at_monotonic - time.monotonic()
-
-
-@dataclass(frozen=True)
-class _LeaseValues:
-    token: str
-    started: float
-    seconds: float
-    columns: dict[str, Any]
-
-    def lease(self, row: Row[Any]) -> Lease:
-        return Lease(ConnectionRecord.from_row(row), self.token, self.started + self.seconds)
-
-
-def _lease_values(conn: Connection, owner: str, lease: timedelta) -> _LeaseValues:
-    """What an acquisition writes: a fresh token, and an end by the database's clock."""
-    token, seconds = secrets.token_hex(16), lease.total_seconds()
-    columns = {"acquired_by": owner, "acquired_until": dialect.now_plus(conn, seconds), "lease_token": token}
-    return _LeaseValues(token, time.monotonic(), seconds, columns)
-
-
-def _lease_free(conn: Connection) -> ColumnElement[bool]:
-    return or_(t.c.acquired_until.is_(None), t.c.acquired_until < dialect.now(conn))
-
-
-def _claimable(conn: Connection, run_id: int) -> ColumnElement[bool]:
-    return and_(_left_in(run_id), _lease_free(conn))
-
-
-def _left_in(run_id: int) -> ColumnElement[bool]:
-    """Refreshable and not yet handled by this run (whether or not someone holds it now)."""
-    return and_(t.c.status.in_([s.value for s in REFRESHABLE]), _not_done_in(run_id))
-
-
-def _run_is_running(run_id: int) -> ColumnElement[bool]:
-    """A run that failed (``invalid_client``) or was declared interrupted hands out no more claims."""
-    running = select(runs_table.c.id).where(runs_table.c.id == run_id, runs_table.c.status == "running")
-    return running.exists()
-
-
-_RELEASE = {"acquired_by": None, "acquired_until": None, "lease_token": None, "claim_run_id": None}
 #: Built once: ``fresh_token`` reads a row on every call, and building (and cache-keying) a new statement
 #: each time cost about as much as running it on SQLite.
 _BY_ID = select(t).where(t.c.id == bindparam("connection_id"))
 
 
 class ConnectionRepo:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, record_events: bool = False) -> None:
         self._engine = engine
+        #: Whether state changes write webhook events (NOTIFY_WEBHOOK_URL is set); otherwise none is written.
+        self.record_events = record_events
+        #: The claim statement of each shape (one connection or all, due-based or not), built once.
+        self._claims: dict[tuple[bool, bool], Update] = {}
 
     # -- reading -------------------------------------------------------------------------------------
     def get(self, connection_id: int) -> ConnectionRecord | None:
@@ -142,6 +115,28 @@ class ConnectionRepo:
         with self._engine.connect() as conn:
             return int(conn.execute(query).scalar_one())
 
+    def count_by_status(self) -> dict[str, int]:
+        """How many connections are in each status, in one grouped query (statuses with none are absent)."""
+        query = select(t.c.status, func.count()).group_by(t.c.status)
+        with self._engine.connect() as conn:
+            return {str(status): int(n) for status, n in conn.execute(query)}
+
+    def count_due(self, due_before: datetime | None) -> int:
+        """Refreshable connections last refreshed before ``due_before`` (every refreshable one for None)."""
+        query = select(func.count()).where(left_in(0, due_before))  # run 0 never exists: nothing handled
+        with self._engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
+    def status_summary(self) -> StatusSummary:
+        """Connections per status and the oldest ``last_token_refresh_at`` of refreshable ones: one grouped
+        query, for the metrics gauges."""
+        query = select(t.c.status, func.count(), func.min(t.c.last_token_refresh_at)).group_by(t.c.status)
+        refreshable = {s.value for s in REFRESHABLE}
+        with self._engine.connect() as conn:
+            rows = conn.execute(query).all()
+        oldest = [row[2] for row in rows if row[0] in refreshable and row[2] is not None]
+        return StatusSummary({str(row[0]): int(row[1]) for row in rows}, min(oldest, default=None))
+
     # -- connecting ----------------------------------------------------------------------------------
     def upsert_connected(
         self,
@@ -162,6 +157,7 @@ class ConnectionRepo:
             "token_expires_at": expires_at,
             "last_token_refresh_at": now,
             "updated_at": now,
+            "error_since": None,
             **_RELEASE,
         }
         if account_name is not None:
@@ -169,7 +165,10 @@ class ConnectionRepo:
         with self._engine.begin() as conn:
             stmt = dialect.insert(conn, t).values(user_id=user_id, account_id=account_id, created_at=now, **fresh)
             stmt = stmt.on_conflict_do_update(index_elements=[t.c.user_id, t.c.account_id], set_=fresh)
-            connection_id = int(conn.execute(stmt.returning(t.c.id)).scalar_one())
+            row = conn.execute(stmt.returning(*events.EVENT_COLUMNS)).one()
+            connection_id = int(row.id)
+            if self.record_events:  # a reconnect after an alert
+                events.record_recovered(conn, row, now)
             access, refresh = encrypt(connection_id)
             conn.execute(
                 update(t)
@@ -189,50 +188,54 @@ class ConnectionRepo:
         from a run's expired claim hands the row back to that run (``last_run_id`` cleared), so the run
         claims and counts it again.
         """
+        grant = LeaseGrant.new(lease.total_seconds())
         with self._engine.begin() as conn:
-            values = _lease_values(conn, owner, lease)
             taken_over = case((t.c.claim_run_id.is_not(None), None), else_=t.c.last_run_id)
             stmt = (
                 update(t)
-                .where(t.c.id == connection_id, _lease_free(conn))
-                .values(last_run_id=taken_over, claim_run_id=None, **values.columns)
+                .where(t.c.id == connection_id, lease_free(dialect.now(conn)))
+                .values(last_run_id=taken_over, claim_run_id=None, **grant.columns(conn, owner))
                 .returning(*t.c)
             )
             row = conn.execute(stmt).first()
-        return values.lease(row) if row else None
+        return grant.lease(row) if row else None
 
     def claim_next(
-        self, *, run_id: int, owner: str, lease: timedelta, after_id: int = 0, connection_id: int | None = None
+        self,
+        *,
+        run_id: int,
+        owner: str,
+        lease: timedelta,
+        after_id: int = 0,
+        connection_id: int | None = None,
+        due_before: datetime | None = None,
     ) -> Lease | None:
         """Lease the next refreshable connection (by id, above ``after_id``) this run has not handled yet.
 
         One row, right before its refresh: no row waits leased behind others. One statement, so it is
         atomic on SQLite too; on PostgreSQL ``SKIP LOCKED`` lets replicas claim side by side.
         """
+        grant = LeaseGrant.new(lease.total_seconds())
+        params = {"run_id": run_id, "after_id": after_id, "owner": owner, "lease_token": grant.token}
+        params |= {"connection_id": connection_id, "due_before": due_before}
         with self._engine.begin() as conn:
-            candidates = (
-                select(t.c.id)
-                .where(t.c.id > after_id, _claimable(conn, run_id), _run_is_running(run_id))
-                .order_by(t.c.id)
-                .limit(1)
-                .with_for_update(skip_locked=True)
-            )
-            if connection_id is not None:
-                candidates = candidates.where(t.c.id == connection_id)
-            values = _lease_values(conn, owner, lease)
-            stmt = (
-                update(t)
-                .where(t.c.id == candidates.scalar_subquery(), _lease_free(conn))
-                .values(last_run_id=run_id, claim_run_id=run_id, **values.columns)
-                .returning(*t.c)
-            )
-            row = conn.execute(stmt).first()
-        return values.lease(row) if row else None
+            stmt = self._claim_statement(conn, one=connection_id is not None, due=due_before is not None)
+            row = conn.execute(stmt, params | dialect.time_params(conn, lease_s=grant.seconds)).first()
+        return grant.lease(row) if row else None
 
-    def has_claimable(self, run_id: int, connection_id: int | None = None) -> bool:
+    def _claim_statement(self, conn: Connection, *, one: bool, due: bool) -> Update:
+        key = (one, due)
+        if (stmt := self._claims.get(key)) is None:
+            stmt = self._claims.setdefault(key, claim_statement(conn, one=one, due=due))
+        return stmt
+
+    def has_claimable(
+        self, run_id: int, connection_id: int | None = None, *, due_before: datetime | None = None
+    ) -> bool:
         """Whether ``claim_next`` would find a row now (a cheap look before taking a pacing slot)."""
         with self._engine.connect() as conn:
-            query = select(t.c.id).where(_claimable(conn, run_id), _run_is_running(run_id)).limit(1)
+            query = select(t.c.id).where(claimable(dialect.now(conn), run_id, due_before), run_is_running(run_id))
+            query = query.limit(1)
             if connection_id is not None:
                 query = query.where(t.c.id == connection_id)
             return conn.execute(query).first() is not None
@@ -240,16 +243,16 @@ class ConnectionRepo:
     def lease_live(self, connection_id: int) -> bool:
         """Whether someone holds a live lease on the connection, by the database's clock."""
         with self._engine.connect() as conn:
-            query = select(t.c.id).where(t.c.id == connection_id, not_(_lease_free(conn)))
+            query = select(t.c.id).where(t.c.id == connection_id, not_(lease_free(dialect.now(conn))))
             return conn.execute(query).first() is not None
 
-    def skip_in_backoff(self, run_id: int, now: datetime) -> int:
+    def skip_in_backoff(self, run_id: int, now: datetime, *, due_before: datetime | None = None) -> int:
         """Mark every connection still backing off as handled by this run, counted ``skipped`` in the same
         transaction: an automatic run spends neither a pacing slot nor a lease on them."""
         with self._engine.begin() as conn:
             # An expired lease on such a row ends here too (its holder is gone and can no longer write): the
             # row is handled and counted once, by this statement.
-            backing_off = and_(_claimable(conn, run_id), t.c.next_attempt_at > now)
+            backing_off = and_(claimable(dialect.now(conn), run_id, due_before), t.c.next_attempt_at > now)
             stmt = update(t).where(backing_off).values(last_run_id=run_id, **_RELEASE)
             skipped = conn.execute(stmt).rowcount
             if skipped:
@@ -258,19 +261,21 @@ class ConnectionRepo:
 
     def release(self, connection_id: int, lease_token: str, *, tally: Tally | None = None) -> bool:
         """End our lease, changing nothing else; False if it was no longer ours."""
-        return self._update(_ours(connection_id, lease_token), tally=tally, **_RELEASE)
+        return self._update(ours(connection_id, lease_token), tally=tally, **_RELEASE)
 
     def unclaim(self, connection_id: int, lease_token: str) -> None:
         """Give a claimed connection back untouched (a stopping worker): the run will claim it again."""
-        self._update(_ours(connection_id, lease_token), last_run_id=None, **_RELEASE)
+        self._update(ours(connection_id, lease_token), last_run_id=None, **_RELEASE)
 
-    def count_in_flight(self, run_id: int, connection_id: int | None = None) -> int:
+    def count_in_flight(
+        self, run_id: int, connection_id: int | None = None, *, due_before: datetime | None = None
+    ) -> int:
         """Connections the run still waits for: its own claims not yet released, and connections it has not
         handled that someone else holds a lease on (an on-demand refresh); once freed, the run claims them.
 
         Leases that ran out count too, until they are taken over.
         """
-        held = and_(t.c.acquired_until.is_not(None), or_(t.c.claim_run_id == run_id, _left_in(run_id)))
+        held = and_(t.c.acquired_until.is_not(None), or_(t.c.claim_run_id == run_id, left_in(run_id, due_before)))
         query = select(func.count()).where(held)
         if connection_id is not None:  # a run of one connection waits for that one only
             query = query.where(t.c.id == connection_id)
@@ -298,21 +303,19 @@ class ConnectionRepo:
         tally: Tally | None = None,
     ) -> bool:
         """Commit a refreshed pair if our lease still stands and nobody saved another since ``version``."""
-        return self._update(
-            _fenced(connection_id, lease_token, version),
-            tally=tally,
-            access_token=tokens.access_token,
-            refresh_token=tokens.refresh_token,
-            token_expires_at=tokens.expires_at,
-            last_token_refresh_at=now,
-            status=Status.CONNECTED.value,
-            last_error=None,
-            consecutive_failures=0,
-            next_attempt_at=None,
-            token_version=version + 1,
-            updated_at=now,
-            **_RELEASE,
-        )
+        params = {"s_id": connection_id, "s_lease": lease_token, "s_version": version, "s_next": version + 1}
+        params |= {"s_access": tokens.access_token, "s_refresh": tokens.refresh_token}
+        params |= {"s_expires": tokens.expires_at, "s_now": now}
+        with self._engine.begin() as conn:
+            if self.record_events:  # a refresh after an alert tells the host app the connection recovered
+                row = conn.execute(_SAVE_RETURNING_ALERT, params).first()
+                if changed := row is not None:
+                    events.record_recovered(conn, row, now)
+            else:
+                changed = conn.execute(_SAVE, params).rowcount > 0
+            if changed and tally is not None:
+                _count(conn, tally)
+        return changed
 
     def mark_expired(
         self,
@@ -325,9 +328,13 @@ class ConnectionRepo:
         tally: Tally | None = None,
     ) -> bool:
         """Dead refresh token: the tokens stay (useless but harmless) until the merchant reconnects."""
+        alert = {"alert": events.ALERT_EXPIRED} if self.record_events else {}
         return self._update(
-            _fenced(connection_id, lease_token, version),
+            fenced(connection_id, lease_token, version),
             tally=tally,
+            event=partial(events.record_event, event_type=EventType.EXPIRED, now=now) if alert else None,
+            error_since=None,
+            **alert,
             status=Status.EXPIRED.value,
             last_error=error,
             next_attempt_at=None,
@@ -348,9 +355,10 @@ class ConnectionRepo:
     ) -> bool:
         """A failure of this connection alone: tokens kept, retried no sooner than ``retry_at``."""
         return self._update(
-            _fenced(connection_id, lease_token, version),
+            fenced(connection_id, lease_token, version),
             tally=tally,
             status=Status.ERROR.value,
+            error_since=events.error_since(now),
             last_error=error,
             consecutive_failures=t.c.consecutive_failures + 1,
             next_attempt_at=retry_at,
@@ -361,7 +369,7 @@ class ConnectionRepo:
     def disconnect(self, connection_id: int, *, lease_token: str, now: datetime) -> bool:
         """Forget the tokens under our lease; the row stays so the app can show what happened."""
         return self._update(
-            _ours(connection_id, lease_token),
+            ours(connection_id, lease_token),
             status=Status.DISCONNECTED.value,
             access_token=None,
             refresh_token=None,
@@ -371,39 +379,52 @@ class ConnectionRepo:
             **_RELEASE,
         )
 
-    def _update(self, where: ColumnElement[bool], *, tally: Tally | None = None, **values: object) -> bool:
+    def reencrypt(
+        self, connection_id: int, *, lease_token: str, version: int, access_token: str | None, refresh_token: str | None
+    ) -> bool:
+        """New ciphertexts of the same token pair (a key rotation) under our lease, ending it. ``token_version``
+        stays: it counts token pairs, and this is the same pair (nothing refreshed, nothing to report)."""
+        fence = fenced(connection_id, lease_token, version)
+        return self._update(fence, access_token=access_token, refresh_token=refresh_token, **_RELEASE)
+
+    def _update(
+        self, where: ColumnElement[bool], *, tally: Tally | None = None, event: Event | None = None, **values: object
+    ) -> bool:
         with self._engine.begin() as conn:
-            changed = conn.execute(update(t).where(where).values(**values)).rowcount > 0
+            changed = events.update_with_event(conn, update(t).where(where).values(**values), event)
             if changed and tally is not None:
                 _count(conn, tally)
             return changed
 
 
 def _count(conn: Connection, tally: Tally, n: int = 1) -> None:
-    assert tally.outcome in _TALLIES, tally.outcome
-    column = runs_table.c[tally.outcome]
-    conn.execute(
-        update(runs_table)
-        .where(runs_table.c.id == tally.run_id)
-        .values({column: column + n, runs_table.c.total: runs_table.c.total + n})
+    conn.execute(_TALLY[tally.outcome], {"t_run": tally.run_id, "t_n": n})
+
+
+def _tally_statement(outcome: str) -> Update:
+    column, total, n = runs_table.c[outcome], runs_table.c.total, bindparam("t_n", type_=Integer)
+    counted = {column: column + n, total: total + n}
+    return update(runs_table).where(runs_table.c.id == bindparam("t_run")).values(counted)
+
+
+def _save_statement() -> Update:
+    """``save_tokens``' UPDATE with bind parameters (one per refresh: built once, see ``_BY_ID``)."""
+    now = bindparam("s_now", type_=t.c.updated_at.type)
+    pair: dict[str, Any] = {"access_token": bindparam("s_access"), "refresh_token": bindparam("s_refresh")}
+    fresh = {"status": Status.CONNECTED.value, "last_error": None, "consecutive_failures": 0, "next_attempt_at": None}
+    return (
+        update(t)
+        .where(fenced(bindparam("s_id"), bindparam("s_lease"), bindparam("s_version")))
+        .values(**pair, token_expires_at=bindparam("s_expires", type_=t.c.token_expires_at.type))
+        .values(token_version=bindparam("s_next"), last_token_refresh_at=now, updated_at=now, error_since=None)
+        .values(**fresh, **_RELEASE)
     )
 
 
-def _not_done_in(run_id: int) -> ColumnElement[bool]:
-    """Not yet handled by this run. A claim marks the row with the run (``last_run_id``) and as the run's claim
-    (``claim_run_id``); every outcome ends the claim. So a row still claimed for the run (and, with
-    ``_lease_free``, whose lease ran out) belongs to a participant that died: it is claimed again (invariant 5,
-    nothing lost). A plain lease (an on-demand refresh) on a handled row is no claim: the row stays handled."""
-    return or_(t.c.last_run_id.is_(None), t.c.last_run_id != run_id, t.c.claim_run_id == run_id)
-
-
-def _ours(connection_id: int, lease_token: str) -> ColumnElement[bool]:
-    return and_(t.c.id == connection_id, t.c.lease_token == lease_token)
-
-
-def _fenced(connection_id: int, lease_token: str, version: int) -> ColumnElement[bool]:
-    """Our lease still stands (nobody acquired since), and the tokens are still the ones we read."""
-    return and_(_ours(connection_id, lease_token), t.c.token_version == version)
+#: Run tallies and saves happen once per refresh: their statements are built once.
+_TALLY = {outcome: _tally_statement(outcome) for outcome in _TALLIES}
+_SAVE = _save_statement()
+_SAVE_RETURNING_ALERT = _SAVE.returning(*events.EVENT_COLUMNS)
 
 
 def _filtered(query: Select[Any], user_id: str | None, status: str | None) -> Select[Any]:

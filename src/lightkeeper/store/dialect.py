@@ -15,7 +15,20 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, DateTime, Dialect, Engine, Float, Interval, Table, func, literal, select, type_coerce
+from sqlalchemy import (
+    Connection,
+    DateTime,
+    Dialect,
+    Engine,
+    Float,
+    Interval,
+    Table,
+    bindparam,
+    func,
+    literal,
+    select,
+    type_coerce,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeDecorator
@@ -74,6 +87,29 @@ def now_plus(conn: Connection, seconds: float) -> ColumnElement[datetime]:
     return literal(utcnow() + timedelta(seconds=seconds), UTCDateTime)
 
 
+def now_param(conn: Connection) -> ColumnElement[datetime]:
+    """The database's "now" for a statement built once and run many times: on PostgreSQL the statement's own
+    timestamp; on SQLite the ``db_now`` parameter, which ``time_params`` fills at each execution."""
+    if is_postgresql(conn):
+        return now(conn)
+    return bindparam("db_now", type_=UTCDateTime)
+
+
+def now_plus_param(conn: Connection, name: str) -> ColumnElement[datetime]:
+    """The database's "now" plus the seconds that ``time_params(conn, name=seconds)`` gives at each execution."""
+    if is_postgresql(conn):
+        return now(conn) + bindparam(name, type_=Interval)
+    return bindparam(name, type_=UTCDateTime)
+
+
+def time_params(conn: Connection, **seconds: float) -> dict[str, Any]:
+    """The parameters of ``now_param`` and ``now_plus_param`` for one execution."""
+    if is_postgresql(conn):
+        return {name: timedelta(seconds=value) for name, value in seconds.items()}
+    current = utcnow()
+    return {"db_now": current} | {name: current + timedelta(seconds=value) for name, value in seconds.items()}
+
+
 def epoch(conn: Connection) -> ColumnElement[float]:
     """The database's "now" in seconds since the epoch, read when the row is reached (after any lock wait),
     for pacing slots: a slot computed before waiting for the pacing row would be stale by that wait."""
@@ -112,5 +148,8 @@ __all__ = [
     "is_sqlite",
     "notify",
     "now",
+    "now_param",
     "now_plus",
+    "now_plus_param",
+    "time_params",
 ]

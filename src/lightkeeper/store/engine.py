@@ -29,7 +29,7 @@ def normalise_url(url: str) -> str:
     """Map the URLs users write to the drivers we ship (psycopg 3 for PostgreSQL)."""
     try:
         parsed = make_url(url)
-    except ArgumentError as exc:
+    except (ArgumentError, ValueError) as exc:  # ValueError: a port that is not a number
         raise ConfigError("DATABASE_URL is not a database URL (try sqlite:///lightkeeper.db)") from exc
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
@@ -94,10 +94,18 @@ def _tighten(path: Path) -> None:
         log.warning("cannot make %s readable by its owner only: it belongs to another user", path)
 
 
+# A new (empty) file or one of ours; WAL is written into the file's header, so another app's file stays as it is.
+_OURS_OR_EMPTY = (
+    "SELECT count(*) = 0 OR coalesce(sum(name = 'alembic_version'), 0) > 0 FROM sqlite_master WHERE type = 'table'"
+)
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
-    for pragma in ("journal_mode=WAL", "busy_timeout=30000", "foreign_keys=ON", "synchronous=NORMAL"):
+    for pragma in ("busy_timeout=30000", "foreign_keys=ON", "synchronous=NORMAL"):  # this connection only
         cursor.execute(f"PRAGMA {pragma}")
+    if cursor.execute(_OURS_OR_EMPTY).fetchone()[0]:
+        cursor.execute("PRAGMA journal_mode=WAL")
     cursor.close()
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -28,6 +28,11 @@ class Trigger(StrEnum):
     MANUAL = "manual"  # `lightkeeper refresh`
     API = "api"  # POST /api/refresh
     SQL = "sql"  # refresh_lightspeed_tokens(), by hand or by pg_cron
+
+
+#: Run triggers that are automatic: they respect per-connection backoff, and ``REFRESH_DUE_AFTER``. A person
+#: asking for a run (``manual``, ``api``) gets every refreshable connection tried now (unless ``--due``).
+AUTOMATIC_TRIGGERS = frozenset({Trigger.SCHEDULE, Trigger.SQL})
 
 
 class RunStatus(StrEnum):
@@ -62,6 +67,10 @@ class ConnectionRecord:
     claim_run_id: int | None
     created_at: datetime
     updated_at: datetime
+    #: The last alert the host app was sent and not yet recovered from: ``expired`` or ``error`` (or None).
+    alert: str | None = None
+    #: When the row entered ``error`` (None unless it is in ``error``): ``connection.error`` waits on it.
+    error_since: datetime | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> ConnectionRecord:
@@ -90,12 +99,25 @@ class RunRecord:
     skipped: int
     message: str | None
     participants: int = 0
+    #: A due-based run refreshes only connections last refreshed before this (None: every connection).
+    due_before: datetime | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> RunRecord:
         values = dict(row._mapping)
         values["status"] = RunStatus(values["status"])
         return cls(**values)
+
+
+@dataclass(frozen=True)
+class DailyOutcomes:
+    """One UTC day of refresh outcomes: the runs started that day, their counts summed."""
+
+    day: date
+    refreshed: int = 0
+    expired: int = 0
+    errors: int = 0
+    skipped: int = 0
 
 
 @dataclass(frozen=True)
@@ -111,6 +133,49 @@ class Job:
     @classmethod
     def from_row(cls, row: Any) -> Job:
         return cls(**dict(row._mapping))
+
+
+class EventType(StrEnum):
+    """What the host app's webhook is told (exactly these)."""
+
+    EXPIRED = "connection.expired"  # the merchant must reconnect
+    ERROR = "connection.error"  # in ``error`` for longer than NOTIFY_ERROR_AFTER_S
+    RECOVERED = "connection.recovered"  # ``connected`` again after an expired or error alert
+
+
+class EventStatus(StrEnum):
+    """An outbox event's delivery state."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    DEAD = "dead"  # never delivered within NOTIFY_GIVE_UP_S
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    """One outbox event: ``body`` is the exact JSON every attempt sends; it never holds a token."""
+
+    id: str
+    type: str
+    version: int
+    connection_id: int | None
+    body: str
+    status: EventStatus
+    attempts: int
+    next_attempt_at: datetime | None
+    last_attempt_at: datetime | None
+    last_error: str | None
+    delivered_at: datetime | None
+    created_at: datetime
+    acquired_by: str | None
+    acquired_until: datetime | None
+    lease_token: str | None = field(repr=False)
+
+    @classmethod
+    def from_row(cls, row: Any) -> EventRecord:
+        values = dict(row._mapping)
+        values["status"] = EventStatus(values["status"])
+        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -131,9 +196,14 @@ class OAuthState:
 
 
 __all__ = [
+    "AUTOMATIC_TRIGGERS",
     "REFRESHABLE",
     "ConnectSession",
     "ConnectionRecord",
+    "DailyOutcomes",
+    "EventRecord",
+    "EventStatus",
+    "EventType",
     "Job",
     "OAuthState",
     "RunRecord",

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import builtins
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import Connection, Engine, insert, literal, select, update
+from sqlalchemy import Connection, Engine, case, func, insert, literal, select, update
 from sqlalchemy.exc import IntegrityError
 
 from . import dialect
-from .records import RunRecord, RunStatus, Trigger
+from .records import AUTOMATIC_TRIGGERS, REFRESHABLE, DailyOutcomes, RunRecord, RunStatus, Trigger
+from .schema import connections as connections_table
 from .schema import runs as t
 
 #: The name of the refresh job, kept from the seed guide.
@@ -22,9 +25,18 @@ class RunRepo:
         self._engine = engine
 
     def start(
-        self, *, trigger: str, owner: str, now: datetime, connection_id: int | None = None, job_name: str = JOB_NAME
+        self,
+        *,
+        trigger: str,
+        owner: str,
+        now: datetime,
+        connection_id: int | None = None,
+        job_name: str = JOB_NAME,
+        due_before: datetime | None = None,
     ) -> RunRecord:
-        """Record a run that starts now; if a full run of the job is already going, that run (to join)."""
+        """Record a run that starts now; if a full run of the job is already going, that run (to join).
+
+        With ``due_before``, the run refreshes only connections last refreshed before it (see ``_insert``)."""
         values: dict[str, object] = {
             "job_name": job_name,
             "trigger": trigger,
@@ -33,6 +45,7 @@ class RunRepo:
             "created_at": now,
             "started_at": now,
             "acquired_by": owner,
+            "due_before": due_before,
         }
         while True:
             if (run := self._insert(values)) is not None:
@@ -49,8 +62,9 @@ class RunRepo:
             stmt = dialect.insert(conn, t).values(**values).on_conflict_do_nothing().returning(*t.c)
             row = conn.execute(stmt).first()
             if row is not None:
+                _count_not_due(conn, row)
                 _notify(conn, row.id)
-        return RunRecord.from_row(row) if row else None
+        return self.get(row.id) if row else None
 
     def running_full(self, job_name: str = JOB_NAME) -> RunRecord | None:
         """The full run of the job in progress, if any."""
@@ -79,7 +93,9 @@ class RunRepo:
             _notify(conn, row.id)
         return RunRecord.from_row(row)
 
-    def start_tick(self, *, job_name: str, tick: datetime, owner: str, now: datetime) -> RunRecord | None:
+    def start_tick(
+        self, *, job_name: str, tick: datetime, owner: str, now: datetime, due_before: datetime | None = None
+    ) -> RunRecord | None:
         """The run of one cron tick, or None if another replica recorded this tick first.
 
         ``(job_name, scheduled_for)`` is unique: whichever replica inserts first owns the tick; no lock
@@ -92,7 +108,7 @@ class RunRepo:
             "scheduled_for": tick,
             "created_at": now,
         }
-        running = {"status": RunStatus.RUNNING.value, "started_at": now, "acquired_by": owner}
+        running = {"status": RunStatus.RUNNING.value, "started_at": now, "acquired_by": owner, "due_before": due_before}
         if (run := self._insert(base | running)) is not None:
             return run
         going = self.running_full(job_name)
@@ -100,10 +116,11 @@ class RunRepo:
         skipped = {"status": RunStatus.SKIPPED.value, "finished_at": now, "message": message}
         return self._insert(base | skipped)
 
-    def activate_queued(self, *, owner: str, now: datetime) -> RunRecord | None:
+    def activate_queued(self, *, owner: str, now: datetime, due_before: datetime | None = None) -> RunRecord | None:
         """Start the oldest queued run (one replica wins it; the others join it as a running run).
 
         A request that comes while a run is going is closed as ``skipped``: the going run covers it.
+        ``due_before`` applies to automatic requests (``sql``: the SQL function, pg_cron) only.
         """
         oldest = (
             select(t.c.id)
@@ -122,14 +139,17 @@ class RunRepo:
                         started_at=now,
                         heartbeat_at=dialect.now(conn),
                         acquired_by=owner,
+                        due_before=_if_automatic(due_before),
                     )
                     .returning(*t.c)
                 )
                 row = conn.execute(stmt).first()
+                if row is not None:
+                    _count_not_due(conn, row)
         except IntegrityError:
             self._skip_queued(now)
             return None
-        return RunRecord.from_row(row) if row else None
+        return self.get(row.id) if row else None
 
     def _skip_queued(self, now: datetime) -> None:
         going = self.running_full()
@@ -156,6 +176,19 @@ class RunRepo:
         query = select(t).order_by(t.c.id.desc()).limit(limit)
         with self._engine.connect() as conn:
             return [RunRecord.from_row(row) for row in conn.execute(query)]
+
+    def daily_outcomes(self, *, first_day: datetime, days: int) -> builtins.list[DailyOutcomes]:
+        """Outcome counts of the runs started on each of ``days`` UTC days from midnight ``first_day``, oldest
+        first; a day without runs is zeros. One grouped query: a CASE over the day boundaries numbers each
+        run's day, which reads alike on both dialects (their date functions differ)."""
+        bounds = [first_day + timedelta(days=n) for n in range(days + 1)]
+        day = case(*((t.c.started_at < bounds[n + 1], n) for n in range(days))).label("day")
+        window = t.c.started_at >= bounds[0], t.c.started_at < bounds[-1]
+        runs = select(day, *_OUTCOMES).where(*window).subquery()
+        query = select(runs.c.day, *(func.sum(runs.c[c.name]) for c in _OUTCOMES)).group_by(runs.c.day)
+        with self._engine.connect() as conn:
+            found = {int(row[0]): [int(n or 0) for n in row[1:]] for row in conn.execute(query)}
+        return [DailyOutcomes(bounds[n].date(), *found.get(n, [0, 0, 0, 0])) for n in range(days)]
 
     def heartbeat(self, run_id: int) -> None:
         """The run is alive, by the database's clock (so a replica with a skewed clock cannot age it)."""
@@ -211,6 +244,26 @@ class RunRepo:
                 )
             )
             return conn.execute(stmt).rowcount
+
+
+def _if_automatic(due_before: datetime | None) -> Any:
+    automatic = t.c.trigger.in_([trigger.value for trigger in AUTOMATIC_TRIGGERS])
+    return None if due_before is None else case((automatic, literal(due_before, t.c.due_before.type)), else_=None)
+
+
+def _count_not_due(conn: Connection, run: Any) -> None:
+    """A due-based full run counts the connections that are not due as skipped, once, as it starts: they are
+    never claimed, so no row is written for them (a million merchants cost one COUNT, not a million UPDATEs)."""
+    if run.due_before is None or run.status != RunStatus.RUNNING.value or run.connection_id is not None:
+        return
+    c = connections_table.c
+    refreshable = c.status.in_([status.value for status in REFRESHABLE])
+    not_due = select(func.count()).where(refreshable, c.last_token_refresh_at >= run.due_before).scalar_subquery()
+    conn.execute(update(t).where(t.c.id == run.id).values(skipped=t.c.skipped + not_due, total=t.c.total + not_due))
+
+
+#: The per-connection outcomes a run counts, in ``DailyOutcomes`` order.
+_OUTCOMES = (t.c.refreshed, t.c.expired, t.c.errors, t.c.skipped)
 
 
 def _notify(conn: Connection, run_id: int) -> None:

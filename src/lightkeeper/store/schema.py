@@ -60,8 +60,15 @@ connections = Table(
     Column("claim_run_id", Integer),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    # The last alert the host app was sent and not yet recovered from (``expired`` | ``error``): a return to
+    # ``connected`` sends ``connection.recovered`` only after one of these.
+    Column("alert", Text),
+    # When the row entered ``error`` (kept through further errors): ``connection.error`` waits on it.
+    Column("error_since", UTCDateTime),
     UniqueConstraint("user_id", "account_id", name="uq_lightspeed_connections_user_account"),
     Index("ix_lightspeed_connections_status", "status"),
+    # Due-based runs (REFRESH_DUE_AFTER) claim only connections last refreshed before a cutoff.
+    Index("ix_lightspeed_connections_last_refresh", "last_token_refresh_at"),
 )
 
 runs = Table(
@@ -88,6 +95,9 @@ runs = Table(
     # Processes working on the run now: the last one to leave closes it (a crashed one never leaves;
     # then the stale heartbeat marks the run interrupted).
     Column("participants", Integer, nullable=False, server_default="0"),
+    # A due-based run (REFRESH_DUE_AFTER, or `refresh --due`) refreshes only connections last refreshed before
+    # this; the others are counted skipped when the run starts. NULL: every refreshable connection.
+    Column("due_before", UTCDateTime),
     UniqueConstraint("job_name", "scheduled_for", name="uq_lightkeeper_runs_tick"),
     Index("ix_lightkeeper_runs_status", "status"),
     # At most one full run of a job at a time, across every process: a second one joins it instead.
@@ -149,4 +159,37 @@ pacing = Table(
     Column("next_at", Float, nullable=False, server_default="0"),
 )
 
-__all__ = ["UTCDateTime", "connect_sessions", "connections", "jobs", "metadata", "oauth_states", "pacing", "runs"]
+events = Table(
+    "lightkeeper_events",
+    metadata,
+    Column("id", Text, primary_key=True),  # evt_ + 32 hex: the receiver dedupes on it
+    Column("type", Text, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("connection_id", Integer),
+    # The exact JSON every attempt sends, fixed when the event is made (never a token or a link).
+    Column("body", Text, nullable=False),
+    Column("status", Text, nullable=False),  # pending | delivered | dead
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", UTCDateTime),
+    Column("last_attempt_at", UTCDateTime),
+    Column("last_error", Text),  # short: the receiver's status or the network error, never the body
+    Column("delivered_at", UTCDateTime),
+    Column("created_at", UTCDateTime, nullable=False),
+    # The delivery lease, fenced like a connection's: one process sends one attempt.
+    Column("acquired_by", Text),
+    Column("acquired_until", UTCDateTime),
+    Column("lease_token", Text),
+    Index("ix_lightkeeper_events_status_next", "status", "next_attempt_at"),
+)
+
+__all__ = [
+    "UTCDateTime",
+    "connect_sessions",
+    "connections",
+    "events",
+    "jobs",
+    "metadata",
+    "oauth_states",
+    "pacing",
+    "runs",
+]

@@ -150,6 +150,16 @@ class SessionRepo:
             found = conn.execute(select(o.c.used_at).where(o.c.state_hash == state_hash)).first()
         return _rejection(found)
 
+    def rewrap_verifier(self, state_hash: str, *, old: str, new: str) -> bool:
+        """Replace a state's PKCE verifier ciphertext (a key rotation) if it is still ``old``; False otherwise.
+
+        Used and expired states are rewrapped too: refusing a late callback still needs the row, and the old key
+        can then be dropped. A callback racing this reads either ciphertext, and both decrypt while the old key
+        is configured."""
+        stmt = update(o).where(o.c.state_hash == state_hash, o.c.code_verifier == old).values(code_verifier=new)
+        with self._engine.begin() as conn:
+            return conn.execute(stmt).rowcount > 0
+
 
 def _spent(row: Any, now: datetime) -> Rejection | None:
     """Why a link or state row (``used_at``, ``expires_at``) can no longer be used; None if it still can."""

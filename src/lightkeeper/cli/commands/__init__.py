@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import typer
 
-from . import configure, connections, database, demo, runs, schedule, serve, stock
+from . import configure, connections, database, demo, events, keys, runs, schedule, serve, stock
 
 
 def register(app: typer.Typer) -> None:
-    for module in (configure, database, connections, runs, schedule, stock, serve, demo):
+    for module in (configure, keys, database, connections, runs, events, schedule, stock, serve, demo):
         module.register(app)
 
 

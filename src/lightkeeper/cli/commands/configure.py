@@ -11,7 +11,7 @@ from ..output import out, print_json
 
 if TYPE_CHECKING:
     from ...config import Settings
-    from ...views import KeyRowsView
+    from ...views import ConfigView, KeyRowsView
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
 
@@ -26,6 +26,7 @@ def check_config(as_json: JsonFlag = False) -> None:
     cipher = TokenCipher.from_texts(
         settings.token_encryption_key.get_secret_value(), settings.token_encryption_old_keys.get_secret_value()
     )
+    counts = _key_counts(settings)
     view = ConfigView(
         ok=True,
         database_url=settings.redacted_database_url,
@@ -36,7 +37,8 @@ def check_config(as_json: JsonFlag = False) -> None:
         encryption_key_id=cipher.primary_key_id,
         refresh_schedule=settings.refresh_schedule,
         refresh_lease_s=settings.refresh_lease_s,
-        rows_per_key=_rows_per_key(settings, cipher.key_ids),
+        rows_per_key=None if counts is None else _per_key(counts[0], cipher.key_ids),
+        verifiers_per_key=None if counts is None else _per_key(counts[1], cipher.key_ids),
     )
     summary = view.document()
     if as_json:
@@ -44,39 +46,63 @@ def check_config(as_json: JsonFlag = False) -> None:
         return
     out.print("[green]Configuration OK[/]")
     for key, value in summary.items():
-        if key not in ("ok", "rows_per_key"):
+        if key not in ("ok", "rows_per_key", "verifiers_per_key"):
             out.print(f"  {key}: {escape(str(value))}")
-    _print_rows_per_key(view.rows_per_key)
+    _print_rows_per_key(view)
 
 
-def _rows_per_key(settings: Settings, configured: tuple[str, ...]) -> list[KeyRowsView] | None:
-    """Connections per key id in the database, and whether each key is configured; None without a schema."""
+def _key_counts(settings: Settings) -> tuple[dict[str, int], dict[str, int]] | None:
+    """Connections, and PKCE verifiers, per key id in the database; None without a schema."""
     from sqlalchemy.exc import SQLAlchemyError
 
     from ...errors import LightkeeperError
     from ...store import Store, current_revision
-    from ...views import KeyRowsView
 
     store = Store.from_url(settings.database_url)
     try:
         if current_revision(store.engine) is None:
             return None
-        counts = store.connections.key_ids()
+        return store.connections.key_ids(), store.keys.verifier_key_ids()
     except (LightkeeperError, SQLAlchemyError):
         return None  # an unreachable database is not a configuration error of check-config's
     finally:
         store.close()
+
+
+def _per_key(counts: dict[str, int], configured: tuple[str, ...]) -> list[KeyRowsView]:
+    """Every configured key id (the primary first), then the ids in use that are not configured."""
+    from ...views import KeyRowsView
+
     kids = [*configured, *sorted(set(counts) - set(configured))]
     return [KeyRowsView(key_id=kid, rows=counts.get(kid, 0), configured=kid in configured) for kid in kids]
 
 
-def _print_rows_per_key(rows: list[KeyRowsView] | None) -> None:
-    if rows is None:
+def _print_rows_per_key(view: ConfigView) -> None:
+    if view.rows_per_key is None:
         out.print("  rows per key id: (no lightkeeper database yet)")
         return
-    for row in rows:
-        state = "configured" if row.configured else "[red]NOT configured[/]: these rows cannot be refreshed"
-        out.print(f"  key {escape(row.key_id)}: {row.rows} connection(s), {state}")
+    verifiers = {row.key_id: row.rows for row in view.verifiers_per_key or []}
+    connections = {row.key_id: row.rows for row in view.rows_per_key}
+    configured = {row.key_id for row in view.rows_per_key if row.configured}
+    for kid in [*connections, *(kid for kid in verifiers if kid not in connections)]:
+        role = "primary" if kid == view.encryption_key_id else "old" if kid in configured else None
+        out.print(_key_line(kid, connections.get(kid, 0), verifiers.get(kid, 0), role))
+
+
+def _key_line(kid: str, rows: int, verifiers: int, role: str | None) -> str:
+    """One key id's line: what is stored under it and what to do about it (the primary needs nothing)."""
+    stored = f"  key {escape(kid)}: {rows} connection(s), "
+    extra = f", {verifiers} PKCE verifier(s)" if verifiers else ""
+    if role is None:
+        return (
+            f"{stored}[red]NOT configured[/]{extra}: these rows cannot be refreshed; add that key to "
+            "TOKEN_ENCRYPTION_OLD_KEYS, then run `lightkeeper rotate-key`"
+        )
+    if role == "primary":
+        return f"{stored}configured, primary{extra}"
+    if rows or verifiers:
+        return f"{stored}configured, old{extra}: [yellow]run `lightkeeper rotate-key`[/] to re-encrypt them"
+    return f"{stored}configured, old: nothing is stored under it any more; remove it from TOKEN_ENCRYPTION_OLD_KEYS"
 
 
 def gen_key() -> None:

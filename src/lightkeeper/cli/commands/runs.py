@@ -24,27 +24,37 @@ if TYPE_CHECKING:
 def refresh(
     all_: Annotated[bool, typer.Option("--all", help="Refresh every connected or failing connection.")] = False,
     connection: Annotated[int | None, typer.Option("--connection", help="Refresh this connection only.")] = None,
+    due: Annotated[
+        bool,
+        typer.Option(
+            "--due",
+            help="With --all: only connections last refreshed more than REFRESH_DUE_AFTER seconds ago, as automatic "
+            "runs do (every connection when it is 0).",
+        ),
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Run a token refresh now and record it (trigger: manual)."""
     if all_ == (connection is not None):
         raise typer.BadParameter("give either --all or --connection ID")
+    if due and not all_:
+        raise typer.BadParameter("--due goes with --all")
     from ...views import REFRESH_FIELDS, RunView
 
     with context.keeper() as keeper:
-        run = run_with_progress(keeper, connection, show=not as_json)
+        run = run_with_progress(keeper, connection, show=not as_json, due=due)
     if as_json:
         print_json(RunView.model_validate(run).document(include=REFRESH_FIELDS))
         return
     _print_run(run)
 
 
-def run_with_progress(keeper: Keeper, connection: int | None, *, show: bool) -> RunRecord:
+def run_with_progress(keeper: Keeper, connection: int | None, *, show: bool, due: bool = False) -> RunRecord:
     from ...store import Trigger
 
-    total = 1 if connection is not None else keeper.refreshable_count()
+    total = 1 if connection is not None else keeper.due_count() if due else keeper.refreshable_count()
     with _progress(total, show=show) as advance:
-        return keeper.refresh(trigger=Trigger.MANUAL, connection_id=connection, progress=advance)
+        return keeper.refresh(trigger=Trigger.MANUAL, connection_id=connection, progress=advance, due=due)
 
 
 @contextmanager

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from .. import context
-from ..output import err, out, print_json, when
+from ..output import err, out, plain, print_json, when
 from .configure import JsonFlag
 from .database import db
 
@@ -21,15 +21,43 @@ if TYPE_CHECKING:
 schedule_app = typer.Typer(help="The refresh job's schedule (the guide's cron.job).", no_args_is_help=True)
 
 
-def worker() -> None:
+def worker(
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve Prometheus metrics on this port (0: any free port).")
+    ] = None,
+    metrics_host: Annotated[str, typer.Option(help="Interface of the metrics server.")] = "127.0.0.1",
+) -> None:
     """Run the scheduler only: ticks, queued requests, shared runs. SIGTERM stops it gracefully."""
     from ...scheduler import Worker
 
     with context.keeper(auto_create=True, daemon=True) as keeper:
         running = Worker(keeper)
+        keeper.watch_scheduler(running.liveness)
         _stop_on_signals(running.request_stop)
-        err.print(f"lightkeeper worker {keeper.owner} running; Ctrl-C or SIGTERM stops it")
-        running.run_forever()
+        with _metrics_server(metrics_host, metrics_port):
+            err.print(f"lightkeeper worker {keeper.owner} running; Ctrl-C or SIGTERM stops it")
+            keeper.start_notifier()  # webhook alerts, when NOTIFY_WEBHOOK_URL is set; stopped by keeper.close()
+            running.run_forever()
+
+
+@contextmanager
+def _metrics_server(host: str, port: int | None) -> Iterator[None]:
+    """``/metrics`` of this process on ``host:port`` while the worker runs (nothing without a port)."""
+    if port is None:
+        yield
+        return
+    from ...errors import ConfigError
+    from ...metrics import serve_metrics
+
+    try:
+        url, stop = serve_metrics(host, port)
+    except OSError as exc:
+        raise ConfigError(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}") from exc
+    err.print(plain(f"metrics on {url}"))
+    try:
+        yield
+    finally:
+        stop()
 
 
 def _stop_on_signals(stop: Any) -> None:

@@ -32,7 +32,9 @@ def serve(
         worker = Worker(keeper)
         thread = threading.Thread(target=worker.run_forever, name="scheduler", daemon=True)
         if scheduler:
+            keeper.watch_scheduler(worker.liveness)  # /healthz reports the loop stalled if it stops iterating
             thread.start()
+        keeper.start_notifier()  # webhook alerts, when NOTIFY_WEBHOOK_URL is set; stopped by keeper.close()
         try:
             web.run(web.create_app(keeper), host=host, port=port)  # returns on SIGTERM / SIGINT
         finally:

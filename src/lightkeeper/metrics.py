@@ -1,0 +1,309 @@
+"""Prometheus instruments, all on the default registry and prefixed ``lightkeeper_``.
+
+Counters and histograms are per process (Prometheus sums replicas); the gauges read from the database
+(connections by status, the oldest refresh token's age) come from ``DatabaseCollector``, one grouped query
+cached for a few seconds, so every replica on one database exports the same values.
+
+Refresh attempts are counted by ``outcome`` and a closed ``reason``. Every valid pair (``OUTCOME_REASONS``)
+is exported from the start at 0, so a fresh process shows the whole series set and ``rate()`` sees the
+first increment:
+
+    refreshed  none
+    expired    invalid_grant
+    error      invalid_client, timeout, unreachable, server_error, rate_limited, bad_response,
+               unknown_key, decrypt_failed, unexpected
+    skipped    backoff, lease_too_short, lease_lost
+
+Nothing here imports lightkeeper beyond the leaves: callers name outcomes and reasons as strings or
+``Reason`` members, and hand the database read in as a function.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+from .errors import (
+    DecryptError,
+    InvalidClient,
+    InvalidGrant,
+    ProviderError,
+    ProviderProtocolError,
+    ProviderUnavailable,
+    RateLimited,
+    UnknownKey,
+)
+
+log = logging.getLogger(__name__)
+
+#: Lightspeed refresh tokens die after 30 days unused (docs/LIGHTSPEED.md): the limit alerts compare against.
+REFRESH_TOKEN_MAX_AGE_S = 30 * 24 * 3600.0
+#: How long one database read of the gauges serves scrapes (several scrapers, one query).
+DATABASE_CACHE_S = 5.0
+
+
+class Reason(StrEnum):
+    """Why a refresh attempt ended as it did: a closed set, so the label never grows unbounded."""
+
+    NONE = "none"
+    INVALID_GRANT = "invalid_grant"
+    INVALID_CLIENT = "invalid_client"
+    TIMEOUT = "timeout"
+    UNREACHABLE = "unreachable"
+    SERVER_ERROR = "server_error"
+    RATE_LIMITED = "rate_limited"
+    BAD_RESPONSE = "bad_response"
+    UNKNOWN_KEY = "unknown_key"
+    DECRYPT_FAILED = "decrypt_failed"
+    UNEXPECTED = "unexpected"
+    BACKOFF = "backoff"
+    LEASE_TOO_SHORT = "lease_too_short"
+    LEASE_LOST = "lease_lost"
+
+
+_ERROR_REASONS = (
+    Reason.INVALID_CLIENT,
+    Reason.TIMEOUT,
+    Reason.UNREACHABLE,
+    Reason.SERVER_ERROR,
+    Reason.RATE_LIMITED,
+    Reason.BAD_RESPONSE,
+    Reason.UNKNOWN_KEY,
+    Reason.DECRYPT_FAILED,
+    Reason.UNEXPECTED,
+)
+#: Every (outcome, reason) pair that can be counted; each is exported at 0 from the start.
+OUTCOME_REASONS: Mapping[str, tuple[Reason, ...]] = {
+    "refreshed": (Reason.NONE,),
+    "expired": (Reason.INVALID_GRANT,),
+    "error": _ERROR_REASONS,
+    "skipped": (Reason.BACKOFF, Reason.LEASE_TOO_SHORT, Reason.LEASE_LOST),
+}
+
+REFRESH_ATTEMPTS = Counter(
+    "lightkeeper_refresh_attempts",
+    "Refresh attempts by the outcome this process committed, and why.",
+    ["outcome", "reason"],
+)
+REFRESH_SECONDS = Histogram(
+    "lightkeeper_refresh_request_seconds",
+    "Latency of token requests to Lightspeed (the HTTP call only).",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30),
+)
+RUN_SECONDS = Histogram(
+    "lightkeeper_run_duration_seconds",
+    "Duration of refresh runs closed by this process, from start to finish.",
+    buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200),
+)
+SCHEDULER_LAST_TICK = Gauge(
+    "lightkeeper_scheduler_last_tick_timestamp_seconds",
+    "Unix time of this process's last scheduler loop iteration (0: no scheduler loop here).",
+)
+HTTP_REQUESTS = Counter(
+    "lightkeeper_http_requests",
+    "API and page requests by route template (never the raw path), method and status.",
+    ["route", "method", "status"],
+)
+HTTP_SECONDS = Histogram(
+    "lightkeeper_http_request_duration_seconds",
+    "Time to answer requests, by route template and method.",
+    ["route", "method"],
+)
+
+for _outcome, _reasons in OUTCOME_REASONS.items():
+    for _reason in _reasons:
+        REFRESH_ATTEMPTS.labels(_outcome, _reason.value)
+
+
+def count_refresh(outcome: str, reason: Reason, n: int = 1) -> None:
+    """Count ``n`` refresh outcomes, once each, after the write that records them committed."""
+    if n > 0:
+        REFRESH_ATTEMPTS.labels(outcome, reason.value).inc(n)
+
+
+def observe_refresh_seconds(seconds: float) -> None:
+    REFRESH_SECONDS.observe(seconds)
+
+
+def observe_run(seconds: float) -> None:
+    RUN_SECONDS.observe(max(0.0, seconds))
+
+
+def scheduler_ticked() -> None:
+    SCHEDULER_LAST_TICK.set(time.time())
+
+
+def count_request(route: str, method: str, status: int, seconds: float) -> None:
+    HTTP_REQUESTS.labels(route, method, str(status)).inc()
+    HTTP_SECONDS.labels(route, method).observe(seconds)
+
+
+def failure_reason(error: BaseException) -> Reason:
+    """The closed ``reason`` of a failed refresh, from the error's type (and its cause, for transport)."""
+    if isinstance(error, UnknownKey):
+        return Reason.UNKNOWN_KEY
+    if isinstance(error, DecryptError):
+        return Reason.DECRYPT_FAILED
+    if isinstance(error, ProviderError):
+        return _provider_reason(error)
+    return Reason.UNEXPECTED
+
+
+_PROVIDER_REASONS: tuple[tuple[type[ProviderError], Reason], ...] = (
+    (InvalidGrant, Reason.INVALID_GRANT),
+    (InvalidClient, Reason.INVALID_CLIENT),
+    (RateLimited, Reason.RATE_LIMITED),
+    (ProviderProtocolError, Reason.BAD_RESPONSE),
+)
+
+
+def _provider_reason(error: ProviderError) -> Reason:
+    for kind, reason in _PROVIDER_REASONS:
+        if isinstance(error, kind):
+            return reason
+    if isinstance(error, ProviderUnavailable):
+        # The provider client raises ``from`` the transport's exception; a 5xx answer has no cause.
+        cause = error.__cause__
+        if cause is None:
+            return Reason.SERVER_ERROR
+        return Reason.TIMEOUT if _is_timeout(cause) else Reason.UNREACHABLE
+    return Reason.BAD_RESPONSE
+
+
+def _is_timeout(error: BaseException) -> bool:
+    # By name, so this module needs no HTTP library: httpx2's TimeoutException and its subclasses.
+    return isinstance(error, TimeoutError) or any("Timeout" in kind.__name__ for kind in type(error).__mro__)
+
+
+# -- gauges read from the database ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DatabaseSummary:
+    """What one grouped query says: connections per status, and the oldest refresh of refreshable rows."""
+
+    counts: Mapping[str, int]
+    oldest_refresh: datetime | None
+
+
+class DatabaseCollector(Collector):
+    """``lightkeeper_connections{status}`` and the oldest refresh token's age, read through ``read``.
+
+    One read serves every scrape for ``cache_s`` seconds; ``now`` is the clock ages are measured on.
+    """
+
+    def __init__(
+        self,
+        read: Callable[[], DatabaseSummary],
+        *,
+        statuses: Iterable[str],
+        now: Callable[[], datetime],
+        cache_s: float = DATABASE_CACHE_S,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._read, self._now, self._cache_s, self._monotonic = read, now, cache_s, monotonic
+        self._statuses = tuple(statuses)
+        self._lock = threading.Lock()
+        self._cached: tuple[float, list[Metric]] | None = None
+
+    def describe(self) -> Iterator[Metric]:
+        # Names only: registering must not query the database.
+        yield from self._families(DatabaseSummary({}, None), with_samples=False)
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            at = self._monotonic()
+            if self._cached is None or at - self._cached[0] >= self._cache_s:
+                try:
+                    self._cached = (at, self._families(self._read(), with_samples=True))
+                except Exception as exc:  # the rest of /metrics must still answer; /healthz says why
+                    log.warning("metrics: cannot read the database gauges: %s", type(exc).__name__)
+                    return iter([])
+            return iter(self._cached[1])
+
+    def _families(self, summary: DatabaseSummary, *, with_samples: bool) -> list[Metric]:
+        connections = GaugeMetricFamily(
+            "lightkeeper_connections", "Connections by status, read from the database.", labels=["status"]
+        )
+        age = GaugeMetricFamily(
+            "lightkeeper_oldest_refresh_token_age_seconds",
+            "Seconds since the least recently refreshed connected/error connection was refreshed (0: none).",
+        )
+        limit = GaugeMetricFamily(
+            "lightkeeper_refresh_token_max_age_seconds",
+            "How old an unused Lightspeed refresh token may get before it dies (30 days).",
+        )
+        if with_samples:
+            for status in self._statuses:
+                connections.add_metric([status], summary.counts.get(status, 0))
+            age.add_metric([], self._age(summary.oldest_refresh))
+            limit.add_metric([], REFRESH_TOKEN_MAX_AGE_S)
+        return [connections, age, limit]
+
+    def _age(self, oldest: datetime | None) -> float:
+        return 0.0 if oldest is None else max(0.0, (self._now() - oldest).total_seconds())
+
+
+_database_lock = threading.Lock()
+_database: DatabaseCollector | None = None
+
+
+def watch_database(collector: DatabaseCollector) -> None:
+    """Export ``collector`` from the default registry, in place of the one before (one a process)."""
+    global _database  # the default registry is process-wide by design
+    with _database_lock:
+        if _database is not None:
+            REGISTRY.unregister(_database)
+        REGISTRY.register(collector)
+        _database = collector
+
+
+def unwatch_database(collector: DatabaseCollector) -> None:
+    """Stop exporting ``collector`` (a closing ``Keeper``); another one registered since stays."""
+    global _database
+    with _database_lock:
+        if _database is collector:
+            REGISTRY.unregister(collector)
+            _database = None
+
+
+def serve_metrics(host: str, port: int) -> tuple[str, Callable[[], None]]:
+    """Serve the default registry over HTTP on a daemon thread; its URL and a function that stops it."""
+    server, thread = start_http_server(port, addr=host)
+    bound_port = server.server_address[1]
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+    return f"http://{host}:{bound_port}/metrics", stop
+
+
+__all__ = [
+    "DATABASE_CACHE_S",
+    "OUTCOME_REASONS",
+    "REFRESH_TOKEN_MAX_AGE_S",
+    "DatabaseCollector",
+    "DatabaseSummary",
+    "Reason",
+    "count_refresh",
+    "count_request",
+    "failure_reason",
+    "observe_refresh_seconds",
+    "observe_run",
+    "scheduler_ticked",
+    "serve_metrics",
+    "unwatch_database",
+    "watch_database",
+]

@@ -1,0 +1,165 @@
+"""Leases on ``lightspeed_connections``: the ``Lease`` a holder gets, fencing tokens, and the SQL conditions
+that say who may claim, hold and write a row. ``connections.py`` runs the statements; this module builds them.
+
+A run's claim statement is the hot path of a refresh run: one per connection. It is built once per
+repository and dialect with bind parameters (``claim_statement``), because building and cache-keying a new
+statement cost more CPU than running it on SQLite.
+"""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Integer, Row, Update, and_, bindparam, or_, select, update
+from sqlalchemy.sql.elements import ColumnElement
+
+from . import dialect
+from .records import REFRESHABLE, ConnectionRecord, RunStatus
+from .schema import connections as t
+from .schema import runs as runs_table
+
+#: What ends a lease (and a run's claim) without touching anything else.
+RELEASE: dict[str, Any] = {"acquired_by": None, "acquired_until": None, "lease_token": None, "claim_run_id": None}
+
+#: Fencing tokens: a random prefix per process and a counter. Unique across processes (96 random bits) and
+#: never repeated within one, without a system call per lease. A fence is not a secret: a guess gains nothing.
+_TOKEN_PREFIX = secrets.token_hex(12)
+_TOKEN_COUNTER = itertools.count(1)
+
+
+def new_lease_token() -> str:
+    return f"{_TOKEN_PREFIX}{next(_TOKEN_COUNTER):x}"
+
+
+@dataclass(frozen=True)
+class Lease:
+    """One acquisition of a connection's lease: the row as leased, and the fencing token of this acquisition.
+
+    ``expires_at_monotonic`` is when the lease runs out on this process's monotonic clock: the database set
+    ``acquired_until`` to its own now plus the lease, and that now came after ``time.monotonic()`` was read
+    here, so the local deadline errs early, never late, whatever either wall clock says.
+    """
+
+    record: ConnectionRecord
+    token: str = field(repr=False)
+    expires_at_monotonic: float
+
+    def seconds_left(self) -> float:
+        return self.expires_at_monotonic - time.monotonic()
+
+
+@dataclass(frozen=True)
+class LeaseGrant:
+    """An acquisition about to be written: its token, and its end on the monotonic clock (read first)."""
+
+    token: str
+    started: float
+    seconds: float
+
+    @classmethod
+    def new(cls, seconds: float) -> LeaseGrant:
+        return cls(new_lease_token(), time.monotonic(), seconds)
+
+    def columns(self, conn: Connection, owner: str) -> dict[str, Any]:
+        """What an acquisition writes: our token, and an end by the database's clock."""
+        until = dialect.now_plus(conn, self.seconds)
+        return {"acquired_by": owner, "acquired_until": until, "lease_token": self.token}
+
+    def lease(self, row: Row[Any]) -> Lease:
+        return Lease(ConnectionRecord.from_row(row), self.token, self.started + self.seconds)
+
+
+# -- conditions ---------------------------------------------------------------------------------------------
+def lease_free(now: ColumnElement[datetime]) -> ColumnElement[bool]:
+    """Nobody holds a live lease, by the database's ``now`` (``dialect.now`` or ``dialect.now_param``)."""
+    return or_(t.c.acquired_until.is_(None), t.c.acquired_until < now)
+
+
+def claimable(now: ColumnElement[datetime], run_id: Any, due_before: Any | None) -> ColumnElement[bool]:
+    return and_(left_in(run_id, due_before), lease_free(now))
+
+
+def left_in(run_id: Any, due_before: Any | None) -> ColumnElement[bool]:
+    """Refreshable, due, and not yet handled by this run (whether or not someone holds it now)."""
+    # Equalities, not IN: an IN list is expanded on every execution, even of a statement built once.
+    refreshable = or_(*(t.c.status == status.value for status in REFRESHABLE))
+    left = and_(refreshable, not_done_in(run_id))
+    if due_before is None:
+        return left
+    # The run counted the rest as skipped when it started; the index on last_token_refresh_at finds these.
+    return and_(left, or_(t.c.last_token_refresh_at.is_(None), t.c.last_token_refresh_at < due_before))
+
+
+def not_done_in(run_id: Any) -> ColumnElement[bool]:
+    """Not yet handled by this run. A claim marks the row with the run (``last_run_id``) and as the run's claim
+    (``claim_run_id``); every outcome ends the claim. So a row still claimed for the run (and, with
+    ``lease_free``, whose lease ran out) belongs to a participant that died: it is claimed again (invariant 5,
+    nothing lost). A plain lease (an on-demand refresh) on a handled row is no claim: the row stays handled."""
+    return or_(t.c.last_run_id.is_(None), t.c.last_run_id != run_id, t.c.claim_run_id == run_id)
+
+
+def run_is_running(run_id: Any) -> ColumnElement[bool]:
+    """A run that failed (``invalid_client``) or was declared interrupted hands out no more claims."""
+    running = select(runs_table.c.id).where(runs_table.c.id == run_id, runs_table.c.status == RunStatus.RUNNING)
+    return running.exists()
+
+
+def ours(connection_id: Any, lease_token: Any) -> ColumnElement[bool]:
+    return and_(t.c.id == connection_id, t.c.lease_token == lease_token)
+
+
+def fenced(connection_id: Any, lease_token: Any, version: Any) -> ColumnElement[bool]:
+    """Our lease still stands (nobody acquired since), and the tokens are still the ones we read."""
+    return and_(ours(connection_id, lease_token), t.c.token_version == version)
+
+
+# -- the claim statement ------------------------------------------------------------------------------------
+def claim_statement(conn: Connection, *, one: bool, due: bool) -> Update:
+    """Lease the next connection a run may claim, as one statement with bind parameters: ``run_id``,
+    ``after_id``, ``owner``, ``lease_token``, ``connection_id`` (with ``one``), ``due_before`` (with ``due``),
+    and the lease's end from ``dialect.time_params(conn, lease_s=…)``."""
+    run_id = bindparam("run_id", type_=Integer)
+    now = dialect.now_param(conn)
+    due_before = bindparam("due_before", type_=t.c.last_token_refresh_at.type) if due else None
+    candidates = (
+        select(t.c.id)
+        .where(t.c.id > bindparam("after_id", type_=Integer), claimable(now, run_id, due_before))
+        .where(run_is_running(run_id))
+        .order_by(t.c.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    )
+    if one:
+        candidates = candidates.where(t.c.id == bindparam("connection_id", type_=Integer))
+    lease = {
+        "acquired_by": bindparam("owner"),
+        "acquired_until": dialect.now_plus_param(conn, "lease_s"),
+        "lease_token": bindparam("lease_token"),
+    }
+    return (
+        update(t)
+        .where(t.c.id == candidates.scalar_subquery(), lease_free(now))
+        .values(last_run_id=run_id, claim_run_id=run_id, **lease)
+        .returning(*t.c)
+    )
+
+
+__all__ = [
+    "RELEASE",
+    "Lease",
+    "LeaseGrant",
+    "claim_statement",
+    "claimable",
+    "fenced",
+    "lease_free",
+    "left_in",
+    "new_lease_token",
+    "not_done_in",
+    "ours",
+    "run_is_running",
+]
