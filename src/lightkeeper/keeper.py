@@ -10,6 +10,7 @@ which is how tests run the real code against fakes at the seams.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import socket
 import threading
@@ -165,9 +166,13 @@ class Keeper:
         self._scheduler: SchedulerProbe | None = None
 
     # -- connections -------------------------------------------------------------------------------------
-    def connections(self, *, user_id: str | None = None, status: str | None = None) -> list[ConnectionRecord]:
-        """Every connection, or those of one host-app user and/or in one status; latest refresh first."""
-        return self.store.connections.list(user_id=user_id, status=status)
+    def connections(
+        self, *, user_id: str | None = None, status: str | None = None, limit: int | None = None
+    ) -> list[ConnectionRecord]:
+        """Every connection (at most ``limit``), or those of one host-app user and/or in one status; latest
+        refresh first."""
+        rows = self.store.connections.iter(user_id=user_id, status=status, batch=min(limit or 500, 500))
+        return [*itertools.islice(rows, limit)]
 
     def connection(self, connection_id: int) -> ConnectionRecord:
         """One connection; ``ConnectionNotFound`` if there is none with this id."""
@@ -178,7 +183,7 @@ class Keeper:
 
     def status_counts(self) -> dict[Status, int]:
         """How many connections are in each status, every status named (zero when none), in one query."""
-        found = self.store.connections.count_by_status()
+        found = self.store.connections.status_summary().counts
         return {status: found.get(status.value, 0) for status in Status}
 
     def refreshable_count(self) -> int:

@@ -70,13 +70,13 @@ def add_run(store: Store, started_at: datetime | None, *counts: int) -> None:
         conn.execute(insert(runs).values(**values))
 
 
-def test_count_by_status_counts_each_status_present(store: Store) -> None:
-    assert store.connections.count_by_status() == {}
+def test_status_summary_counts_each_status_present(store: Store) -> None:
+    assert store.connections.status_summary().counts == {}
     ids = [connect(store, f"u{n}") for n in range(5)]
     expire(store, ids[0])
     expire(store, ids[1])
 
-    assert store.connections.count_by_status() == {Status.CONNECTED.value: 3, Status.EXPIRED.value: 2}
+    assert store.connections.status_summary().counts == {Status.CONNECTED.value: 3, Status.EXPIRED.value: 2}
 
 
 def test_daily_outcomes_sum_the_runs_of_each_utc_day_and_fill_days_without_runs(store: Store) -> None:

@@ -58,6 +58,8 @@ def test_a_database_file_that_is_not_ours_is_refused_untouched(
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
     assert snapshot(path) == before, "the file (or its directory) was changed"
+    if make is foreign_file:  # never advice that would create our tables in someone else's database
+        assert "another application's database" in lines[0] and "db upgrade" not in lines[0], lines[0]
 
 
 MALFORMED = [

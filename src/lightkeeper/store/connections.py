@@ -115,12 +115,6 @@ class ConnectionRepo:
         with self._engine.connect() as conn:
             return int(conn.execute(query).scalar_one())
 
-    def count_by_status(self) -> dict[str, int]:
-        """How many connections are in each status, in one grouped query (statuses with none are absent)."""
-        query = select(t.c.status, func.count()).group_by(t.c.status)
-        with self._engine.connect() as conn:
-            return {str(status): int(n) for status, n in conn.execute(query)}
-
     def count_due(self, due_before: datetime | None) -> int:
         """Refreshable connections last refreshed before ``due_before`` (every refreshable one for None)."""
         query = select(func.count()).where(left_in(0, due_before))  # run 0 never exists: nothing handled

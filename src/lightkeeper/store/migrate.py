@@ -65,8 +65,18 @@ def ensure_current(engine: Engine, *, auto_create: bool) -> None:
             f"The database schema ({current}) is newer than this lightkeeper (which knows up to {head_revision()}): "
             "upgrade lightkeeper on this machine before starting it."
         )
+    if current is None and not is_empty(engine) and not _has_lightkeeper_tables(engine):
+        # Someone else's database: creating our tables in it would mix two applications' data.
+        raise SchemaOutOfDate(
+            "The database has tables but none of lightkeeper's: DATABASE_URL points to another application's "
+            "database; give lightkeeper its own (a new SQLite file, or an empty PostgreSQL database)."
+        )
     found = current or "no lightkeeper schema"
     raise SchemaOutOfDate(f"The database is not up to date ({found}, code needs {head_revision()}): {UPGRADE_HINT}.")
+
+
+def _has_lightkeeper_tables(engine: Engine) -> bool:
+    return "lightspeed_connections" in inspect(engine).get_table_names()
 
 
 def _known(revision: str) -> bool:

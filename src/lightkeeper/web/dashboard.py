@@ -178,7 +178,7 @@ def _overview(keeper: Keeper) -> dict[str, Any]:
 
 
 def _listed(keeper: Keeper, status: Status) -> list[ConnectionRecord]:
-    return keeper.connections(status=status.value)[:LISTED]
+    return keeper.connections(status=status.value, limit=LISTED)
 
 
 def _row(record: ConnectionRecord) -> dict[str, Any]:
