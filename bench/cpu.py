@@ -25,8 +25,8 @@ from typing import Any
 
 from . import report
 from .child import lightkeeper_command, run_child
-from .guide import ROOT, baseline_run, lightkeeper_run, repeat
-from .stage import Stage, stage
+from .guide import ROOT, baseline_run
+from .stage import Stage, lightkeeper_run, stage
 
 TARGET_CPU_MS = 1.0
 TARGET_RATE = 300.0
@@ -70,13 +70,13 @@ def measure(stage_: Stage, options: Options) -> Result:
     n, fast = options.connections, {"REFRESH_DELAY_MS": "0"}
     stage_.latency(0)
     empty, rows = stage_.seeded(stage_.sqlite_url(), 0), stage_.seeded(stage_.sqlite_url(), n)
-    idle = repeat(options.repeats, "empty table", lambda: lightkeeper_run(stage_, empty, 0, **fast))
-    busy = repeat(options.repeats, f"{n} rows, 0 ms", lambda: lightkeeper_run(stage_, rows, n, **fast))
+    idle = report.repeat(options.repeats, "empty table", lambda: lightkeeper_run(stage_, empty, 0, **fast))
+    busy = report.repeat(options.repeats, f"{n} rows, 0 ms", lambda: lightkeeper_run(stage_, rows, n, **fast))
     guide_rows, guide_empty = stage_.seeded(stage_.sqlite_url(), n), stage_.seeded(stage_.sqlite_url(), 0)
     guide_idle = report.median(
-        b["cpu_s"] for b in repeat(options.repeats, "guide, empty", lambda: baseline_run(stage_, guide_empty, 0))
+        b["cpu_s"] for b in report.repeat(options.repeats, "guide, empty", lambda: baseline_run(stage_, guide_empty, 0))
     )
-    guide = repeat(options.repeats, f"guide, {n} rows", lambda: baseline_run(stage_, guide_rows, 0))
+    guide = report.repeat(options.repeats, f"guide, {n} rows", lambda: baseline_run(stage_, guide_rows, 0))
     if options.profile:
         profile(stage_, rows, fast)
     idle_cpu, idle_wall = report.median(r.child.cpu_s for r in idle), report.median(r.child.wall_s for r in idle)
@@ -84,7 +84,7 @@ def measure(stage_: Stage, options: Options) -> Result:
     m = options.rate_connections
     wide = fast | {"REFRESH_CONCURRENCY": str(options.concurrency)}
     rows_m = stage_.seeded(stage_.sqlite_url(), m)
-    fleet = repeat(
+    fleet = report.repeat(
         options.repeats,
         f"{m} rows, concurrency {options.concurrency}",
         lambda: lightkeeper_run(stage_, rows_m, m, **wide),

@@ -31,7 +31,7 @@ from lightkeeper.store import sqlite_path
 
 from . import report
 from .child import run_child
-from .stage import RunResult, Stage, stage
+from .stage import Stage, lightkeeper_run, stage
 
 ROOT = Path(__file__).resolve().parents[1]
 T = TypeVar("T")
@@ -83,24 +83,6 @@ def baseline_run(stage_: Stage, database_url: str, sleep_ms: float) -> dict[str,
     return {"refreshed": result["refreshed"], "rate": result["refreshed"] / loop_s, "cpu_s": child.cpu_s}
 
 
-def lightkeeper_run(stage_: Stage, database_url: str, connections: int, **settings: str) -> RunResult:
-    result = stage_.refresh_all(database_url, connections, **settings)
-    if not result.correct:
-        raise RuntimeError(
-            f"lightkeeper's run was wrong: {result.refreshed}/{connections} refreshed, {result.errors} errors, "
-            f"reuse {result.reuse}, invalid_grant {result.invalid_grant}"
-        )
-    return result
-
-
-def repeat(times: int, what: str, run: Callable[[], T]) -> list[T]:
-    samples = []
-    for number in range(times):
-        report.note(f"{what} ({number + 1}/{times})")
-        samples.append(run())
-    return samples
-
-
 # -- the three measurements -----------------------------------------------------------------------------------
 
 
@@ -118,10 +100,10 @@ def spacing(stage_: Stage, options: Options) -> Point:
     n = options.spacing_connections
     stage_.latency(options.latency_ms)
     base_db, lk_db = stage_.seeded(stage_.sqlite_url(), n), stage_.seeded(stage_.sqlite_url(), n)
-    base = repeat(
+    base = report.repeat(
         options.repeats, "guide, 200 ms sleep", lambda: with_pace(stage_, lambda: baseline_run(stage_, base_db, 200))
     )
-    runs = repeat(
+    runs = report.repeat(
         options.repeats,
         "lightkeeper, REFRESH_DELAY_MS=200",
         lambda: with_pace(stage_, lambda: lightkeeper_run(stage_, lk_db, n)),
@@ -140,7 +122,9 @@ def spacing(stage_: Stage, options: Options) -> Point:
 def curve(stage_: Stage, options: Options) -> list[Point]:
     stage_.latency(options.latency_ms)
     base_db = stage_.seeded(stage_.sqlite_url(), options.baseline_connections)
-    base = [b["rate"] for b in repeat(options.repeats, "guide, no sleep", lambda: baseline_run(stage_, base_db, 0))]
+    base = [
+        b["rate"] for b in report.repeat(options.repeats, "guide, no sleep", lambda: baseline_run(stage_, base_db, 0))
+    ]
     return [curve_point(stage_, options, c, base) for c in options.concurrency]
 
 
@@ -148,7 +132,7 @@ def curve_point(stage_: Stage, options: Options, concurrency: int, base: list[fl
     n = options.curve_connections(concurrency)
     lk_db = stage_.seeded(stage_.sqlite_url(), n)
     settings = {"REFRESH_DELAY_MS": "0", "REFRESH_CONCURRENCY": str(concurrency)}
-    runs = repeat(
+    runs = report.repeat(
         options.repeats,
         f"lightkeeper, concurrency {concurrency}",
         lambda: lightkeeper_run(stage_, lk_db, n, **settings),
@@ -170,16 +154,17 @@ def cpu(stage_: Stage, options: Options) -> Point:
     base_empty, lk_empty = stage_.seeded(stage_.sqlite_url(), 0), stage_.seeded(stage_.sqlite_url(), 0)
     settings = {"REFRESH_DELAY_MS": "0"}
     base_idle = report.median(
-        b["cpu_s"] for b in repeat(options.repeats, "guide, empty table", lambda: baseline_run(stage_, base_empty, 0))
+        b["cpu_s"]
+        for b in report.repeat(options.repeats, "guide, empty table", lambda: baseline_run(stage_, base_empty, 0))
     )
-    base = repeat(options.repeats, f"guide, {n} rows, 0 ms", lambda: baseline_run(stage_, base_db, 0))
+    base = report.repeat(options.repeats, f"guide, {n} rows, 0 ms", lambda: baseline_run(stage_, base_db, 0))
     lk_idle = report.median(
         r.child.cpu_s
-        for r in repeat(
+        for r in report.repeat(
             options.repeats, "lightkeeper, empty table", lambda: lightkeeper_run(stage_, lk_empty, 0, **settings)
         )
     )
-    runs = repeat(
+    runs = report.repeat(
         options.repeats, f"lightkeeper, {n} rows, 0 ms", lambda: lightkeeper_run(stage_, lk_db, n, **settings)
     )
     return Point(

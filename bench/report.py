@@ -7,16 +7,18 @@ import os
 import platform
 import statistics
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from rich.console import Console
 from rich.table import Table
 
 #: Where ``write_json`` puts results (gitignored); ``BENCH_RESULTS_DIR`` moves it.
 RESULTS_DIR = Path(os.environ.get("BENCH_RESULTS_DIR", "bench-results"))
+
+T = TypeVar("T")
 
 #: Progress notes go to stderr so a piped stdout holds only the tables.
 progress = Console(stderr=True)
@@ -29,6 +31,15 @@ def output() -> Console:
 
 def note(text: str) -> None:
     progress.print(f"[dim]{text}[/]")
+
+
+def repeat(times: int, what: str, run: Callable[[], T]) -> list[T]:
+    """``run()`` ``times`` times, saying which one is going (on stderr)."""
+    samples = []
+    for number in range(times):
+        note(f"{what} ({number + 1}/{times})")
+        samples.append(run())
+    return samples
 
 
 def median(values: Iterable[float]) -> float:
@@ -88,6 +99,7 @@ __all__ = [
     "output",
     "progress",
     "ratio",
+    "repeat",
     "table",
     "times",
     "verdict",

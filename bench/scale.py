@@ -20,9 +20,8 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
 from . import report
-from .guide import lightkeeper_run, repeat
 from .replicas import fresh_database
-from .stage import Stage, stage
+from .stage import Stage, lightkeeper_run, stage
 
 RSS_LIMIT_MB = 150.0
 RSS_GROWTH = 0.10
@@ -103,7 +102,7 @@ def measure_size(stage_: Stage, options: Options, kind: str, connections: int) -
         report.note(f"{kind}: seeding {connections} connections")
         stage_.seeded(url, connections)
         what = f"{kind}, {connections} connections"
-        runs = repeat(options.repeats, what, lambda: lightkeeper_run(stage_, url, connections, **settings))
+        runs = report.repeat(options.repeats, what, lambda: lightkeeper_run(stage_, url, connections, **settings))
     return Size(
         database=kind,
         connections=connections,

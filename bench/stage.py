@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,6 +122,17 @@ class Stage:
         )
 
 
+def lightkeeper_run(stage_: Stage, database_url: str, connections: int, **settings: str) -> RunResult:
+    """``stage_.refresh_all``, or ``RuntimeError`` if the run was not entirely right (a wrong run measures nothing)."""
+    result = stage_.refresh_all(database_url, connections, **settings)
+    if not result.correct:
+        raise RuntimeError(
+            f"lightkeeper's run was wrong: {result.refreshed}/{connections} refreshed, {result.errors} errors, "
+            f"reuse {result.reuse}, invalid_grant {result.invalid_grant}"
+        )
+    return result
+
+
 def run_seconds(database_url: str, run_id: int) -> float:
     """``finished_at - started_at`` of a recorded run."""
     engine: Engine = make_engine(database_url)
@@ -142,8 +153,4 @@ def stage(name: str, **config: Any) -> Iterator[Stage]:
         yield Stage(server=server, directory=Path(tmp), key=generate_key())
 
 
-def settings_text(settings: Mapping[str, str]) -> str:
-    return ", ".join(f"{name}={value}" for name, value in settings.items())
-
-
-__all__ = ["CLIENT_ID", "CLIENT_SECRET", "RunResult", "Stage", "run_seconds", "settings_text", "stage"]
+__all__ = ["CLIENT_ID", "CLIENT_SECRET", "RunResult", "Stage", "lightkeeper_run", "run_seconds", "stage"]

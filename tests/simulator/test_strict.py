@@ -366,3 +366,24 @@ def test_bad_redirect_registrations_are_refused(
     with pytest.raises(httpx2.HTTPStatusError) as raised:
         sim.register_redirect_uri(uri, client_id=client_id)
     assert raised.value.response.status_code == status
+
+
+def test_a_token_request_waiting_out_its_latency_across_a_reset_touches_nothing(
+    http: httpx2.Client, sim: SimulatorControl
+) -> None:
+    """A request from before a reset belongs to a world that is gone: it is answered 503 and changes and counts
+    nothing in the new one (a test's slow request must not show up in the next test's counters)."""
+    import threading
+
+    tokens = connect(http)
+    sim.configure(token_latency_ms=600)
+    answers: list[httpx2.Response] = []
+    form = {**CLIENT, "grant_type": "refresh_token", "refresh_token": tokens.refresh}
+    slow = threading.Thread(target=lambda: answers.append(http.post("/auth/oauth/token", data=form)))
+    slow.start()
+    time.sleep(0.2)  # the request is in, waiting out its latency
+    sim.reset()
+    slow.join()
+    assert answers[0].status_code == 503, answers[0].text
+    stats = sim.stats()
+    assert (stats["refreshes"], stats["invalid_grant"], stats["reuse"]) == (0, 0, 0)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 from bench.bulk import bulk_seed
-from bench.child import run_child
+from bench.child import high_water_kb, run_child
 
 from lightkeeper import Keeper
 from lightkeeper.crypto import TokenCipher
@@ -48,9 +49,17 @@ def test_a_second_bulk_seed_continues_after_the_existing_rows(
 
 
 def test_a_child_is_accounted_alone() -> None:
-    script = "import sys; data = bytearray(64 * 1024 * 1024); sum(range(3_000_000)); print('done'); sys.exit(3)"
+    script = "import sys; sum(range(3_000_000)); print('done'); sys.exit(3)"
     result = run_child([sys.executable, "-c", script], {})
-    assert result.returncode == 3
-    assert result.stdout.strip() == "done"
-    assert result.max_rss_mb >= 64  # its own peak, holding the 64 MB it allocated
+    assert (result.returncode, result.stdout.strip()) == (3, "done")
     assert result.cpu_s > 0
+
+
+def test_a_childs_peak_memory_is_its_own_not_its_parents() -> None:
+    # ru_maxrss would report at least this (pytest's) process's peak, carried over the fork; VmHWM does not.
+    parent_mb = high_water_kb(os.getpid()) / 1024
+    hold = "import time; data = b'x' * ({mb} * 2**20); time.sleep(0.5)"  # alive long enough to be read
+    small = run_child([sys.executable, "-c", hold.format(mb=1)], {})
+    large = run_child([sys.executable, "-c", hold.format(mb=64)], {})
+    assert 0 < small.max_rss_mb < parent_mb
+    assert large.max_rss_mb - small.max_rss_mb >= 60

@@ -192,8 +192,9 @@ async def token(request: Request) -> Response:
         # provider works still has its grant carried out, as at Lightspeed. Reading it after the delay let a
         # disconnect cancel the rotation: kinder than the provider.
         fields, is_json = await _oauth_fields(request)
+        epoch = sim.epoch
         await _sleep_ms(sim.config.token_latency_ms)
-        return sim.token(fields, json_body=is_json, basic=_basic_auth(request), received_at=received_at)
+        return sim.token(fields, json_body=is_json, basic=_basic_auth(request), received_at=received_at, epoch=epoch)
 
     return await _serve(request, "token", handle)
 

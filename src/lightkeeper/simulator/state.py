@@ -47,6 +47,9 @@ class SimulatorState:
         self._lock = threading.Lock()
         self._clock = Clock.start(monotonic)
         self._wake_generation = 0
+        #: Bumped by ``reset``: a token request that arrived before a reset (and waited out its latency
+        #: meanwhile) belongs to a world that is gone, and must not touch, or count in, the new one.
+        self._epoch = 0
         self._init_state()
 
     def _init_state(self) -> None:
@@ -81,10 +84,14 @@ class SimulatorState:
         json_body: bool = False,
         basic: tuple[str, str] | None = None,
         received_at: float | None = None,
+        epoch: int | None = None,
     ) -> Reply:
         """``POST /auth/oauth/token`` for both grants. ``basic`` is HTTP Basic client auth, if sent;
-        ``received_at`` is when the request arrived (``time.monotonic()``; default: now)."""
+        ``received_at`` is when the request arrived (``time.monotonic()``; default: now); ``epoch`` is
+        ``self.epoch`` then: a request from before a ``reset`` is answered 503 and changes nothing."""
         with self._lock:
+            if epoch is not None and epoch != self._epoch:
+                return Reply(503, {"error": "temporarily_unavailable", "error_description": "simulator was reset"})
             arrived = self._clock.monotonic() if received_at is None else received_at
             return self._oauth.token(fields, json_body=json_body, basic=basic, received_at=arrived)
 
@@ -160,6 +167,13 @@ class SimulatorState:
         with self._lock:
             self._init_state()
             self._wake_generation += 1
+            self._epoch += 1
+
+    @property
+    def epoch(self) -> int:
+        """How many times the simulator was reset (see ``token``'s ``epoch``)."""
+        with self._lock:
+            return self._epoch
 
     def get_config(self) -> JsonDict:
         with self._lock:
