@@ -144,6 +144,13 @@ class TokenCipher:
         return _split(token)[0] != self._primary_kid
 
 
+def ciphertext_key_id(token: str) -> str | None:
+    """The key id a ciphertext names (``lk1:<kid>:…``), without decrypting it; None when ``token`` is no
+    lightkeeper ciphertext (decrypting it says why)."""
+    parts = token.split(":")
+    return parts[1] if len(parts) == 3 and parts[0] == FORMAT else None
+
+
 def _checked_key(key: bytes) -> bytes:
     if len(key) != KEY_BYTES:
         raise ConfigError("TOKEN_ENCRYPTION_KEY must be 32 bytes, base64 or hex")
@@ -179,6 +186,7 @@ __all__ = [
     "FORMAT",
     "KEY_BYTES",
     "TokenCipher",
+    "ciphertext_key_id",
     "connection_context",
     "generate_key",
     "key_id",

@@ -46,7 +46,6 @@ from .rotation import WAIT, KeyRotation, RotationSummary
 from .rotation import ProgressCallback as RotationProgress
 from .scheduler.schedule import ScheduleService, ScheduleState
 from .store import (
-    REFRESHABLE,
     ConnectionRecord,
     ConnectSession,
     DailyOutcomes,
@@ -186,9 +185,10 @@ class Keeper:
         found = self.store.connections.status_summary().counts
         return {status: found.get(status.value, 0) for status in Status}
 
-    def refreshable_count(self) -> int:
-        """How many connections a refresh of everything would work on (``connected`` or ``error``)."""
-        return sum(self.store.connections.count(status=s.value) for s in REFRESHABLE)
+    def refreshable_count(self, *, due: bool = False) -> int:
+        """How many connections a refresh of everything would work on (``connected`` or ``error``); with
+        ``due``, how many a due-based run starting now would (see ``refresh``)."""
+        return self.store.connections.count_refreshable(self.due_before() if due else None)
 
     def disconnect(self, connection_id: int) -> ConnectionRecord:
         """Revoke at Lightspeed, forget the tokens, mark ``disconnected``. If Lightspeed cannot be told,
@@ -241,10 +241,6 @@ class Keeper:
         """The cutoff of a due-based run starting now: ``REFRESH_DUE_AFTER`` ago; None when that is 0."""
         due_after = self.settings.refresh_due_after
         return self.clock() - timedelta(seconds=due_after) if due_after else None
-
-    def due_count(self) -> int:
-        """How many refreshable connections a due-based run starting now would refresh."""
-        return self.store.connections.count_due(self.due_before())
 
     def begin_run(self, *, trigger: str, connection_id: int | None = None) -> RunRecord:
         """Record a run starting now (or the full run already going, to join) without working on it;

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import Enum
 
-from .crypto import FORMAT, TokenCipher, verifier_context
+from .crypto import TokenCipher, ciphertext_key_id, verifier_context
 from .errors import ConfigError, DecryptError
 from .store import ConnectionRecord, Lease, Store, StoredVerifier
 from .vault import ACCESS, REFRESH
@@ -223,7 +223,7 @@ class KeyRotation:
 
     def _resealed(self, record: ConnectionRecord) -> tuple[_Outcome, tuple[str | None, str | None] | None]:
         """The row's tokens under the primary key, or why there is nothing to write."""
-        if not any(token is not None and _kid(token) != self._primary for token in _tokens(record)):
+        if not any(token is not None and ciphertext_key_id(token) != self._primary for token in _tokens(record)):
             return _Outcome.CURRENT, None
         if self._unknown_kid(record) is not None:
             return _Outcome.UNKNOWN_KEY, None
@@ -247,7 +247,7 @@ class KeyRotation:
 
     def _first_unknown(self, ciphertexts: Iterable[str | None]) -> str | None:
         """The first key id named that is not configured (a value that is no ciphertext names none)."""
-        kids = (_kid(text) for text in ciphertexts if text is not None)
+        kids = (ciphertext_key_id(text) for text in ciphertexts if text is not None)
         return next((kid for kid in kids if kid is not None and kid not in self._configured), None)
 
     # -- PKCE verifiers --------------------------------------------------------------------------------------
@@ -280,12 +280,6 @@ class KeyRotation:
 
 def _tokens(record: ConnectionRecord) -> tuple[str | None, str | None]:
     return record.access_token, record.refresh_token
-
-
-def _kid(ciphertext: str) -> str | None:
-    """The key id a ciphertext names (``lk1:<kid>:…``); None when it is no ciphertext (decrypting says why)."""
-    parts = ciphertext.split(":")
-    return parts[1] if len(parts) == 3 and parts[0] == FORMAT else None
 
 
 __all__ = ["LEASE", "WAIT", "KeyRotation", "ProgressCallback", "RotationSummary"]

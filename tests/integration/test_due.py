@@ -80,12 +80,12 @@ def test_a_sql_request_is_due_based_and_an_api_request_is_not(
 
 def test_a_manual_run_refreshes_everything_unless_asked_for_due(due_keeper: Keeper, mixed: Mixed) -> None:
     due, _ = mixed
-    assert due_keeper.due_count() == 2
+    assert due_keeper.refreshable_count(due=True) == 2
     before = versions(due_keeper)
     run = due_keeper.refresh(trigger=Trigger.MANUAL, due=True)
     assert (run.total, run.refreshed, run.skipped) == (4, 2, 2)
     assert refreshed_ids(due_keeper, before) == {r.id for r in due}
-    assert due_keeper.due_count() == 0  # they were just refreshed
+    assert due_keeper.refreshable_count(due=True) == 0  # they were just refreshed
     assert due_keeper.refresh(trigger=Trigger.MANUAL).refreshed == 4
 
 

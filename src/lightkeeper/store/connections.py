@@ -34,8 +34,20 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from . import dialect, events
 from .events import Event
+from .keyscan import kid_of
 from .leases import RELEASE as _RELEASE
-from .leases import Lease, LeaseGrant, claim_statement, claimable, fenced, lease_free, left_in, ours, run_is_running
+from .leases import (
+    Lease,
+    LeaseGrant,
+    claim_statement,
+    claimable,
+    fenced,
+    lease_free,
+    left_in,
+    ours,
+    refreshable_and_due,
+    run_is_running,
+)
 from .records import REFRESHABLE, ConnectionRecord, EventType, Status
 from .schema import connections as t
 from .schema import runs as runs_table
@@ -115,9 +127,9 @@ class ConnectionRepo:
         with self._engine.connect() as conn:
             return int(conn.execute(query).scalar_one())
 
-    def count_due(self, due_before: datetime | None) -> int:
-        """Refreshable connections last refreshed before ``due_before`` (every refreshable one for None)."""
-        query = select(func.count()).where(left_in(0, due_before))  # run 0 never exists: nothing handled
+    def count_refreshable(self, due_before: datetime | None = None) -> int:
+        """Refreshable connections (``connected``, ``error``), or those last refreshed before ``due_before``."""
+        query = select(func.count()).where(refreshable_and_due(due_before))
         with self._engine.connect() as conn:
             return int(conn.execute(query).scalar_one())
 
@@ -278,7 +290,7 @@ class ConnectionRepo:
 
     def key_ids(self, *, refreshable_only: bool = False) -> dict[str, int]:
         """How many connections hold tokens under each key id (``lk1:<kid>:…``), for the key checks."""
-        kid = func.substr(t.c.refresh_token, 5, 8)
+        kid = kid_of(t.c.refresh_token)
         query = select(kid, func.count()).where(t.c.refresh_token.is_not(None)).group_by(kid)
         if refreshable_only:
             query = query.where(t.c.status.in_([s.value for s in REFRESHABLE]))

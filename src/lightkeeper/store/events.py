@@ -19,11 +19,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Row, Table, Update, case, func, insert, literal, or_, select, update
+from sqlalchemy import Connection, Engine, Row, Update, case, func, insert, literal, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from . import dialect
 from .dialect import UTCDateTime
+from .leases import LeaseGrant, lease_free
 from .records import EventRecord, EventStatus, EventType, Status
 from .schema import connections as c
 from .schema import events as t
@@ -133,11 +134,6 @@ def error_since(now: datetime) -> ColumnElement[datetime]:
     return case((c.c.status == Status.ERROR.value, func.coalesce(c.c.error_since, since)), else_=since)
 
 
-def lease_free(conn: Connection, table: Table) -> ColumnElement[bool]:
-    """Nobody holds a live lease on the row, by the database's clock."""
-    return or_(table.c.acquired_until.is_(None), table.c.acquired_until < dialect.now(conn))
-
-
 _RELEASE = {"acquired_by": None, "acquired_until": None, "lease_token": None}
 
 
@@ -196,7 +192,11 @@ class EventsRepo:
         with self._engine.begin() as conn:
             due = (
                 select(t.c.id)
-                .where(t.c.status == EventStatus.PENDING.value, t.c.next_attempt_at <= now, lease_free(conn, t))
+                .where(
+                    t.c.status == EventStatus.PENDING.value,
+                    t.c.next_attempt_at <= now,
+                    lease_free(dialect.now(conn), t),
+                )
                 .order_by(t.c.next_attempt_at, t.c.id)
                 .limit(1)
                 .with_for_update(skip_locked=True)
@@ -240,28 +240,22 @@ def _errored(conn: Connection, errored_before: datetime) -> ColumnElement[bool]:
         (c.c.status == Status.ERROR.value)
         & c.c.alert.is_(None)
         & (c.c.error_since <= errored_before)
-        & lease_free(conn, c)
+        & lease_free(dialect.now(conn))
     )
 
 
 def _take(
     conn: Connection, which: ColumnElement[bool], owner: str, lease: timedelta, now: datetime
 ) -> EventLease | None:
-    token, started, seconds = secrets.token_hex(16), time.monotonic(), lease.total_seconds()
+    grant = LeaseGrant.new(lease.total_seconds())
     stmt = (
         update(t)
-        .where(which, lease_free(conn, t))
-        .values(
-            acquired_by=owner,
-            acquired_until=dialect.now_plus(conn, seconds),
-            lease_token=token,
-            attempts=t.c.attempts + 1,
-            last_attempt_at=now,
-        )
+        .where(which, lease_free(dialect.now(conn), t))
+        .values(**grant.columns(conn, owner), attempts=t.c.attempts + 1, last_attempt_at=now)
         .returning(*t.c)
     )
     row = conn.execute(stmt).first()
-    return EventLease(EventRecord.from_row(row), token, started + seconds) if row else None
+    return EventLease(EventRecord.from_row(row), grant.token, grant.expires_at_monotonic) if row else None
 
 
 __all__ = [
@@ -275,7 +269,6 @@ __all__ = [
     "error_since",
     "event_body",
     "event_time",
-    "lease_free",
     "new_event_id",
     "record_event",
     "record_recovered",

@@ -54,10 +54,15 @@ class KeyScan:
 
     def verifier_key_ids(self) -> dict[str, int]:
         """How many stored PKCE verifiers are under each key id."""
-        kid = func.substr(o.c.code_verifier, _KID_START, _KID_CHARS)
+        kid = kid_of(o.c.code_verifier)
         query = select(kid, func.count()).group_by(kid)
         with self._engine.connect() as conn:
             return {str(key): int(count) for key, count in conn.execute(query)}
+
+
+def kid_of(column: ColumnElement[str | None]) -> ColumnElement[str]:
+    """The key id part of a stored ciphertext, in SQL (compared and grouped on, never decrypted here)."""
+    return func.substr(column, _KID_START, _KID_CHARS)
 
 
 def _under_other(column: ColumnElement[str | None], key_id: str) -> ColumnElement[bool]:
@@ -69,4 +74,4 @@ def _connection_under_other(key_id: str) -> ColumnElement[bool]:
     return or_(_under_other(t.c.access_token, key_id), _under_other(t.c.refresh_token, key_id))
 
 
-__all__ = ["KeyScan", "StoredVerifier"]
+__all__ = ["KeyScan", "StoredVerifier", "kid_of"]

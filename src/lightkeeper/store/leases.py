@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Integer, Row, Update, and_, bindparam, or_, select, update
+from sqlalchemy import Connection, Integer, Row, Table, Update, and_, bindparam, or_, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from . import dialect
@@ -65,19 +65,24 @@ class LeaseGrant:
     def new(cls, seconds: float) -> LeaseGrant:
         return cls(new_lease_token(), time.monotonic(), seconds)
 
+    @property
+    def expires_at_monotonic(self) -> float:
+        return self.started + self.seconds
+
     def columns(self, conn: Connection, owner: str) -> dict[str, Any]:
-        """What an acquisition writes: our token, and an end by the database's clock."""
+        """What an acquisition writes (on any leased table): our token, and an end by the database's clock."""
         until = dialect.now_plus(conn, self.seconds)
         return {"acquired_by": owner, "acquired_until": until, "lease_token": self.token}
 
     def lease(self, row: Row[Any]) -> Lease:
-        return Lease(ConnectionRecord.from_row(row), self.token, self.started + self.seconds)
+        return Lease(ConnectionRecord.from_row(row), self.token, self.expires_at_monotonic)
 
 
 # -- conditions ---------------------------------------------------------------------------------------------
-def lease_free(now: ColumnElement[datetime]) -> ColumnElement[bool]:
-    """Nobody holds a live lease, by the database's ``now`` (``dialect.now`` or ``dialect.now_param``)."""
-    return or_(t.c.acquired_until.is_(None), t.c.acquired_until < now)
+def lease_free(now: ColumnElement[datetime], table: Table = t) -> ColumnElement[bool]:
+    """Nobody holds a live lease on the row (of ``table``: connections, or the webhook outbox), by the
+    database's ``now`` (``dialect.now`` or ``dialect.now_param``)."""
+    return or_(table.c.acquired_until.is_(None), table.c.acquired_until < now)
 
 
 def claimable(now: ColumnElement[datetime], run_id: Any, due_before: Any | None) -> ColumnElement[bool]:
@@ -86,13 +91,18 @@ def claimable(now: ColumnElement[datetime], run_id: Any, due_before: Any | None)
 
 def left_in(run_id: Any, due_before: Any | None) -> ColumnElement[bool]:
     """Refreshable, due, and not yet handled by this run (whether or not someone holds it now)."""
+    return and_(refreshable_and_due(due_before), not_done_in(run_id))
+
+
+def refreshable_and_due(due_before: Any | None) -> ColumnElement[bool]:
+    """A connection a refresh would work on (``connected`` or ``error``), last refreshed before ``due_before``
+    (any, for None). A due-based run counts the others as skipped when it starts; the index on
+    ``last_token_refresh_at`` finds these."""
     # Equalities, not IN: an IN list is expanded on every execution, even of a statement built once.
     refreshable = or_(*(t.c.status == status.value for status in REFRESHABLE))
-    left = and_(refreshable, not_done_in(run_id))
     if due_before is None:
-        return left
-    # The run counted the rest as skipped when it started; the index on last_token_refresh_at finds these.
-    return and_(left, or_(t.c.last_token_refresh_at.is_(None), t.c.last_token_refresh_at < due_before))
+        return refreshable
+    return and_(refreshable, or_(t.c.last_token_refresh_at.is_(None), t.c.last_token_refresh_at < due_before))
 
 
 def not_done_in(run_id: Any) -> ColumnElement[bool]:
@@ -161,5 +171,6 @@ __all__ = [
     "new_lease_token",
     "not_done_in",
     "ours",
+    "refreshable_and_due",
     "run_is_running",
 ]

@@ -10,7 +10,8 @@ from sqlalchemy import Connection, Engine, case, func, insert, literal, select, 
 from sqlalchemy.exc import IntegrityError
 
 from . import dialect
-from .records import AUTOMATIC_TRIGGERS, REFRESHABLE, DailyOutcomes, RunRecord, RunStatus, Trigger
+from .leases import refreshable_and_due
+from .records import AUTOMATIC_TRIGGERS, DailyOutcomes, RunRecord, RunStatus, Trigger
 from .schema import connections as connections_table
 from .schema import runs as t
 
@@ -256,9 +257,8 @@ def _count_not_due(conn: Connection, run: Any) -> None:
     never claimed, so no row is written for them (a million merchants cost one COUNT, not a million UPDATEs)."""
     if run.due_before is None or run.status != RunStatus.RUNNING.value or run.connection_id is not None:
         return
-    c = connections_table.c
-    refreshable = c.status.in_([status.value for status in REFRESHABLE])
-    not_due = select(func.count()).where(refreshable, c.last_token_refresh_at >= run.due_before).scalar_subquery()
+    refreshed_since = connections_table.c.last_token_refresh_at >= run.due_before
+    not_due = select(func.count()).where(refreshable_and_due(None), refreshed_since).scalar_subquery()
     conn.execute(update(t).where(t.c.id == run.id).values(skipped=t.c.skipped + not_due, total=t.c.total + not_due))
 
 

@@ -52,7 +52,7 @@ def refresh(
 def run_with_progress(keeper: Keeper, connection: int | None, *, show: bool, due: bool = False) -> RunRecord:
     from ...store import Trigger
 
-    total = 1 if connection is not None else keeper.due_count() if due else keeper.refreshable_count()
+    total = 1 if connection is not None else keeper.refreshable_count(due=due)
     with _progress(total, show=show) as advance:
         return keeper.refresh(trigger=Trigger.MANUAL, connection_id=connection, progress=advance, due=due)
 
