@@ -31,6 +31,7 @@ from .health import Health, SchedulerProbe
 from .health import check as check_health
 from .lightspeed import ApiClient, OAuthClient
 from .lightspeed.pacing import Pacer
+from .lightspeed.senders import AiohttpSender
 from .metrics import DatabaseCollector, DatabaseSummary, unwatch_database, watch_database
 from .notify import Notifier
 from .refresh import (
@@ -137,6 +138,8 @@ class Keeper:
             lease=timedelta(seconds=settings.refresh_lease_s),
             max_retry_after=settings.refresh_max_retry_after_s,
             http_timeout=settings.http_timeout_s,
+            # Runs send through aiohttp (docs/ARCHITECTURE.md); a transport handed in is used for every request.
+            open_sender=_aiohttp_sender if transport is None else None,
         )
         self.tokens = TokenProvider(
             self.refresher,
@@ -448,6 +451,10 @@ class Keeper:
         self, _type: type[BaseException] | None, _exc: BaseException | None, _tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def _aiohttp_sender(limit: int) -> AiohttpSender:
+    return AiohttpSender(user_agent=USER_AGENT, limit=limit)
 
 
 __all__ = ["USER_AGENT", "Keeper", "schedule_service", "worker_id"]

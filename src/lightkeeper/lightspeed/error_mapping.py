@@ -228,13 +228,9 @@ def translate_transport_errors(action: str = "request", *, redact: Collection[st
     try:
         yield
     except httpx2.TimeoutException as exc:
-        raise ProviderUnavailable(
-            f"Lightspeed did not answer in time during the {action} ({_exc_detail(exc, redact)})."
-        ) from exc
+        raise unreachable(action, exc, timed_out=True, redact=redact) from exc
     except httpx2.TransportError as exc:
-        raise ProviderUnavailable(
-            f"Lightspeed could not be reached during the {action} ({_exc_detail(exc, redact)})."
-        ) from exc
+        raise unreachable(action, exc, timed_out=False, redact=redact) from exc
     except httpx2.RequestError as exc:
         # DecodingError, TooManyRedirects: Lightspeed answered, but with something we cannot read.
         raise ProviderProtocolError(
@@ -242,7 +238,15 @@ def translate_transport_errors(action: str = "request", *, redact: Collection[st
         ) from exc
 
 
-def _exc_detail(exc: Exception, redact: Collection[str]) -> str:
+def unreachable(
+    action: str, exc: BaseException, *, timed_out: bool, redact: Collection[str] = ()
+) -> ProviderUnavailable:
+    """The ``ProviderUnavailable`` for a request that got no answer (any HTTP client's failure)."""
+    what = "did not answer in time" if timed_out else "could not be reached"
+    return ProviderUnavailable(f"Lightspeed {what} during the {action} ({_exc_detail(exc, redact)}).")
+
+
+def _exc_detail(exc: BaseException, redact: Collection[str]) -> str:
     text = scrub(str(exc), redact).rstrip(".")
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
@@ -257,4 +261,5 @@ __all__ = [
     "oauth_error",
     "parse_retry_after",
     "translate_transport_errors",
+    "unreachable",
 ]

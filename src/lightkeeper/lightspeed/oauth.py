@@ -7,6 +7,9 @@ sends ``scope``: Lightspeed has answered ``invalid_grant`` to JSON bodies carryi
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import ClassVar, Protocol
 from urllib.parse import urlencode
 
 import httpx2
@@ -77,10 +80,20 @@ class OAuthClient:
             "code_verifier": code_verifier,
             "redirect_uri": self._redirect_uri,
         }
-        return self._token_request(form, action="code exchange", previous=None, sent=(code, code_verifier))
+        request = self._token_request(form, action="code exchange", previous=None, sent=(code, code_verifier))
+        return request.parse(self.send(request))
 
     def refresh(self, refresh_token: str) -> TokenSet:
         """Trade a refresh token for a new pair; the caller must store the new pair before using it."""
+        request = self.refresh_request(refresh_token)
+        return request.parse(self.send(request))
+
+    async def refresh_with(self, sender: AsyncSender, refresh_token: str) -> TokenSet:
+        """``refresh``, sent from an event loop by ``sender`` (a refresh run's; see ``senders``)."""
+        request = self.refresh_request(refresh_token)
+        return request.parse(await sender.send(request))
+
+    def refresh_request(self, refresh_token: str) -> TokenRequest:
         form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
         return self._token_request(form, action="token refresh", previous=refresh_token, sent=(refresh_token,))
 
@@ -93,25 +106,64 @@ class OAuthClient:
         except InvalidGrant:
             return  # invalid_grant: nothing left to revoke, which is what the caller wanted
 
+    def send(self, request: TokenRequest) -> httpx2.Response:
+        """Send a token request with this client's ``httpx2.Client``, within its total deadline."""
+        with translate_transport_errors(request.action, redact=request.redact):
+            return post_within(self._http, request.url, data=request.form, headers=_JSON, budget_s=request.budget_s)
+
     def _token_request(
         self, form: dict[str, str], *, action: str, previous: str | None, sent: tuple[str, ...]
-    ) -> TokenSet:
-        secrets = (self._client_secret, *sent)
+    ) -> TokenRequest:
         # Read the clock before sending: the token's lifetime cannot start earlier, so expires_at errs early.
-        now = self._clock()
-        response = self._post(_TOKEN_PATH, form, action=action, sent=secrets, deadline=True)
-        return parse_token_response(response, now=now, previous_refresh_token=previous, action=action, redact=secrets)
+        return TokenRequest(
+            url=f"{self._oauth_url}{_TOKEN_PATH}",
+            form={"client_id": self._client_id, "client_secret": self._client_secret, **form},
+            action=action,
+            previous=previous,
+            redact=(self._client_secret, *sent),
+            budget_s=self.timeout_s,
+            now=self._clock(),
+        )
 
-    def _post(
-        self, path: str, form: dict[str, str], *, action: str, sent: tuple[str, ...], deadline: bool = False
-    ) -> httpx2.Response:
+    def _post(self, path: str, form: dict[str, str], *, action: str, sent: tuple[str, ...]) -> httpx2.Response:
         # data= sends application/x-www-form-urlencoded, the one encoding Lightspeed reliably accepts.
         body = {"client_id": self._client_id, "client_secret": self._client_secret, **form}
-        url = f"{self._oauth_url}{path}"
         with translate_transport_errors(action, redact=sent):
-            if deadline:  # token requests: a lease must outlive them, so their whole time is bounded
-                return post_within(self._http, url, data=body, headers=_JSON, budget_s=self.timeout_s)
-            return self._http.post(url, data=body, headers=_JSON)
+            return self._http.post(f"{self._oauth_url}{path}", data=body, headers=_JSON)
 
 
-__all__ = ["OAuthClient"]
+@dataclass(frozen=True)
+class TokenRequest:
+    """One POST to the token endpoint, whoever sends it, and how to read its answer.
+
+    ``form`` is sent form-encoded (the one encoding Lightspeed reliably accepts) with ``Accept: application/
+    json``; the whole request must end within ``budget_s`` (``HTTP_TIMEOUT_S``: a lease must outlive it).
+    """
+
+    url: str
+    form: dict[str, str] = field(repr=False)
+    action: str
+    previous: str | None = field(repr=False)
+    redact: tuple[str, ...] = field(repr=False)
+    budget_s: float
+    now: datetime
+
+    headers: ClassVar[dict[str, str]] = _JSON
+
+    def body(self) -> bytes:
+        """The form, encoded as ``httpx2`` encodes ``data=`` (``application/x-www-form-urlencoded``)."""
+        return urlencode(self.form).encode("ascii")
+
+    def parse(self, response: httpx2.Response) -> TokenSet:
+        return parse_token_response(
+            response, now=self.now, previous_refresh_token=self.previous, action=self.action, redact=self.redact
+        )
+
+
+class AsyncSender(Protocol):
+    """Sends a ``TokenRequest`` from an event loop; raises only ``ProviderError``s (``senders``)."""
+
+    async def send(self, request: TokenRequest) -> httpx2.Response: ...
+
+
+__all__ = ["AsyncSender", "OAuthClient", "TokenRequest"]

@@ -8,9 +8,10 @@ process and for tests. This package never imports the store: ``PacingRepo`` fits
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
 from lightkeeper.errors import RateLimited
@@ -118,6 +119,11 @@ class Pacer:
         if (delay := moment - self._monotonic()) > 0:
             self._sleep(delay)
 
+    async def sleep_until_async(self, moment: float) -> None:
+        """``sleep_until`` on an event loop (a refresh run's workers)."""
+        if (delay := moment - self._monotonic()) > 0:
+            await asyncio.sleep(delay)
+
     def hold(self, seconds: float) -> None:
         """No slot is handed out for ``seconds`` from now, in any process sharing the slots."""
         self._slots.hold(self._name, seconds)
@@ -137,13 +143,32 @@ def retry_once_after(
     try:
         return send()
     except RateLimited as exc:
-        if exc.retry_after is None or exc.retry_after > max_wait:
-            raise
-        pacer.hold(exc.retry_after)
+        _hold_or_raise(exc, pacer, max_wait)
         pacer.wait()
         if not may_send():
             raise
         return send()
 
 
-__all__ = ["REFRESH", "LocalSlots", "Pacer", "Slots", "retry_once_after"]
+async def retry_once_after_async(
+    send: Callable[[], Awaitable[T]], *, pacer: Pacer, max_wait: float, may_send: Callable[[], bool]
+) -> T:
+    """``retry_once_after`` on an event loop: ``send()`` makes a new request (a coroutine) each time."""
+    try:
+        return await send()
+    except RateLimited as exc:
+        _hold_or_raise(exc, pacer, max_wait)
+        await pacer.sleep_until_async(pacer.reserve())
+        if not may_send():
+            raise
+        return await send()
+
+
+def _hold_or_raise(exc: RateLimited, pacer: Pacer, max_wait: float) -> None:
+    """Hold every sender for the 429's ``Retry-After``, or re-raise it when there is none or it is too long."""
+    if exc.retry_after is None or exc.retry_after > max_wait:
+        raise exc
+    pacer.hold(exc.retry_after)
+
+
+__all__ = ["REFRESH", "LocalSlots", "Pacer", "Slots", "retry_once_after", "retry_once_after_async"]

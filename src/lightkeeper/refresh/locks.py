@@ -32,6 +32,10 @@ class ConnectionLock:
         self._owner._leave(self._id)  # gave up waiting: no longer a user
         return False
 
+    def acquire_now(self) -> bool:
+        """Take the lock if it is free; on False, still a user: ``acquire`` (waiting) must follow."""
+        return self._entry.lock.acquire(blocking=False)
+
     def release(self) -> None:
         self._entry.lock.release()
         self._owner._leave(self._id)

@@ -22,8 +22,8 @@ from datetime import datetime, timedelta
 from ..errors import ConnectionExpired, ConnectionNotFound, ProviderError, ProviderUnavailable
 from ..store import REFRESHABLE, ConnectionRecord, Lease, Status
 from . import policy
+from .drain import CLAIM_AHEAD_S
 from .policy import Outcome
-from .run import CLAIM_AHEAD_S
 from .single import Refresher
 
 

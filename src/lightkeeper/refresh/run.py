@@ -1,33 +1,27 @@
-"""A refresh run: workers claim one due connection at a time, refresh it, and record the counts.
+"""A refresh run: its record from start to end, and this process's part in it.
 
-Each worker takes a pacing slot, then claims the next connection (its lease starts right before its refresh,
-so no row waits leased behind others), then refreshes it. Memory stays flat whatever the number of
-connections, every run leaves a record, and several processes can work on one run: each claims its own rows
-(``SKIP LOCKED`` + fenced leases). The last participant to leave a run closes it; a run whose processes all
-died is shown ``interrupted`` once its heartbeat is stale (invariant 5).
+The refreshing itself is ``drain``'s (one due connection claimed at a time, just before its refresh, on one
+event loop). Memory stays flat whatever the number of connections, every run leaves a record, and several
+processes can work on one run: each claims its own rows (``SKIP LOCKED`` + fenced leases). The last participant
+to leave a run closes it; a run whose processes all died is shown ``interrupted`` once its heartbeat is stale
+(invariant 5).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from ..errors import ConfigError, ConnectionExpired, ConnectionNotFound
 from ..metrics import Reason, count_refresh, observe_run
-from ..store import REFRESHABLE, Lease, RunRecord, RunStatus
+from ..store import REFRESHABLE, RunRecord, RunStatus
+from .drain import Drain, ProgressCallback
 from .policy import AUTOMATIC_TRIGGERS, Outcome
 from .single import Refresher
 
 log = logging.getLogger(__name__)
-
-ProgressCallback = Callable[[Outcome], None]
-
-#: How long before its pacing slot a worker claims its connection: a claim takes a few milliseconds (tens
-#: under contention), and a request sent late by that much would leave the next one closer than the spacing.
-CLAIM_AHEAD_S = 0.1
 
 
 def stale_after_s(heartbeat_s: float) -> float:
@@ -130,7 +124,7 @@ class RunExecutor:
             now = self.refresher.clock()
             skipped = self.store.connections.skip_in_backoff(run.id, now, due_before=run.due_before)
             count_refresh(Outcome.SKIPPED.value, Reason.BACKOFF, skipped)
-        drain = _Drain(self, run, progress, stop)
+        drain = Drain(self.refresher, run, concurrency=self.options.concurrency, progress=progress, stop=stop)
         while not stop.is_set():
             if self.store.connections.has_claimable(run.id, run.connection_id, due_before=run.due_before):
                 drain.go()
@@ -237,95 +231,6 @@ def _duration_s(record: RunRecord) -> float:
     if record.started_at is None or record.finished_at is None:
         return 0.0
     return max(0.0, (record.finished_at - record.started_at).total_seconds())
-
-
-@dataclass
-class _Drain:
-    """``concurrency`` workers claiming and refreshing until nothing is left to claim (or one fails)."""
-
-    executor: RunExecutor
-    run: RunRecord
-    progress: ProgressCallback | None
-    stop: threading.Event
-    #: Claims go up the id order from here; a worker finding nothing looks once more from the start.
-    _after: int = 0
-    _halt: threading.Event = field(default_factory=threading.Event)
-    _failure: BaseException | None = None
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def go(self) -> None:
-        workers = [
-            threading.Thread(target=self._worker, name=f"refresh-{self.run.id}-{n}", daemon=True)
-            for n in range(self.executor.options.concurrency)
-        ]
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join()
-        self._after = 0
-        if self._failure is not None:
-            raise self._failure
-
-    def _worker(self) -> None:
-        try:
-            while not (self.stop.is_set() or self._halt.is_set()):
-                if not self._one():
-                    return
-        except BaseException as exc:  # the first failure ends the drain; claims in flight finish first
-            with self._lock:
-                self._failure = self._failure or exc
-            self._halt.set()
-
-    def _one(self) -> bool:
-        """Claim and refresh one connection; False when there is nothing left to claim."""
-        pacer = self.executor.refresher.pacer
-        slot = pacer.reserve()  # the slot before the lease: waiting for a slot never eats a lease …
-        pacer.sleep_until(slot - CLAIM_AHEAD_S)
-        lease = self._claim()  # … but the claim is made just ahead of it, so the request leaves on time
-        if lease is None:
-            return False
-        pacer.sleep_until(slot)
-        if self.stop.is_set() or self._halt.is_set():  # stopping: hand the claim back untouched
-            self.executor.store.connections.unclaim(lease.record.id, lease.token)
-            return False
-        self._refresh(lease)
-        return True
-
-    def _claim(self) -> Lease | None:
-        lease = self._claim_after(self._after)
-        if lease is None and self._after > 0:
-            lease = self._claim_after(0)  # rows skipped while locked, handed back, or whose claims ran out
-        if lease is not None:
-            with self._lock:
-                self._after = max(self._after, lease.record.id)
-        return lease
-
-    def _claim_after(self, after: int) -> Lease | None:
-        refresher = self.executor.refresher
-        return self.executor.store.connections.claim_next(
-            run_id=self.run.id,
-            owner=refresher.owner,
-            lease=refresher.lease,
-            after_id=after,
-            connection_id=self.run.connection_id,
-            due_before=self.run.due_before,
-        )
-
-    def _refresh(self, lease: Lease) -> None:
-        refresher = self.executor.refresher
-        lock = refresher.locks.get(lease.record.id)  # an on-demand caller of this process may be at it
-        if not lock.acquire(timeout=max(0.0, lease.seconds_left() - refresher.http_timeout)):
-            self.executor.store.connections.unclaim(lease.record.id, lease.token)
-            return
-        try:
-            # Counted in the run by the very transaction that records it (store.Tally): a participant killed
-            # at any moment loses no count, and the run never looks done before its counts are in.
-            outcome = refresher.refresh_claimed(lease, trigger=self.run.trigger, run_id=self.run.id)
-        finally:
-            lock.release()
-        if self.progress is not None:
-            with self._lock:
-                self.progress(outcome)
 
 
 class _Heartbeat:

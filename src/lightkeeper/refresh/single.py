@@ -20,13 +20,18 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any, Protocol, TypeVar
 
 from ..clock import Clock
 from ..errors import ConfigError, DecryptError, InvalidClient, ProviderError, UnknownKey
 from ..lightspeed import OAuthClient, TokenSet
-from ..lightspeed.pacing import Pacer, retry_once_after
+from ..lightspeed.oauth import AsyncSender
+from ..lightspeed.pacing import Pacer, retry_once_after, retry_once_after_async
+from ..lightspeed.senders import ThreadedSender
 from ..metrics import Reason, count_refresh, failure_reason, observe_refresh_seconds
 from ..store import Lease, Store, Tally
 from ..vault import TokenVault
@@ -49,6 +54,15 @@ class RefreshResult:
     error: Exception | None = None
 
 
+T = TypeVar("T")
+
+
+class DatabaseCalls(Protocol):
+    """How a run's event loop calls the (blocking) store: ``await calls(fn, *args)`` (see ``drain``)."""
+
+    def __call__(self, fn: Callable[..., T], /, *args: Any) -> Awaitable[T]: ...
+
+
 class _NotSent(Exception):
     """The lease has too little time left for one more request: it is not sent."""
 
@@ -69,65 +83,116 @@ class Refresher:
     #: HTTP_TIMEOUT_S: the total deadline of one request, and the least lease left to send one.
     http_timeout: float = 20.0
     locks: ConnectionLocks = field(default_factory=ConnectionLocks)
+    #: A refresh run's token-request sender for ``concurrency`` requests at once (``lightspeed.senders``);
+    #: by default httpx2 on threads, the seam ``Keeper`` replaces with aiohttp when no transport is handed in.
+    open_sender: Callable[[int], AbstractAsyncContextManager[AsyncSender]] | None = None
     _log: logging.Logger = field(default=log, repr=False)
+
+    def sender(self, concurrency: int) -> AbstractAsyncContextManager[AsyncSender]:
+        """A sender for a run's token requests, ``concurrency`` at once (open it inside the run's loop)."""
+        if self.open_sender is not None:
+            return self.open_sender(concurrency)
+        return ThreadedSender(self.oauth, limit=concurrency)
 
     def refresh_claimed(self, lease: Lease, *, trigger: str, run_id: int | None = None) -> Outcome:
         """Refresh a connection a run claimed; with ``run_id`` the outcome is counted in that run by the
         transaction that records it."""
-        if policy.should_skip(lease.record, trigger, self.clock()):
-            report = _Report(self, lease, run_id, trigger)
-            released = self.store.connections.release(
-                lease.record.id, lease.token, tally=_tally(run_id, Outcome.SKIPPED)
-            )
-            report(Outcome.SKIPPED, Reason.BACKOFF if released else Reason.LEASE_LOST)
+        if self._skipped_backing_off(lease, trigger, run_id):
             return Outcome.SKIPPED
         return self.refresh(lease, run_id=run_id, trigger=trigger).outcome
+
+    async def refresh_claimed_async(
+        self, lease: Lease, sender: AsyncSender, calls: DatabaseCalls, *, trigger: str, run_id: int
+    ) -> Outcome:
+        """``refresh_claimed`` on a run's event loop: the request goes through ``sender``, the database
+        work through ``calls`` (on the loop, or on a thread for a database over the network)."""
+        if await calls(self._skipped_backing_off, lease, trigger, run_id):
+            return Outcome.SKIPPED
+        report = _Report(self, lease, run_id, trigger)
+        try:
+            attempt = await self._attempt_async(lease, sender)
+            return (await calls(self._conclude, lease, report, attempt)).outcome
+        except BaseException:
+            await calls(self.store.connections.unclaim, lease.record.id, lease.token)
+            raise
 
     def refresh(self, lease: Lease, *, run_id: int | None = None, trigger: str = ON_DEMAND) -> RefreshResult:
         """Refresh under our lease and write the outcome; the lease always ends here."""
         try:
-            return self._refresh(lease, _Report(self, lease, run_id, trigger))
+            return self._conclude(lease, _Report(self, lease, run_id, trigger), self._attempt(lease))
         except BaseException:
             # Handed back, not released: a run claims it again and counts it (this participant is leaving).
             self.store.connections.unclaim(lease.record.id, lease.token)
             raise
 
-    def _refresh(self, lease: Lease, report: _Report) -> RefreshResult:
-        run_id = report.run_id
-        try:
-            tokens = self._call_lightspeed(lease)
-        except InvalidClient as exc:
-            self.store.connections.release(lease.record.id, lease.token)
-            report(Outcome.ERROR, Reason.INVALID_CLIENT, exc)
-            raise ConfigError(_INVALID_CLIENT) from exc
-        except _NotSent:
-            return RefreshResult(self._not_sent(lease, report))
-        except (DecryptError, ProviderError) as exc:
-            return RefreshResult(self._failed(lease, exc, report), error=exc)
-        except Exception as exc:  # a bug must cost one connection, not the run
-            self._log.exception("unexpected error refreshing connection %s", lease.record.id)
-            return RefreshResult(self._failed(lease, exc, report), error=exc)
-        outcome = self._save(lease, tokens, run_id)
-        report(outcome, Reason.NONE if outcome is Outcome.REFRESHED else Reason.LEASE_LOST)
-        return RefreshResult(outcome, tokens=tokens if outcome is Outcome.REFRESHED else None)
+    def _skipped_backing_off(self, lease: Lease, trigger: str, run_id: int | None) -> bool:
+        """An automatic run leaves a connection in its backoff alone: released, counted skipped."""
+        if not policy.should_skip(lease.record, trigger, self.clock()):
+            return False
+        report = _Report(self, lease, run_id, trigger)
+        released = self.store.connections.release(lease.record.id, lease.token, tally=_tally(run_id, Outcome.SKIPPED))
+        report(Outcome.SKIPPED, Reason.BACKOFF if released else Reason.LEASE_LOST)
+        return True
 
-    def _call_lightspeed(self, lease: Lease) -> TokenSet:
+    def _attempt(self, lease: Lease) -> TokenSet | Exception:
+        """The new pair, or what went wrong (``_conclude`` decides what it means)."""
+        try:
+            refresh_token = self._refresh_token_to_send(lease)
+            return retry_once_after(
+                lambda: self._timed(self.oauth.refresh, refresh_token),
+                pacer=self.pacer,
+                max_wait=self.max_retry_after,
+                may_send=lambda: self._lease_outlives_a_request(lease),
+            )
+        except Exception as exc:
+            return exc
+
+    async def _attempt_async(self, lease: Lease, sender: AsyncSender) -> TokenSet | Exception:
+        try:
+            refresh_token = self._refresh_token_to_send(lease)
+            return await retry_once_after_async(
+                lambda: self._timed_async(sender, refresh_token),
+                pacer=self.pacer,
+                max_wait=self.max_retry_after,
+                may_send=lambda: self._lease_outlives_a_request(lease),
+            )
+        except Exception as exc:
+            return exc
+
+    def _conclude(self, lease: Lease, report: _Report, attempt: TokenSet | Exception) -> RefreshResult:
+        """Write what the attempt came to, under our lease, and report it."""
+        if isinstance(attempt, TokenSet):
+            outcome = self._save(lease, attempt, report.run_id)
+            report(outcome, Reason.NONE if outcome is Outcome.REFRESHED else Reason.LEASE_LOST)
+            return RefreshResult(outcome, tokens=attempt if outcome is Outcome.REFRESHED else None)
+        if isinstance(attempt, InvalidClient):
+            self.store.connections.release(lease.record.id, lease.token)
+            report(Outcome.ERROR, Reason.INVALID_CLIENT, attempt)
+            raise ConfigError(_INVALID_CLIENT) from attempt
+        if isinstance(attempt, _NotSent):
+            return RefreshResult(self._not_sent(lease, report))
+        if not isinstance(attempt, DecryptError | ProviderError):  # a bug must cost one connection, not the run
+            self._log.error("unexpected error refreshing connection %s", lease.record.id, exc_info=attempt)
+        return RefreshResult(self._failed(lease, attempt, report), error=attempt)
+
+    def _refresh_token_to_send(self, lease: Lease) -> str:
         refresh_token = self.vault.refresh_token(lease.record)
         if not self._lease_outlives_a_request(lease):
             raise _NotSent
-        # A 429 holds every process; the one retry goes only if the wait left the lease long enough.
-        return retry_once_after(
-            lambda: self._timed_refresh(refresh_token),
-            pacer=self.pacer,
-            max_wait=self.max_retry_after,
-            may_send=lambda: self._lease_outlives_a_request(lease),
-        )
+        return refresh_token
 
-    def _timed_refresh(self, refresh_token: str) -> TokenSet:
+    def _timed(self, call: Callable[[str], TokenSet], refresh_token: str) -> TokenSet:
         started = time.monotonic()
         try:
-            return self.oauth.refresh(refresh_token)
+            return call(refresh_token)
         finally:  # failures too: a slow timeout is exactly what the histogram is for
+            observe_refresh_seconds(time.monotonic() - started)
+
+    async def _timed_async(self, sender: AsyncSender, refresh_token: str) -> TokenSet:
+        started = time.monotonic()
+        try:
+            return await self.oauth.refresh_with(sender, refresh_token)
+        finally:
             observe_refresh_seconds(time.monotonic() - started)
 
     def _lease_outlives_a_request(self, lease: Lease) -> bool:
@@ -249,4 +314,4 @@ def _describe(exc: Exception) -> str:
     return policy.describe(exc)
 
 
-__all__ = ["ON_DEMAND", "RefreshResult", "Refresher"]
+__all__ = ["ON_DEMAND", "DatabaseCalls", "RefreshResult", "Refresher"]

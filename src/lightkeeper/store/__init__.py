@@ -59,6 +59,12 @@ class Store:
         """Whether workers can be woken by LISTEN/NOTIFY (PostgreSQL); elsewhere they poll."""
         return dialect.is_postgresql(self.engine)
 
+    @property
+    def in_process(self) -> bool:
+        """Whether the database runs inside this process (SQLite): a call costs microseconds and never waits
+        on a network, so an event loop may make it directly (``refresh.drain``)."""
+        return dialect.is_sqlite(self.engine)
+
     def close(self) -> None:
         self.engine.dispose()
 

@@ -48,6 +48,7 @@ from .leases import (
     refreshable_and_due,
     run_is_running,
 )
+from .prepared import Prepared, transaction
 from .records import REFRESHABLE, ConnectionRecord, EventType, Status
 from .schema import connections as t
 from .schema import runs as runs_table
@@ -96,7 +97,11 @@ class ConnectionRepo:
         #: Whether state changes write webhook events (NOTIFY_WEBHOOK_URL is set); otherwise none is written.
         self.record_events = record_events
         #: The claim statement of each shape (one connection or all, due-based or not), built once.
-        self._claims: dict[tuple[bool, bool], Update] = {}
+        self._claims: dict[tuple[bool, bool], Prepared] = {}
+        # A refresh's own statements (its claim above, its save and its run's tally) skip SQLAlchemy's
+        # per-execution work: see ``prepared``.
+        self._save = Prepared(engine, _SAVE)
+        self._tallies = {outcome: Prepared(engine, statement) for outcome, statement in _TALLY.items()}
 
     # -- reading -------------------------------------------------------------------------------------
     def get(self, connection_id: int) -> ConnectionRecord | None:
@@ -204,7 +209,7 @@ class ConnectionRepo:
                 .returning(*t.c)
             )
             row = conn.execute(stmt).first()
-        return grant.lease(row) if row else None
+        return grant.lease(row._mapping) if row else None
 
     def claim_next(
         self,
@@ -224,16 +229,18 @@ class ConnectionRepo:
         grant = LeaseGrant.new(lease.total_seconds())
         params = {"run_id": run_id, "after_id": after_id, "owner": owner, "lease_token": grant.token}
         params |= {"connection_id": connection_id, "due_before": due_before}
-        with self._engine.begin() as conn:
-            stmt = self._claim_statement(conn, one=connection_id is not None, due=due_before is not None)
-            row = conn.execute(stmt, params | dialect.time_params(conn, lease_s=grant.seconds)).first()
+        params |= dialect.time_params(self._engine, lease_s=grant.seconds)
+        claim = self._claim_statement(one=connection_id is not None, due=due_before is not None)
+        with transaction(self._engine) as cursor:
+            row = claim.first(cursor, params)
         return grant.lease(row) if row else None
 
-    def _claim_statement(self, conn: Connection, *, one: bool, due: bool) -> Update:
+    def _claim_statement(self, *, one: bool, due: bool) -> Prepared:
         key = (one, due)
-        if (stmt := self._claims.get(key)) is None:
-            stmt = self._claims.setdefault(key, claim_statement(conn, one=one, due=due))
-        return stmt
+        if (claim := self._claims.get(key)) is None:
+            statement = claim_statement(self._engine, one=one, due=due)
+            claim = self._claims.setdefault(key, Prepared(self._engine, statement, returns=t.c))
+        return claim
 
     def has_claimable(
         self, run_id: int, connection_id: int | None = None, *, due_before: datetime | None = None
@@ -312,13 +319,16 @@ class ConnectionRepo:
         params = {"s_id": connection_id, "s_lease": lease_token, "s_version": version, "s_next": version + 1}
         params |= {"s_access": tokens.access_token, "s_refresh": tokens.refresh_token}
         params |= {"s_expires": tokens.expires_at, "s_now": now}
-        with self._engine.begin() as conn:
-            if self.record_events:  # a refresh after an alert tells the host app the connection recovered
-                row = conn.execute(_SAVE_RETURNING_ALERT, params).first()
-                if changed := row is not None:
-                    events.record_recovered(conn, row, now)
-            else:
-                changed = conn.execute(_SAVE, params).rowcount > 0
+        if not self.record_events:
+            with transaction(self._engine) as cursor:
+                changed = self._save.run(cursor, params) > 0
+                if changed and tally is not None:
+                    self._tallies[tally.outcome].run(cursor, {"t_run": tally.run_id, "t_n": 1})
+            return changed
+        with self._engine.begin() as conn:  # a refresh after an alert tells the host app the connection recovered
+            row = conn.execute(_SAVE_RETURNING_ALERT, params).first()
+            if changed := row is not None:
+                events.record_recovered(conn, row, now)
             if changed and tally is not None:
                 _count(conn, tally)
         return changed

@@ -73,21 +73,21 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.astimezone(UTC)  # type: ignore[no-any-return]
 
 
-def now(conn: Connection) -> ColumnElement[datetime]:
+def now(conn: Connection | Engine) -> ColumnElement[datetime]:
     """The database's "now" as a timestamp, constant within one statement."""
     if is_postgresql(conn):
         return type_coerce(func.statement_timestamp(), DateTime(timezone=True))
     return literal(utcnow(), UTCDateTime)
 
 
-def now_plus(conn: Connection, seconds: float) -> ColumnElement[datetime]:
+def now_plus(conn: Connection | Engine, seconds: float) -> ColumnElement[datetime]:
     """The database's "now" plus ``seconds`` (negative: in the past)."""
     if is_postgresql(conn):
         return now(conn) + literal(timedelta(seconds=seconds), Interval)
     return literal(utcnow() + timedelta(seconds=seconds), UTCDateTime)
 
 
-def now_param(conn: Connection) -> ColumnElement[datetime]:
+def now_param(conn: Connection | Engine) -> ColumnElement[datetime]:
     """The database's "now" for a statement built once and run many times: on PostgreSQL the statement's own
     timestamp; on SQLite the ``db_now`` parameter, which ``time_params`` fills at each execution."""
     if is_postgresql(conn):
@@ -95,14 +95,14 @@ def now_param(conn: Connection) -> ColumnElement[datetime]:
     return bindparam("db_now", type_=UTCDateTime)
 
 
-def now_plus_param(conn: Connection, name: str) -> ColumnElement[datetime]:
+def now_plus_param(conn: Connection | Engine, name: str) -> ColumnElement[datetime]:
     """The database's "now" plus the seconds that ``time_params(conn, name=seconds)`` gives at each execution."""
     if is_postgresql(conn):
         return now(conn) + bindparam(name, type_=Interval)
     return bindparam(name, type_=UTCDateTime)
 
 
-def time_params(conn: Connection, **seconds: float) -> dict[str, Any]:
+def time_params(conn: Connection | Engine, **seconds: float) -> dict[str, Any]:
     """The parameters of ``now_param`` and ``now_plus_param`` for one execution."""
     if is_postgresql(conn):
         return {name: timedelta(seconds=value) for name, value in seconds.items()}

@@ -47,11 +47,14 @@ def sqlite_path(url: str) -> Path | None:
 
 
 def make_engine(url: str) -> Engine:
-    """An engine for ``url``; SQLite gets WAL and a busy timeout so threads and processes can share it."""
+    """An engine for ``url``; SQLite gets WAL and a busy timeout so threads and processes can share it.
+
+    ``hide_parameters``: a statement's parameters (token ciphertexts, link hashes) never appear in an error's text.
+    """
     url = normalise_url(url)
     if make_url(url).get_backend_name() == "sqlite":
         return _sqlite_engine(url)
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10, hide_parameters=True)
 
 
 def _sqlite_engine(url: str) -> Engine:
@@ -59,7 +62,7 @@ def _sqlite_engine(url: str) -> Engine:
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         make_private(path)
-    engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+    engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, hide_parameters=True)
     event.listen(engine, "connect", _sqlite_pragmas)
     if path is not None:
         # WAL and SHM appear with the first connection; tighten any left by an older version or another umask.

@@ -11,11 +11,12 @@ from __future__ import annotations
 import itertools
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Integer, Row, Table, Update, and_, bindparam, or_, select, update
+from sqlalchemy import Connection, Engine, Integer, Table, Update, and_, bindparam, or_, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from . import dialect
@@ -74,8 +75,9 @@ class LeaseGrant:
         until = dialect.now_plus(conn, self.seconds)
         return {"acquired_by": owner, "acquired_until": until, "lease_token": self.token}
 
-    def lease(self, row: Row[Any]) -> Lease:
-        return Lease(ConnectionRecord.from_row(row), self.token, self.expires_at_monotonic)
+    def lease(self, values: Mapping[Any, Any]) -> Lease:
+        """The ``Lease`` of the row as written (by column name)."""
+        return Lease(ConnectionRecord.from_mapping(values), self.token, self.expires_at_monotonic)
 
 
 # -- conditions ---------------------------------------------------------------------------------------------
@@ -129,7 +131,7 @@ def fenced(connection_id: Any, lease_token: Any, version: Any) -> ColumnElement[
 
 
 # -- the claim statement ------------------------------------------------------------------------------------
-def claim_statement(conn: Connection, *, one: bool, due: bool) -> Update:
+def claim_statement(conn: Connection | Engine, *, one: bool, due: bool) -> Update:
     """Lease the next connection a run may claim, as one statement with bind parameters: ``run_id``,
     ``after_id``, ``owner``, ``lease_token``, ``connection_id`` (with ``one``), ``due_before`` (with ``due``),
     and the lease's end from ``dialect.time_params(conn, lease_s=…)``."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import StrEnum
@@ -74,7 +75,11 @@ class ConnectionRecord:
 
     @classmethod
     def from_row(cls, row: Any) -> ConnectionRecord:
-        values = dict(row._mapping)
+        return cls.from_mapping(row._mapping)
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[Any, Any]) -> ConnectionRecord:
+        values = dict(mapping)
         values["status"] = Status(values["status"])
         return cls(**values)
 
