@@ -33,24 +33,31 @@ class Prepared:
         if compiled.post_compile_params or compiled.literal_execute_params:
             raise ValueError("a Prepared statement cannot expand parameters (IN lists): use equalities")
         self.sql = compiled.string
-        self._compiled = compiled
         self._positional = compiled.positional
         self._names: Sequence[str] = list(compiled.positiontup or ())
-        self._binds: dict[str, Processor] = {}
-        for bind, name in compiled.bind_names.items():  # the names construct_params gives the values under
-            if (process := bind.type.dialect_impl(dialect).bind_processor(dialect)) is not None:
-                self._binds[name] = process
+        #: The statement's own values (``.values(status=…)``, a ``LIMIT``), processed once; then the parameters
+        #: each execution gives, by key, with the name the SQL uses and their type's processor.
+        self._constants: dict[str, Any] = {}
+        self._inputs: list[tuple[str, str, Processor | None]] = []
+        for bind, name in compiled.bind_names.items():
+            process = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            if bind.required:
+                self._inputs.append((bind.key, name, process))
+            else:
+                value = bind.effective_value
+                self._constants[name] = value if process is None else process(value)
         self._columns = [column.name for column in returns]
         self._results = [column.type.dialect_impl(dialect).result_processor(dialect, None) for column in returns]
 
     def parameters(self, values: Mapping[str, Any]) -> Sequence[Any] | dict[str, Any]:
         """The driver's parameters: the statement's own constants, then ``values``, each through its type."""
-        full = self._compiled.construct_params(dict(values), escape_names=False)
-        for name, process in self._binds.items():
-            full[name] = process(full[name])
+        full = dict(self._constants)
+        for key, name, process in self._inputs:
+            value = values[key]
+            full[name] = value if process is None else process(value)
         if self._positional:
             return [full[name] for name in self._names]
-        return dict(full)
+        return full
 
     def run(self, cursor: DBAPICursor, values: Mapping[str, Any]) -> int:
         """Execute; the number of rows changed."""
