@@ -26,6 +26,7 @@ from typing import Any
 from . import report
 from .child import lightkeeper_command, run_child
 from .guide import ROOT, baseline_run
+from .paired import paired
 from .stage import Stage, lightkeeper_run, stage
 
 TARGET_CPU_MS = 1.0
@@ -70,25 +71,26 @@ def measure(stage_: Stage, options: Options) -> Result:
     n, fast = options.connections, {"REFRESH_DELAY_MS": "0"}
     stage_.latency(0)
     empty, rows = stage_.seeded(stage_.sqlite_url(), 0), stage_.seeded(stage_.sqlite_url(), n)
-    # Start-up varies by ±0.2 s of CPU from run to run on this machine, as much as 600 refreshes differ: empty
-    # and full runs alternate (a drift hits both alike), and the medians of several runs are compared.
-    pairs = report.repeat(
+    ours = paired(
         options.repeats,
-        f"empty table, then {n} rows, 0 ms",
-        lambda: (lightkeeper_run(stage_, empty, 0, **fast), lightkeeper_run(stage_, rows, n, **fast)),
+        "lightkeeper",
+        n,
+        empty=lambda: lightkeeper_run(stage_, empty, 0, **fast),
+        full=lambda: lightkeeper_run(stage_, rows, n, **fast),
+        cpu_s=lambda run: run.child.cpu_s,
     )
-    idle, busy = [pair[0] for pair in pairs], [pair[1] for pair in pairs]
     guide_rows, guide_empty = stage_.seeded(stage_.sqlite_url(), n), stage_.seeded(stage_.sqlite_url(), 0)
-    guide_pairs = report.repeat(
+    guide = paired(
         options.repeats,
-        f"guide, empty table, then {n} rows",
-        lambda: (baseline_run(stage_, guide_empty, 0), baseline_run(stage_, guide_rows, 0)),
+        "guide",
+        n,
+        empty=lambda: baseline_run(stage_, guide_empty, 0),
+        full=lambda: baseline_run(stage_, guide_rows, 0),
+        cpu_s=lambda run: float(run["cpu_s"]),
     )
-    guide_idle = report.median(pair[0]["cpu_s"] for pair in guide_pairs)
-    guide = [pair[1] for pair in guide_pairs]
     if options.profile:
         profile(stage_, rows, fast)
-    idle_cpu, idle_wall = report.median(r.child.cpu_s for r in idle), report.median(r.child.wall_s for r in idle)
+    idle_wall = report.median(r.child.wall_s for r in ours.idle)
     stage_.latency(options.latency_ms)
     m = options.rate_connections
     wide = fast | {"REFRESH_CONCURRENCY": str(options.concurrency)}
@@ -98,11 +100,11 @@ def measure(stage_: Stage, options: Options) -> Result:
         f"{m} rows, concurrency {options.concurrency}",
         lambda: lightkeeper_run(stage_, rows_m, m, **wide),
     )
-    runs = busy + fleet
+    runs = ours.busy + fleet
     return Result(
-        cpu_ms=[(r.child.cpu_s - idle_cpu) / n * 1000 for r in busy],
-        startup_cpu_s=idle_cpu,
-        guide_cpu_ms=[(b["cpu_s"] - guide_idle) / n * 1000 for b in guide],
+        cpu_ms=ours.per_refresh_ms,
+        startup_cpu_s=ours.startup_s,
+        guide_cpu_ms=guide.per_refresh_ms,
         rate=[r.rate for r in fleet],
         rate_by_wall=[_rate(m, r.child.wall_s - idle_wall) for r in fleet],
         startup_wall_s=idle_wall,

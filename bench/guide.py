@@ -31,6 +31,7 @@ from lightkeeper.store import sqlite_path
 
 from . import report
 from .child import run_child
+from .paired import paired
 from .stage import Stage, lightkeeper_run, stage
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -153,27 +154,30 @@ def cpu(stage_: Stage, options: Options) -> Point:
     base_db, lk_db = stage_.seeded(stage_.sqlite_url(), n), stage_.seeded(stage_.sqlite_url(), n)
     base_empty, lk_empty = stage_.seeded(stage_.sqlite_url(), 0), stage_.seeded(stage_.sqlite_url(), 0)
     settings = {"REFRESH_DELAY_MS": "0"}
-    base_idle = report.median(
-        b["cpu_s"]
-        for b in report.repeat(options.repeats, "guide, empty table", lambda: baseline_run(stage_, base_empty, 0))
+    base = paired(
+        options.repeats,
+        "guide",
+        n,
+        empty=lambda: baseline_run(stage_, base_empty, 0),
+        full=lambda: baseline_run(stage_, base_db, 0),
+        cpu_s=lambda run: float(run["cpu_s"]),
     )
-    base = report.repeat(options.repeats, f"guide, {n} rows, 0 ms", lambda: baseline_run(stage_, base_db, 0))
-    lk_idle = report.median(
-        r.child.cpu_s
-        for r in report.repeat(
-            options.repeats, "lightkeeper, empty table", lambda: lightkeeper_run(stage_, lk_empty, 0, **settings)
-        )
-    )
-    runs = report.repeat(
-        options.repeats, f"lightkeeper, {n} rows, 0 ms", lambda: lightkeeper_run(stage_, lk_db, n, **settings)
+    ours = paired(
+        options.repeats,
+        "lightkeeper",
+        n,
+        empty=lambda: lightkeeper_run(stage_, lk_empty, 0, **settings),
+        full=lambda: lightkeeper_run(stage_, lk_db, n, **settings),
+        cpu_s=lambda run: run.child.cpu_s,
     )
     return Point(
         name=f"CPU per refresh, 0 ms latency, {n} connections",
         unit="ms",
-        baseline=[(b["cpu_s"] - base_idle) / n * 1000 for b in base],
-        lightkeeper=[(r.child.cpu_s - lk_idle) / n * 1000 for r in runs],
-        reuse=sum(r.reuse for r in runs),
-        note=f"start-up CPU subtracted: guide {base_idle:.2f} s, lightkeeper {lk_idle:.2f} s; REFRESH_DELAY_MS=0",
+        baseline=base.per_refresh_ms,
+        lightkeeper=ours.per_refresh_ms,
+        reuse=sum(r.reuse for r in ours.busy),
+        note=f"start-up CPU subtracted: guide {base.startup_s:.2f} s, lightkeeper {ours.startup_s:.2f} s; "
+        "REFRESH_DELAY_MS=0",
     )
 
 
