@@ -155,9 +155,9 @@ def render(options: Options, comparisons: Sequence[Comparison]) -> list[str]:
 def parse(argv: Sequence[str]) -> Options:
     parser = argparse.ArgumentParser(prog="python -m bench scale", description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="2000,5000", help="the two sizes (default 2000,5000)")
-    parser.add_argument("--large", action="store_true", help="sizes 5000,50000 and 1 repeat (several minutes)")
+    parser.add_argument("--large", action="store_true", help="sizes 5000,50000 (about 10 minutes)")
     parser.add_argument("--databases", default=",".join(DATABASES), help="sqlite, postgresql or both (default)")
-    parser.add_argument("--repeats", type=int, help="runs per size (default 3; 1 with --large)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per size, median (default 3)")
     parser.add_argument("--concurrency", type=int, default=4, help="REFRESH_CONCURRENCY (default 4)")
     args = parser.parse_args(argv)
     sizes = [5000, 50000] if args.large else [int(part) for part in args.sizes.split(",") if part.strip()]
@@ -166,8 +166,8 @@ def parse(argv: Sequence[str]) -> Options:
         parser.error("--sizes takes two numbers >= 1, e.g. 2000,5000")
     if not databases or set(databases) - set(DATABASES):
         parser.error("--databases takes sqlite, postgresql or both")
-    repeats = args.repeats or (1 if args.large else 3)
-    return Options(sizes=sizes, databases=databases, repeats=max(1, repeats), concurrency=args.concurrency)
+    # Three runs even at 50,000: one run can land on a slow minute of this machine's CPU (see bench/paired.py).
+    return Options(sizes=sizes, databases=databases, repeats=max(1, args.repeats), concurrency=args.concurrency)
 
 
 def main(argv: Sequence[str]) -> int:

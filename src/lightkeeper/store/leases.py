@@ -87,21 +87,23 @@ def lease_free(now: ColumnElement[datetime], table: Table = t) -> ColumnElement[
     return or_(table.c.acquired_until.is_(None), table.c.acquired_until < now)
 
 
-def claimable(now: ColumnElement[datetime], run_id: Any, due_before: Any | None) -> ColumnElement[bool]:
-    return and_(left_in(run_id, due_before), lease_free(now))
+def claimable(
+    now: ColumnElement[datetime], run_id: Any, due_before: Any | None, status: ColumnElement[str] = t.c.status
+) -> ColumnElement[bool]:
+    return and_(left_in(run_id, due_before, status), lease_free(now))
 
 
-def left_in(run_id: Any, due_before: Any | None) -> ColumnElement[bool]:
+def left_in(run_id: Any, due_before: Any | None, status: ColumnElement[str] = t.c.status) -> ColumnElement[bool]:
     """Refreshable, due, and not yet handled by this run (whether or not someone holds it now)."""
-    return and_(refreshable_and_due(due_before), not_done_in(run_id))
+    return and_(refreshable_and_due(due_before, status), not_done_in(run_id))
 
 
-def refreshable_and_due(due_before: Any | None) -> ColumnElement[bool]:
+def refreshable_and_due(due_before: Any | None, status: ColumnElement[str] = t.c.status) -> ColumnElement[bool]:
     """A connection a refresh would work on (``connected`` or ``error``), last refreshed before ``due_before``
     (any, for None). A due-based run counts the others as skipped when it starts; the index on
     ``last_token_refresh_at`` finds these."""
     # Equalities, not IN: an IN list is expanded on every execution, even of a statement built once.
-    refreshable = or_(*(t.c.status == status.value for status in REFRESHABLE))
+    refreshable = or_(*(status == value.value for value in REFRESHABLE))
     if due_before is None:
         return refreshable
     return and_(refreshable, or_(t.c.last_token_refresh_at.is_(None), t.c.last_token_refresh_at < due_before))
@@ -140,7 +142,8 @@ def claim_statement(conn: Connection | Engine, *, one: bool, due: bool) -> Updat
     due_before = bindparam("due_before", type_=t.c.last_token_refresh_at.type) if due else None
     candidates = (
         select(t.c.id)
-        .where(t.c.id > bindparam("after_id", type_=Integer), claimable(now, run_id, due_before))
+        .where(t.c.id > bindparam("after_id", type_=Integer))
+        .where(claimable(now, run_id, due_before, status=dialect.no_index(conn, t.c.status)))
         .where(run_is_running(run_id))
         .order_by(t.c.id)
         .limit(1)
