@@ -20,7 +20,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.pool import QueuePool
 
 from lightkeeper.store import Lease, NewTokens, Status, Store, Tally
-from lightkeeper.store.leases import new_lease_token
+from lightkeeper.store.leases import claim_statement, new_lease_token
 from lightkeeper.store.prepared import Prepared, transaction
 from lightkeeper.store.schema import connections as t
 
@@ -325,3 +325,19 @@ def test_a_save_outside_the_fence_changes_nothing_and_is_not_counted(store: Stor
     assert counts(store, run_id) == (1, 1, 0, 0, 0)
     assert save(token, version) is False  # once saved, the same lease and version are stale
     assert counts(store, run_id) == (1, 1, 0, 0, 0)
+
+
+@pytest.mark.parametrize(("one", "due"), [(False, False), (False, True), (True, False), (True, True)])
+def test_a_claim_walks_the_primary_key_on_sqlite(sqlite_url: str, one: bool, due: bool) -> None:
+    """No claim gathers and sorts rows (SQLite's status index did that, per claim, for every row above the last
+    id): the next connection is found by walking the primary key from the last id claimed."""
+    store = Store.from_url(sqlite_url)
+    try:
+        claim = Prepared(store.engine, claim_statement(store.engine, one=one, due=due), returns=t.c)
+        with transaction(store.engine) as cursor:
+            cursor.execute(f"EXPLAIN QUERY PLAN {claim.sql}", [None] * claim.sql.count("?"))
+            plan = [str(row[3]) for row in cursor.fetchall()]
+    finally:
+        store.close()
+    assert not any("TEMP B-TREE" in step or "USING INDEX" in step for step in plan), plan
+    assert any("PRIMARY KEY" in step and "lightspeed_connections" in step for step in plan), plan
