@@ -3,8 +3,9 @@
 For each database (SQLite, PostgreSQL) and each size, a fresh database is bulk-seeded (``bench.bulk``: real
 ``TokenCipher`` ciphertexts bound to their rows, inserted in chunks, the simulator's accounts made in one
 call), then one ``lightkeeper refresh --all`` child runs over it: 0 ms token latency, ``REFRESH_DELAY_MS=0``,
-so the run is as fast as the code allows and any cost that grows with the table shows. Measured: the child's
-peak RSS (its own ``ru_maxrss``) and time per connection (the run record's ``finished_at - started_at`` / N).
+so the run is as fast as the code allows and any cost that grows with the table shows. The two sizes' runs
+alternate (``compare``). Measured: the child's peak RSS (``VmHWM``) and time per connection (the run record's
+``finished_at - started_at`` / N), medians.
 
 Limits (issue 12): peak RSS ≤ 150 MB; the large size's peak RSS at most 10% above the small one's, its time
 per connection at most 15% above (one-sided: being cheaper per connection at size is not a failure).
@@ -21,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 
 from . import report
 from .replicas import fresh_database
-from .stage import Stage, lightkeeper_run, stage
+from .stage import RunResult, Stage, lightkeeper_run, stage
 
 RSS_LIMIT_MB = 150.0
 RSS_GROWTH = 0.10
@@ -96,13 +97,30 @@ def database(stage_: Stage, kind: str) -> Iterator[str]:
         yield url
 
 
-def measure_size(stage_: Stage, options: Options, kind: str, connections: int) -> Size:
+def compare(stage_: Stage, options: Options, kind: str) -> Comparison:
+    """Both sizes seeded first, then their runs in alternation (small, large, small, large …).
+
+    This machine's CPU speed drifts by up to half from one minute to the next (see ``bench.paired``): all the
+    small runs first and all the large ones minutes later compared two speeds of the machine, not two sizes.
+    """
+    small, large = min(options.sizes), max(options.sizes)
     settings = {"REFRESH_DELAY_MS": "0", "REFRESH_CONCURRENCY": str(options.concurrency)}
-    with database(stage_, kind) as url:
-        report.note(f"{kind}: seeding {connections} connections")
-        stage_.seeded(url, connections)
-        what = f"{kind}, {connections} connections"
-        runs = report.repeat(options.repeats, what, lambda: lightkeeper_run(stage_, url, connections, **settings))
+    with database(stage_, kind) as small_url, database(stage_, kind) as large_url:
+        for url, connections in ((small_url, small), (large_url, large)):
+            report.note(f"{kind}: seeding {connections} connections")
+            stage_.seeded(url, connections)
+        pairs = report.repeat(
+            options.repeats,
+            f"{kind}: {small}, then {large} connections",
+            lambda: (
+                lightkeeper_run(stage_, small_url, small, **settings),
+                lightkeeper_run(stage_, large_url, large, **settings),
+            ),
+        )
+    return Comparison(_size(kind, small, [pair[0] for pair in pairs]), _size(kind, large, [pair[1] for pair in pairs]))
+
+
+def _size(kind: str, connections: int, runs: list[RunResult]) -> Size:
     return Size(
         database=kind,
         connections=connections,
@@ -115,11 +133,7 @@ def measure_size(stage_: Stage, options: Options, kind: str, connections: int) -
 
 def measure(stage_: Stage, options: Options) -> list[Comparison]:
     stage_.latency(0)
-    small, large = min(options.sizes), max(options.sizes)
-    return [
-        Comparison(measure_size(stage_, options, kind, small), measure_size(stage_, options, kind, large))
-        for kind in options.databases
-    ]
+    return [compare(stage_, options, kind) for kind in options.databases]
 
 
 def render(options: Options, comparisons: Sequence[Comparison]) -> list[str]:
