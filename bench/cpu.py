@@ -25,8 +25,7 @@ from typing import Any
 
 from . import report
 from .child import lightkeeper_command, run_child
-from .guide import ROOT, baseline_run
-from .paired import paired
+from .guide import ROOT, cpu_pairs
 from .stage import Stage, lightkeeper_run, stage
 
 TARGET_CPU_MS = 1.0
@@ -69,25 +68,8 @@ class Result:
 
 def measure(stage_: Stage, options: Options) -> Result:
     n, fast = options.connections, {"REFRESH_DELAY_MS": "0"}
-    stage_.latency(0)
-    empty, rows = stage_.seeded(stage_.sqlite_url(), 0), stage_.seeded(stage_.sqlite_url(), n)
-    ours = paired(
-        options.repeats,
-        "lightkeeper",
-        n,
-        empty=lambda: lightkeeper_run(stage_, empty, 0, **fast),
-        full=lambda: lightkeeper_run(stage_, rows, n, **fast),
-        cpu_s=lambda run: run.child.cpu_s,
-    )
-    guide_rows, guide_empty = stage_.seeded(stage_.sqlite_url(), n), stage_.seeded(stage_.sqlite_url(), 0)
-    guide = paired(
-        options.repeats,
-        "guide",
-        n,
-        empty=lambda: baseline_run(stage_, guide_empty, 0),
-        full=lambda: baseline_run(stage_, guide_rows, 0),
-        cpu_s=lambda run: float(run["cpu_s"]),
-    )
+    pairs = cpu_pairs(stage_, n, options.repeats)
+    ours, guide, rows = pairs.lightkeeper, pairs.guide, pairs.lightkeeper_rows
     if options.profile:
         profile(stage_, rows, fast)
     idle_wall = report.median(r.child.wall_s for r in ours.idle)

@@ -31,8 +31,8 @@ from lightkeeper.store import sqlite_path
 
 from . import report
 from .child import run_child
-from .paired import paired
-from .stage import Stage, lightkeeper_run, stage
+from .paired import Paired, paired
+from .stage import RunResult, Stage, lightkeeper_run, stage
 
 ROOT = Path(__file__).resolve().parents[1]
 T = TypeVar("T")
@@ -148,14 +148,23 @@ def curve_point(stage_: Stage, options: Options, concurrency: int, base: list[fl
     )
 
 
-def cpu(stage_: Stage, options: Options) -> Point:
-    n = options.cpu_connections
+@dataclass
+class CpuPairs:
+    """CPU per refresh of the guide's loop and of lightkeeper, each from its own empty/full pairs."""
+
+    guide: Paired[dict[str, float]]
+    lightkeeper: Paired[RunResult]
+    lightkeeper_rows: str  # the full table lightkeeper ran over (``bench cpu --profile`` runs it once more)
+
+
+def cpu_pairs(stage_: Stage, n: int, repeats: int) -> CpuPairs:
+    """The one CPU-per-refresh measurement, shared by ``guide`` and ``cpu``: 0 ms latency, no spacing."""
     stage_.latency(0)
     base_db, lk_db = stage_.seeded(stage_.sqlite_url(), n), stage_.seeded(stage_.sqlite_url(), n)
     base_empty, lk_empty = stage_.seeded(stage_.sqlite_url(), 0), stage_.seeded(stage_.sqlite_url(), 0)
     settings = {"REFRESH_DELAY_MS": "0"}
     base = paired(
-        options.repeats,
+        repeats,
         "guide",
         n,
         empty=lambda: baseline_run(stage_, base_empty, 0),
@@ -163,13 +172,20 @@ def cpu(stage_: Stage, options: Options) -> Point:
         cpu_s=lambda run: float(run["cpu_s"]),
     )
     ours = paired(
-        options.repeats,
+        repeats,
         "lightkeeper",
         n,
         empty=lambda: lightkeeper_run(stage_, lk_empty, 0, **settings),
         full=lambda: lightkeeper_run(stage_, lk_db, n, **settings),
         cpu_s=lambda run: run.child.cpu_s,
     )
+    return CpuPairs(base, ours, lk_db)
+
+
+def cpu(stage_: Stage, options: Options) -> Point:
+    n = options.cpu_connections
+    pairs = cpu_pairs(stage_, n, options.repeats)
+    base, ours = pairs.guide, pairs.lightkeeper
     return Point(
         name=f"CPU per refresh, 0 ms latency, {n} connections",
         unit="ms",
