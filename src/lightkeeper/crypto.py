@@ -173,6 +173,10 @@ def _split(token: str) -> tuple[str, bytes]:
         blob = base64.b64decode(data + "=" * (-len(data) % 4), altchars=b"-_", validate=True)
     except (binascii.Error, ValueError) as exc:
         raise DecryptError("ciphertext data is not valid base64url") from exc
+    # The last character carries unused bits: a changed one can decode to the same bytes. Only the encoding we
+    # write is accepted, so any change to the stored text is a DecryptError.
+    if base64.urlsafe_b64encode(blob).rstrip(b"=").decode("ascii") != data:
+        raise DecryptError("ciphertext data is not valid base64url")
     if len(blob) < _NONCE_BYTES + _TAG_BYTES:
         raise DecryptError("ciphertext is too short to be genuine")
     return kid, blob
