@@ -52,6 +52,7 @@ def sim(simulator_server: SimulatorServer) -> Iterator[SimulatorControl]:
         api_latency_ms=0,
         bucket_size=90.0,
         drip_rate=1.0,
+        burst_limit=10,
         access_token_ttl=3600,
         redirect_uri=REDIRECT_URI,
     )

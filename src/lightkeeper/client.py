@@ -5,14 +5,24 @@
     async with keeper.lightspeed(connection_id) as ls:       # async: the same calls, awaited
         await ls.set_stock(item_id=7, shop_id=1, qoh=3)
 
+Besides the stock helpers, any endpoint of the connection's own account, by a path relative to it (as the
+HTTP proxy takes it), and every record of a collection across its pages:
+
+    with keeper.lightspeed(connection_id) as ls:
+        shop = ls.get("Shop/1.json")
+        ls.put("Item/7.json", json={"description": "Blue mug"})
+        for item in ls.paginate("Item.json", {"limit": "100"}):
+            ...
+
 A request answered 401 ``access_denied`` makes the client refresh once (single-flight, shared with every
 other caller of the connection) and retry once; a second 401 is raised as ``AccessDenied``, never a loop.
+Every request is booked in the account's bucket first, the one the proxy and every other process share.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -21,6 +31,8 @@ from .lightspeed import Account, ApiClient
 from .refresh import TokenProvider
 
 T = TypeVar("T")
+#: Query parameters: a mapping, or a query string as a page link gives it.
+Params = dict[str, str] | str | None
 
 
 class Lightspeed:
@@ -45,6 +57,47 @@ class Lightspeed:
             )
         )
 
+    def get(self, path: str, params: Params = None) -> dict[str, Any]:
+        """``GET`` a path relative to the account (``Item/7.json``; empty: the account itself)."""
+        return self.request("GET", path, params=params)
+
+    def post(self, path: str, *, json: Any = None, params: Params = None) -> dict[str, Any]:
+        return self.request("POST", path, params=params, json=json)
+
+    def put(self, path: str, *, json: Any = None, params: Params = None) -> dict[str, Any]:
+        return self.request("PUT", path, params=params, json=json)
+
+    def delete(self, path: str, params: Params = None) -> dict[str, Any]:
+        return self.request("DELETE", path, params=params)
+
+    def request(self, method: str, path: str, *, params: Params = None, json: Any = None) -> dict[str, Any]:
+        """One request under the account's ``/API/V3/Account/{id}/``; the answer's JSON object."""
+        return self._authorized(
+            lambda token, account: self._api.request(method, path, token, account, params=params, json=json)
+        )
+
+    def paginate(self, path: str, params: Params = None, *, key: str | None = None) -> Iterator[dict[str, Any]]:
+        """Every record of a collection (``Item.json``), page after page through ``@attributes.next``.
+
+        ``key`` names the records in each page (default: the path's last segment, ``Item`` for ``Item.json``).
+        A page of one record comes as an object rather than a list: either way each record is yielded once."""
+        for page in self.pages(path, params, key=key):
+            yield from page
+
+    def pages(self, path: str, params: Params = None, *, key: str | None = None) -> Iterator[list[dict[str, Any]]]:
+        """The records of a collection, a page at a time (see ``paginate``)."""
+        key = key or path.rsplit("/", 1)[-1].removesuffix(".json")
+        page: tuple[str, Params] | None = (path, params)
+        while page is not None:
+            body, account = self._page(*page)
+            yield records(body, key)
+            page = self._api.next_page(body, account)
+
+    def _page(self, path: str, params: Params) -> tuple[dict[str, Any], str]:
+        return self._authorized(
+            lambda token, account: (self._api.request("GET", path, token, account, params=params), account)
+        )
+
     def _authorized(self, call: Callable[[str, str], T]) -> T:
         grant = self._tokens.fresh_token(self.connection_id)
         try:
@@ -61,6 +114,16 @@ class Lightspeed:
             ) from exc
 
 
+def records(body: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    """The records of one collection page: a list, one object (Lightspeed's one-record quirk) or none."""
+    found = body.get(key)
+    if isinstance(found, dict):
+        return [found]
+    if isinstance(found, list):
+        return [record for record in found if isinstance(record, dict)]
+    return []
+
+
 class AsyncLightspeed:
     """The same calls for asyncio code; each runs in a worker thread."""
 
@@ -72,6 +135,30 @@ class AsyncLightspeed:
 
     async def item(self, item_id: int) -> dict[str, Any]:
         return await asyncio.to_thread(self._client.item, item_id)
+
+    async def get(self, path: str, params: Params = None) -> dict[str, Any]:
+        return await asyncio.to_thread(self._client.get, path, params)
+
+    async def post(self, path: str, *, json: Any = None, params: Params = None) -> dict[str, Any]:
+        return await asyncio.to_thread(lambda: self._client.post(path, json=json, params=params))
+
+    async def put(self, path: str, *, json: Any = None, params: Params = None) -> dict[str, Any]:
+        return await asyncio.to_thread(lambda: self._client.put(path, json=json, params=params))
+
+    async def delete(self, path: str, params: Params = None) -> dict[str, Any]:
+        return await asyncio.to_thread(self._client.delete, path, params)
+
+    async def request(self, method: str, path: str, *, params: Params = None, json: Any = None) -> dict[str, Any]:
+        return await asyncio.to_thread(lambda: self._client.request(method, path, params=params, json=json))
+
+    async def paginate(
+        self, path: str, params: Params = None, *, key: str | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """``Lightspeed.paginate`` for asyncio code: each page is fetched in a worker thread."""
+        pages = self._client.pages(path, params, key=key)
+        while (batch := await asyncio.to_thread(next, pages, None)) is not None:
+            for record in batch:
+                yield record
 
     async def set_stock(
         self, *, item_id: int, qoh: int, shop_id: int | None = None, item_shop_id: int | None = None

@@ -72,6 +72,9 @@ _RULES: dict[str, str] = {
     "lightkeeper_max_body_bytes": "must be an integer from 1024 to 1073741824",
     "lightkeeper_max_stock_body_bytes": "must be an integer from 1024 to 1073741824",
     "notify_error_after_s": "must be an integer >= 0",
+    "lightspeed_write_cost": "must be a number from 1 to 100",
+    "proxy_max_wait_s": "must be a number from 0 to 300",
+    "proxy_timeout_s": "must be a number > 0 and <= 600",
     "notify_retry_base_s": "must be a number > 0 and <= 86400",
     "notify_retry_cap_s": "must be a number > 0 and <= 86400",
     "notify_give_up_s": "must be an integer >= 1",
@@ -140,6 +143,16 @@ class Settings(BaseSettings):
     token_wait_s: float = Field(30.0, ge=0.1, le=600, allow_inf_nan=False)
     # How often a worker looks for ticks, requests and runs when no NOTIFY wakes it.
     worker_poll_s: float = Field(5.0, ge=0.05, le=60, allow_inf_nan=False)
+
+    # What a write (POST, PUT, PATCH, DELETE) is booked at in an account's API bucket before it is sent: 1, plus
+    # 0.5 per nested entity (docs/LIGHTSPEED.md). The answer's headers then correct the bucket's level.
+    lightspeed_write_cost: float = Field(1.5, ge=1, le=100, allow_inf_nan=False)
+    # The longest a proxied request waits for room in its account's bucket (or a 429's Retry-After) before it
+    # is answered 429 at once, with nothing sent.
+    proxy_max_wait_s: float = Field(10.0, ge=0, le=300, allow_inf_nan=False)
+    # Bounds each wait of a proxied request for Lightspeed: connecting, the answer's headers, every pause in
+    # its body (not the whole body: a large export may take longer than this to stream).
+    proxy_timeout_s: float = Field(30.0, gt=0, le=600, allow_inf_nan=False)
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"

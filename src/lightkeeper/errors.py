@@ -12,12 +12,14 @@
     ├── EventBusy                    another process is sending that webhook event right now
     ├── ConnectionExpired            the merchant must reconnect (status ``expired``/``disconnected``)
     ├── ConnectFlowError             a bad OAuth callback (forged/reused/expired state, denied, no code)
+    ├── InvalidPath                  a proxy path that could lead outside the connection's account
     └── ProviderError                Lightspeed said no, or could not be reached
         ├── InvalidGrant             400 invalid_grant: the code or refresh token is dead
         ├── InvalidClient            401 invalid_client: our client id/secret is wrong (a config fault)
         ├── AccessDenied             401 access_denied on an API call: the access token is not valid
         ├── RateLimited              429; ``retry_after`` in seconds
         ├── ProviderUnavailable      5xx, timeout, connection reset: transient
+        │   └── ProviderTimeout      no answer within the deadline
         └── ProviderProtocolError    an answer we cannot understand, or another OAuth error
 
 Messages never contain a token, a secret or a key: they are shown to users and written to run records.
@@ -79,6 +81,10 @@ class ConnectFlowError(LightkeeperError):
         self.code = code
 
 
+class InvalidPath(LightkeeperError):
+    """A path given to the API proxy that could lead outside the connection's account: nothing is sent."""
+
+
 class ProviderError(LightkeeperError):
     """Lightspeed refused a request or could not be reached."""
 
@@ -114,6 +120,10 @@ class ProviderUnavailable(ProviderError):
     transient = True
 
 
+class ProviderTimeout(ProviderUnavailable):
+    """Lightspeed did not answer (or paused its answer) for longer than the deadline."""
+
+
 class ProviderProtocolError(ProviderError):
     """An answer we cannot understand, or an OAuth error we do not expect."""
 
@@ -132,9 +142,11 @@ __all__ = [
     "InputError",
     "InvalidClient",
     "InvalidGrant",
+    "InvalidPath",
     "LightkeeperError",
     "ProviderError",
     "ProviderProtocolError",
+    "ProviderTimeout",
     "ProviderUnavailable",
     "RateLimited",
     "SchemaOutOfDate",

@@ -30,10 +30,12 @@ from .errors import ConfigError, ConnectionNotFound
 from .health import Health, SchedulerProbe
 from .health import check as check_health
 from .lightspeed import ApiClient, OAuthClient
+from .lightspeed.api_pacing import ApiPacer
 from .lightspeed.pacing import Pacer
 from .lightspeed.senders import AiohttpSender
 from .metrics import DatabaseCollector, DatabaseSummary, unwatch_database, watch_database
 from .notify import Notifier
+from .proxy import Proxy, Upstream
 from .refresh import (
     AccessGrant,
     ProgressCallback,
@@ -116,7 +118,14 @@ class Keeper:
             clock=clock,
             timeout_s=settings.http_timeout_s,
         )
-        self.api = ApiClient(http=self.http, api_url=settings.lightspeed_api_url)
+        # Every process on this database books an account's API requests in the same bucket row.
+        self.api_pacer = ApiPacer(self.store.api_buckets, client_id=settings.lightspeed_client_id)
+        self.api = ApiClient(
+            http=self.http,
+            api_url=settings.lightspeed_api_url,
+            pacer=self.api_pacer,
+            write_cost=settings.lightspeed_write_cost,
+        )
         self.vault = TokenVault(self.cipher)
         self.connect = ConnectService(
             store=self.store,
@@ -145,6 +154,16 @@ class Keeper:
             self.refresher,
             leeway=timedelta(seconds=settings.token_refresh_leeway_s),
             wait=timedelta(seconds=settings.token_wait_s),
+        )
+        # The HTTP API proxy (``/api/connections/{id}/lightspeed/…``): host apps in any language call Lightspeed
+        # through it and never hold a token.
+        self.proxy = Proxy(
+            tokens=self.tokens,
+            pacer=self.api_pacer,
+            upstream=Upstream(user_agent=USER_AGENT, timeout_s=settings.proxy_timeout_s),
+            api_url=settings.lightspeed_api_url,
+            write_cost=settings.lightspeed_write_cost,
+            max_wait_s=settings.proxy_max_wait_s,
         )
         self.runs = RunExecutor(
             self.refresher,

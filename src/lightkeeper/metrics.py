@@ -120,6 +120,26 @@ HTTP_SECONDS = Histogram(
     ["route", "method"],
 )
 
+PROXY_REQUESTS = Counter(
+    "lightkeeper_proxy_requests",
+    "Requests forwarded by the API proxy, by method (a closed set) and the status answered (a class or a code).",
+    ["method", "status"],
+)
+PROXY_WAIT_SECONDS = Histogram(
+    "lightkeeper_proxy_wait_seconds",
+    "Time proxied requests waited for room in their account's bucket (or a 429's Retry-After) before leaving.",
+    buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
+)
+PROXY_UPSTREAM_SECONDS = Histogram(
+    "lightkeeper_proxy_upstream_seconds",
+    "Latency of proxied requests at Lightspeed: from sending to the answer's headers.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+#: The methods the proxy forwards; anything else counts as OTHER, so no caller can add a label value.
+PROXY_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+#: Statuses counted by their own code (the proxy's own answers among them); others by class ("2xx").
+PROXY_CODES = frozenset({200, 201, 204, 304, 400, 401, 403, 404, 409, 413, 422, 429, 500, 502, 503, 504})
+
 for _outcome, _reasons in OUTCOME_REASONS.items():
     for _reason in _reasons:
         REFRESH_ATTEMPTS.labels(_outcome, _reason.value)
@@ -146,6 +166,16 @@ def scheduler_ticked() -> None:
 def count_request(route: str, method: str, status: int, seconds: float) -> None:
     HTTP_REQUESTS.labels(route, method, str(status)).inc()
     HTTP_SECONDS.labels(route, method).observe(seconds)
+
+
+def count_proxied(method: str, status: int, *, wait_s: float | None, upstream_s: float | None) -> None:
+    """One proxied request; ``wait_s`` and ``upstream_s`` when it was sent to Lightspeed."""
+    label = method if method in PROXY_METHODS else "OTHER"
+    PROXY_REQUESTS.labels(label, str(status) if status in PROXY_CODES else f"{status // 100}xx").inc()
+    if wait_s is not None:
+        PROXY_WAIT_SECONDS.observe(max(0.0, wait_s))
+    if upstream_s is not None:
+        PROXY_UPSTREAM_SECONDS.observe(max(0.0, upstream_s))
 
 
 def failure_reason(error: BaseException) -> Reason:
@@ -297,6 +327,7 @@ __all__ = [
     "DatabaseCollector",
     "DatabaseSummary",
     "Reason",
+    "count_proxied",
     "count_refresh",
     "count_request",
     "failure_reason",

@@ -1,18 +1,15 @@
-"""Fixtures for the on-demand client: the integration databases, the acceptance ``cli``, and a clean pacer.
+"""Fixtures for the on-demand client: the integration databases and the acceptance ``cli``.
 
-The simulator is reset before every test and hands out the same account ids again, so the process-wide
-bucket model of those accounts is forgotten too: each test starts with an empty bucket on both sides.
+The simulator is reset before every test and hands out the same account ids again; each test also gets a new
+database, so the shared bucket rows of those accounts start empty too.
 """
 
 from __future__ import annotations
-
-from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import update
 
 from lightkeeper import Keeper
-from lightkeeper.lightspeed.bucket import PROCESS_PACER
 from lightkeeper.store.schema import connections as connections_table
 from tests.acceptance.conftest import backend, cli, lk_database_url  # noqa: F401 (fixtures reused by name)
 from tests.integration.conftest import (  # noqa: F401 (fixtures reused by name)
@@ -24,13 +21,6 @@ from tests.integration.conftest import (  # noqa: F401 (fixtures reused by name)
     pg_template,
     sqlite_url,
 )
-
-
-@pytest.fixture(autouse=True)
-def fresh_pacer() -> Iterator[None]:
-    PROCESS_PACER.forget()
-    yield
-    PROCESS_PACER.forget()
 
 
 @pytest.fixture

@@ -18,7 +18,6 @@ import pytest
 from lightkeeper import ConnectionNotFound, Keeper
 from lightkeeper.errors import AccessDenied, DecryptError, ProviderUnavailable, RateLimited
 from lightkeeper.lightspeed.api import PUT_ONE_RELATION_COST
-from lightkeeper.lightspeed.bucket import PROCESS_PACER
 from lightkeeper.simulator import SimulatorControl
 from lightkeeper.store import ConnectionRecord
 from tests.helpers import connect
@@ -198,7 +197,7 @@ def test_a_retry_after_too_long_to_wait_is_raised_at_once(
 def test_a_batch_is_paced_to_the_bucket_and_meets_no_429(
     keeper: Keeper, record: ConnectionRecord, sim: SimulatorControl
 ) -> None:
-    sim.configure(bucket_size=10, drip_rate=20)
+    sim.configure(bucket_size=10, drip_rate=20, burst_limit=100)  # the bucket, not the burst window, binds
     floor = minimum_seconds(60, 10, 20)  # 4 s
 
     started = time.monotonic()
@@ -210,13 +209,15 @@ def test_a_batch_is_paced_to_the_bucket_and_meets_no_429(
     assert qoh(sim, record, 5, 2) == 59  # the last update of item 5 / shop 2 (number 59) landed
 
 
-def test_pacing_is_shared_by_every_client_of_an_account_in_the_process(
+def test_pacing_is_shared_by_every_client_of_an_account_on_the_database(
     make_keeper: KeeperFactory, keeper: Keeper, record: ConnectionRecord, sim: SimulatorControl
 ) -> None:
-    """Two Keepers (two clients) and two threads on one account: they share one bucket model, so no 429."""
+    """Two Keepers (two clients, as two processes would be) and two threads on one account: they book the one
+    bucket row of the account in the database, so no 429."""
     other = make_keeper()
-    assert keeper.api.pacer is other.api.pacer is PROCESS_PACER
-    sim.configure(bucket_size=10, drip_rate=20)
+    assert keeper.api.pacer is not other.api.pacer
+    assert keeper.api.pacer.name(record.account_id) == other.api.pacer.name(record.account_id)
+    sim.configure(bucket_size=10, drip_rate=20, burst_limit=100)  # the bucket, not the burst window, binds
     barrier = threading.Barrier(2)
 
     def hammer(args: tuple[Keeper, int]) -> None:
@@ -238,7 +239,7 @@ def test_pacing_is_independent_between_accounts(
     """One account's full bucket does not slow another account down."""
     second = connect(keeper, "user-2")
     assert second.account_id != record.account_id
-    sim.configure(bucket_size=10, drip_rate=20)
+    sim.configure(bucket_size=10, drip_rate=20, burst_limit=100)  # the bucket, not the burst window, binds
 
     def run(which: ConnectionRecord) -> float:
         started = time.monotonic()

@@ -93,7 +93,7 @@ def test_single_updates_by_shop_and_by_item_shop(
 def test_a_csv_of_300_rows_is_paced_with_no_429(
     cli: Lightkeeper, connection: dict[str, Any], sim: SimulatorControl, tmp_path: Path
 ) -> None:
-    sim.configure(bucket_size=20, drip_rate=200)
+    sim.configure(bucket_size=20, drip_rate=200, burst_limit=1000)  # the bucket, not the burst window, binds
     rows = [(ITEMS[n % 5], SHOPS[n // 5 % 2], n) for n in range(300)]
     path = write_csv(tmp_path / "stock.csv", rows)
 

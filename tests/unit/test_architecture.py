@@ -39,6 +39,7 @@ ALLOWED: dict[str, set[str]] = {
     "rotation": LEAVES | {"crypto", "store", "vault"},  # key rotation: re-encrypts under leases
     "notify": LEAVES | {"config", "store"},  # webhook alerts: the outbox's delivery
     "client": LEAVES | {"lightspeed", "refresh"},
+    "proxy": LEAVES | {"lightspeed", "refresh", "metrics"},  # the API proxy's engine
     "stock": LEAVES | {"lightspeed", "client", "store"},
     "views": LEAVES | {"store"},
     "keeper": LEAVES
@@ -59,10 +60,24 @@ ALLOWED: dict[str, set[str]] = {
         "metrics",
         "health",
         "notify",
+        "proxy",
     },
     "scheduler": LEAVES | {"config", "store", "refresh", "metrics"},
     "web": LEAVES
-    | {"config", "store", "keeper", "views", "stock", "connect", "lightspeed", "refresh", "logs", "metrics", "health"},
+    | {
+        "config",
+        "store",
+        "keeper",
+        "views",
+        "stock",
+        "connect",
+        "lightspeed",
+        "refresh",
+        "logs",
+        "metrics",
+        "health",
+        "proxy",
+    },
     "cli": LEAVES
     | {
         "config",

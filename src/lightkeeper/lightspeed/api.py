@@ -2,8 +2,9 @@
 
 The caller hands in the ``httpx2.Client`` and a valid access token; a refused token raises
 ``AccessDenied`` (refreshing and retrying is the on-demand client's job, ``lightkeeper.client``).
-Requests are paced per account by the leaky-bucket model in ``bucket.py``; a 429 that still happens is
-waited out (``Retry-After``) and retried a bounded number of times.
+Requests are booked in the account's bucket first (``api_pacing``: shared with the proxy and with every other
+process on the same store); a 429 that still happens holds the account for its ``Retry-After`` and is retried
+a bounded number of times.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from typing import Any
 import httpx2
 
 from lightkeeper.errors import ProviderProtocolError, RateLimited
-from lightkeeper.lightspeed.bucket import PROCESS_PACER, BucketPacer
+from lightkeeper.lightspeed.api_pacing import ApiPacer
 from lightkeeper.lightspeed.error_mapping import check_api_response, json_object, translate_transport_errors
+from lightkeeper.lightspeed.forwarding import account_path, confine, relative_page
 from lightkeeper.lightspeed.tokens import Account
 
 #: Request costs from docs/LIGHTSPEED.md, used only to book the bucket before sending; the answer's headers
@@ -36,11 +38,13 @@ class ApiClient:
         *,
         http: httpx2.Client,
         api_url: str,
-        pacer: BucketPacer = PROCESS_PACER,
+        pacer: ApiPacer | None = None,
+        write_cost: float = PUT_ONE_RELATION_COST,
     ) -> None:
         self._http = http
         self._api_url = api_url.rstrip("/")
-        self.pacer = pacer
+        self.pacer = pacer if pacer is not None else ApiPacer()
+        self.write_cost = write_cost
 
     def __repr__(self) -> str:
         return f"ApiClient(api_url={self._api_url!r})"
@@ -78,6 +82,30 @@ class ApiClient:
         path = f"/API/V3/Account/{account_id}/Item/{item_id}.json"
         return _item(self.call("PUT", path, access_token, account_id, json=body, cost=PUT_ONE_RELATION_COST))
 
+    def request(
+        self,
+        method: str,
+        path: str,
+        access_token: str,
+        account_id: str,
+        *,
+        params: dict[str, str] | str | None = None,
+        json: Any = None,
+    ) -> dict[str, Any]:
+        """Any request under the account's own ``/API/V3/Account/{id}/`` (``path`` relative to it, e.g.
+        ``Item.json``; empty for the account itself), confined as the proxy confines its paths."""
+        method = method.upper()
+        cost = GET_COST if method in ("GET", "HEAD") else self.write_cost
+        target = account_path(account_id, confine(path))
+        return self.call(method, target, access_token, account_id, json=json, params=params, cost=cost)
+
+    def next_page(self, body: dict[str, Any], account_id: str) -> tuple[str, str] | None:
+        """The next page a collection answer names (``@attributes.next``), as (path relative to the account,
+        query); None on the last page, or when it points anywhere but the account's own prefix."""
+        attributes = body.get("@attributes")
+        url = attributes.get("next") if isinstance(attributes, dict) else None
+        return relative_page(url, api_url=self._api_url, account_id=account_id)
+
     def call(
         self,
         method: str,
@@ -86,15 +114,15 @@ class ApiClient:
         account_id: str,
         *,
         json: Any = None,
-        params: dict[str, str] | None = None,
+        params: dict[str, str] | str | None = None,
         cost: float = GET_COST,
     ) -> dict[str, Any]:
         """One API request, paced by the account's bucket; 429s are waited out a few times."""
         action = f"{method} {path.split('?', maxsplit=1)[0]}"
         for attempt in range(MAX_RATE_LIMIT_RETRIES + 1):
-            self.pacer.reserve(account_id, cost)
+            slot = self.pacer.reserve(account_id, cost)
             response = self._send(method, path, access_token, action=action, json=json, params=params)
-            self.pacer.observe(account_id, response.headers)
+            self.pacer.observe(account_id, response.headers, slot)
             try:
                 check_api_response(response, action=action, redact=(access_token,))
             except RateLimited as exc:
@@ -113,7 +141,14 @@ class ApiClient:
         self.pacer.hold(account_id, wait, cost)
 
     def _send(
-        self, method: str, path: str, access_token: str, *, action: str, json: Any, params: dict[str, str] | None
+        self,
+        method: str,
+        path: str,
+        access_token: str,
+        *,
+        action: str,
+        json: Any,
+        params: dict[str, str] | str | None,
     ) -> httpx2.Response:
         headers = {"Authorization": f"Bearer {access_token}", "Accept": "application/json"}
         with translate_transport_errors(action, redact=(access_token,)):

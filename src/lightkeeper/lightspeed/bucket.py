@@ -1,133 +1,197 @@
-"""Client-side pacing for Lightspeed's leaky bucket, per account and shared by a whole process.
+"""Lightspeed's API limits as a model: the leaky bucket and the burst limiter of one (account, client).
 
-Lightspeed meters each (account, client) with a leaky bucket: every request adds its cost, the level
-drains at the drip rate, and a request that would overflow gets 429. The answer headers say where the
-bucket stands (``X-LS-API-Bucket-Level: used/size``, ``X-LS-API-Drip-Rate``). Each request reserves its
-cost here first and waits, if needed, until the bucket has drained enough: so a batch runs at the drip
-rate and meets no 429 after the first bucketful. Costs and sizes come from the headers, never assumed.
+Lightspeed meters each (account, OAuth client) twice (docs/LIGHTSPEED.md):
+
+- a **leaky bucket**: every request adds its cost, the level drains at the drip rate, and a request that
+  would overflow gets 429 ``api-leaky-bucket``;
+- a **burst limiter**: at most so many requests in any one-second window, else 429 ``api-burst-limiter``.
+
+Every process of a deployment is the same client, so the state lives in one shared place (the store's
+``lightkeeper_api_buckets`` row, or memory for one process) and is changed by the pure functions here, each a
+function of the state and of "now" on that place's clock:
+
+- ``book``: the moment a request of some cost may leave, and the state with it counted in;
+- ``observe``: the state corrected by an answer's headers (size, drip rate, level, burst level);
+- ``hold``: the state after a 429's ``Retry-After``.
+
+Sizes and rates come from the headers, never assumed: the defaults below only serve until the first answer,
+and they are small enough that whatever goes out before it fits any documented bucket.
 """
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 
 #: Until Lightspeed's headers say otherwise (docs/LIGHTSPEED.md: bucket 90, drip 1/s for one register).
 DEFAULT_SIZE = 90.0
 DEFAULT_DRIP = 1.0
+#: Lower than any burst limit seen (``1/20`` in Lightspeed's example); the header corrects it.
+DEFAULT_BURST = 10
+#: Keep this much of the bucket free: the provider's clock and ours drift, and answers report late.
+HEADROOM = 1.0
+#: The burst window, and the margin a request keeps from its edge (a send leaves a few ms after its moment).
+BURST_WINDOW_S = 1.0
+BURST_MARGIN_S = 0.05
 
 
-@dataclass
-class _Bucket:
+@dataclass(frozen=True)
+class BucketState:
+    """One (account, client)'s limits as last known; times are seconds on the shared clock."""
+
     level: float = 0.0
+    at: float = 0.0  # when ``level`` holds: the latest booked send (may be ahead of now)
     size: float = DEFAULT_SIZE
     drip: float = DEFAULT_DRIP
-    at: float = 0.0  # monotonic time of ``level``
+    burst_limit: int = DEFAULT_BURST
+    sends: tuple[float, ...] = ()  # the latest booked sends, at most ``burst_limit``, oldest first
+    hold_until: float = 0.0  # a 429's Retry-After: nothing leaves before
 
-    def level_at(self, now: float) -> float:
-        return max(0.0, self.level - (now - self.at) * self.drip)
+    def level_at(self, moment: float) -> float:
+        return max(0.0, self.level - max(0.0, moment - self.at) * self.drip)
+
+    def dumps(self) -> str:
+        return json.dumps([self.level, self.at, self.size, self.drip, self.burst_limit, self.sends, self.hold_until])
+
+    @classmethod
+    def loads(cls, text: str | None) -> BucketState:
+        """The state stored as ``dumps`` wrote it; a fresh one for no row or an unreadable one."""
+        if not text:
+            return cls()
+        try:
+            level, at, size, drip, burst, sends, hold = json.loads(text)
+            return cls(float(level), float(at), float(size), float(drip), int(burst), tuple(sends), float(hold))
+        except (ValueError, TypeError):
+            return cls()  # a row from another version: start over, the next answer corrects it
+
+
+@dataclass(frozen=True)
+class Booking:
+    """When a request may leave (``send_at``, on the shared clock) and the state with it counted in."""
+
+    send_at: float
+    wait: float
+    state: BucketState
+
+
+def book(state: BucketState, now: float, cost: float) -> Booking:
+    """The earliest moment a request of ``cost`` fits both limits, after every request booked before it."""
+    start = max(now, state.at, state.hold_until)
+    overflow = state.level_at(start) + cost - (state.size - HEADROOM)
+    send_at = start + (max(0.0, overflow) / state.drip if state.drip > 0 else 0.0)
+    limit = max(1, state.burst_limit)
+    if len(state.sends) >= limit:  # the limit-th send back must have left the window
+        send_at = max(send_at, state.sends[-limit] + BURST_WINDOW_S + BURST_MARGIN_S)
+    booked = replace(state, level=state.level_at(send_at) + cost, at=send_at, sends=(*state.sends, send_at)[-limit:])
+    return Booking(send_at, send_at - now, booked)
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What one answer's headers say of the limits (None: not said)."""
+
+    used: float | None = None
+    size: float | None = None
+    drip: float | None = None
+    burst_used: int | None = None
+    burst_limit: int | None = None
+
+    @classmethod
+    def of(cls, headers: Mapping[str, str]) -> Reading:
+        used, size = _fraction(headers.get("x-ls-api-bucket-level"))
+        burst_used, burst_limit = _fraction(headers.get("x-ls-api-burst-level"))
+        return cls(
+            used=used,
+            size=size if size and size > 0 else None,
+            drip=_positive(headers.get("x-ls-api-drip-rate")),
+            burst_used=int(burst_used) if burst_used is not None else None,
+            burst_limit=int(burst_limit) if burst_limit and burst_limit >= 1 else None,
+        )
+
+    @property
+    def empty(self) -> bool:
+        return self == Reading()
+
+
+def observe(state: BucketState, now: float, reading: Reading) -> BucketState:
+    """``state`` corrected by an answer read at ``now``.
+
+    The level an answer reports leaves out requests still in flight (booked, sent by other workers, not yet
+    counted by Lightspeed), so it may only raise the model, never lower it: a higher level means someone else
+    spends the bucket (another app of the merchant) or a request cost more than booked. Overestimates drain
+    away at the drip rate. The burst level likewise only adds sends the model did not know of.
+    """
+    new = replace(
+        state,
+        size=reading.size or state.size,
+        drip=reading.drip or state.drip,
+        burst_limit=reading.burst_limit or state.burst_limit,
+    )
+    if reading.used is not None:
+        at = max(now, new.at)
+        new = replace(new, level=max(new.level_at(at), reading.used - (at - now) * new.drip), at=at)
+    if reading.burst_used is not None:
+        known = sum(1 for sent in new.sends if now - BURST_WINDOW_S < sent <= now)
+        if (extra := reading.burst_used - known) > 0:
+            sends = sorted((*new.sends, *([now] * extra)))
+            new = replace(new, sends=tuple(sends[-max(1, new.burst_limit) :]))
+    elif len(new.sends) > new.burst_limit:
+        new = replace(new, sends=new.sends[-max(1, new.burst_limit) :])
+    return new
+
+
+def hold(state: BucketState, now: float, retry_after: float, cost: float) -> BucketState:
+    """A 429 said "retry after ``retry_after`` s": nothing leaves before then, and then the refused request
+    (``cost``) fits and the others drip behind it."""
+    until = max(now + max(0.0, retry_after), state.hold_until)
+    at = max(state.at, until)
+    level = max(state.level_at(at), state.size - HEADROOM - cost)
+    return replace(state, level=level, at=at, hold_until=until)
+
+
+def retry_after_s(wait: float) -> int:
+    """A wait as ``Retry-After`` seconds: whole, rounded up, at least 1."""
+    return max(1, math.ceil(wait))
 
 
 def parse_bucket(headers: Mapping[str, str]) -> tuple[float, float] | None:
     """``(used, size)`` from ``X-LS-API-Bucket-Level: 11/90``, or None."""
-    used, _, size = headers.get("x-ls-api-bucket-level", "").partition("/")
+    used, size = _fraction(headers.get("x-ls-api-bucket-level"))
+    return (used, size) if used is not None and size is not None else None
+
+
+def _fraction(value: str | None) -> tuple[float | None, float | None]:
+    used, _, size = (value or "").partition("/")
     try:
-        return float(used), float(size)
+        first, second = float(used), float(size)
+    except ValueError:
+        return None, None
+    if not (math.isfinite(first) and math.isfinite(second)) or first < 0:
+        return None, None
+    return first, second
+
+
+def _positive(value: str | None) -> float | None:
+    try:
+        number = float(value) if value is not None else None
     except ValueError:
         return None
+    return number if number is not None and math.isfinite(number) and number > 0 else None
 
 
-def parse_float(headers: Mapping[str, str], name: str) -> float | None:
-    try:
-        return float(headers[name])
-    except (KeyError, ValueError):
-        return None
-
-
-class BucketPacer:
-    """Per-account leaky-bucket model; ``reserve`` blocks until a request of ``cost`` fits."""
-
-    def __init__(
-        self,
-        *,
-        headroom: float = 1.0,
-        monotonic: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self.headroom = headroom  # keep this much free, against clock skew between us and Lightspeed
-        self._monotonic, self._sleep = monotonic, sleep
-        self._buckets: dict[str, _Bucket] = {}
-        self._lock = threading.Lock()
-
-    def reserve(self, account_id: str, cost: float) -> float:
-        """Wait until ``cost`` fits in the account's bucket and count it in; returns the wait."""
-        with self._lock:
-            bucket = self._bucket(account_id)
-            now = self._monotonic()
-            start = max(now, bucket.at)  # after the requests already booked ahead of us
-            level = bucket.level_at(start)
-            overflow = level + cost - (bucket.size - self.headroom)
-            send_at = start + (max(0.0, overflow) / bucket.drip if bucket.drip > 0 else 0.0)
-            bucket.level, bucket.at = bucket.level_at(send_at) + cost, send_at
-        wait = send_at - now
-        if wait > 0:
-            self._sleep(wait)
-        return max(0.0, wait)
-
-    def observe(self, account_id: str, headers: Mapping[str, str]) -> None:
-        """Take the bucket's size and drip rate from an answer's headers, and its level if that is higher.
-
-        The level an answer reports leaves out the requests still in flight (booked here, sent by other
-        threads, not yet counted by Lightspeed), so it may only raise the model, never lower it: a higher
-        level means someone else spends the account's bucket (another process or client), or a request
-        cost more than booked. Overestimates drain away at the drip rate.
-        """
-        reported = parse_bucket(headers)
-        drip = parse_float(headers, "x-ls-api-drip-rate")
-        with self._lock:
-            bucket = self._bucket(account_id)
-            if drip is not None and drip > 0:
-                bucket.drip = drip
-            if reported is None:
-                return
-            used, size = reported
-            now = self._monotonic()
-            at = max(now, bucket.at)  # requests may be booked ahead of now: compare at the last booking
-            bucket.level = max(bucket.level_at(at), used - (at - now) * bucket.drip)
-            bucket.at, bucket.size = at, size
-
-    def _bucket(self, account_id: str) -> _Bucket:
-        if account_id not in self._buckets:
-            self._buckets[account_id] = _Bucket(at=self._monotonic())
-        return self._buckets[account_id]
-
-    def forget(self, account_id: str | None = None) -> None:
-        """Drop what is known of one account's bucket (or of all): the next request starts from empty."""
-        with self._lock:
-            if account_id is None:
-                self._buckets.clear()
-            else:
-                self._buckets.pop(account_id, None)
-
-    def hold(self, account_id: str, retry_after: float, cost: float) -> None:
-        """A 429 said "retry after ``retry_after`` s": nothing of the account goes out before then, and
-        then the refused request (``cost``) fits and the others drip behind it."""
-        with self._lock:
-            bucket = self._bucket(account_id)
-            until = max(bucket.at, self._monotonic() + max(0.0, retry_after))
-            bucket.level = max(bucket.level_at(until), bucket.size - self.headroom - cost)
-            bucket.at = until
-
-    def full(self, account_id: str) -> None:
-        """A 429 came that will not be waited out here: the bucket is full whatever we thought."""
-        with self._lock:
-            bucket = self._bucket(account_id)
-            bucket.level, bucket.at = bucket.size, max(bucket.at, self._monotonic())
-
-
-#: One pacer for the whole process: every client of an account shares its bucket.
-PROCESS_PACER = BucketPacer()
-
-__all__ = ["DEFAULT_DRIP", "DEFAULT_SIZE", "PROCESS_PACER", "BucketPacer", "parse_bucket"]
+__all__ = [
+    "DEFAULT_BURST",
+    "DEFAULT_DRIP",
+    "DEFAULT_SIZE",
+    "HEADROOM",
+    "Booking",
+    "BucketState",
+    "Reading",
+    "book",
+    "hold",
+    "observe",
+    "parse_bucket",
+    "retry_after_s",
+]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from sqlalchemy import Engine
 
 from . import dialect
+from .api_buckets import ApiBucketRepo
 from .connections import ConnectionRepo, EncryptPair, Lease, NewTokens, Tally
 from .engine import make_engine, normalise_url, sqlite_path
 from .events import EVENT_VERSION, EventLease, EventsRepo
@@ -48,6 +49,7 @@ class Store:
         self.sessions = SessionRepo(engine)
         self.jobs = JobRepo(engine)
         self.pacing = PacingRepo(engine)
+        self.api_buckets = ApiBucketRepo(engine)  # each account's API limits (the proxy, stock, client)
         self.keys = KeyScan(engine)  # ciphertexts by key id, across tables (key rotation)
 
     @classmethod
@@ -78,6 +80,7 @@ __all__ = [
     "PG_CRON",
     "REFRESH",
     "REFRESHABLE",
+    "ApiBucketRepo",
     "ConnectSession",
     "ConnectionRecord",
     "ConnectionRepo",

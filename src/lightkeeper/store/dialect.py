@@ -126,7 +126,7 @@ def time_params(conn: Connection | Engine, **seconds: float) -> dict[str, Any]:
     return {"db_now": current} | {name: current + timedelta(seconds=value) for name, value in seconds.items()}
 
 
-def epoch(conn: Connection) -> ColumnElement[float]:
+def epoch(conn: Connection | Engine) -> ColumnElement[float]:
     """The database's "now" in seconds since the epoch, read when the row is reached (after any lock wait),
     for pacing slots: a slot computed before waiting for the pacing row would be stale by that wait."""
     if is_postgresql(conn):
@@ -142,7 +142,7 @@ def greatest(conn: Connection, first: ColumnElement[Any], second: ColumnElement[
     return func.greatest(first, second) if is_postgresql(conn) else func.max(first, second)
 
 
-def insert(conn: Connection, table: Table) -> postgresql.Insert | sqlite.Insert:
+def insert(conn: Connection | Engine, table: Table) -> postgresql.Insert | sqlite.Insert:
     """An INSERT that supports ``on_conflict_do_nothing`` / ``on_conflict_do_update`` on either dialect."""
     return postgresql.insert(table) if is_postgresql(conn) else sqlite.insert(table)
 

@@ -159,6 +159,15 @@ pacing = Table(
     Column("next_at", Float, nullable=False, server_default="0"),
 )
 
+api_buckets = Table(
+    "lightkeeper_api_buckets",
+    metadata,
+    # One row per (OAuth client, account): Lightspeed's leaky bucket and burst window as every process of the
+    # deployment has booked them (``lightspeed.bucket``'s state, as JSON), on the database's clock.
+    Column("name", Text, primary_key=True),
+    Column("state", Text, nullable=False, server_default=""),
+)
+
 events = Table(
     "lightkeeper_events",
     metadata,
@@ -184,6 +193,7 @@ events = Table(
 
 __all__ = [
     "UTCDateTime",
+    "api_buckets",
     "connect_sessions",
     "connections",
     "events",

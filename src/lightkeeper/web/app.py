@@ -6,13 +6,16 @@ where blocking database and Lightspeed calls belong.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..keeper import Keeper
 from ..version import __version__
-from . import api, dashboard, errors, pages, stock_api
+from . import api, dashboard, errors, pages, proxy_api, stock_api
 from .auth import ApiKeyCheck, ApiKeyMiddleware
 from .headers import SecurityHeadersMiddleware
 from .limits import BodyLimitMiddleware
@@ -26,13 +29,19 @@ Every `/api/` route needs `Authorization: Bearer $LIGHTKEEPER_API_KEY`. Errors a
 
 
 def create_app(keeper: Keeper) -> FastAPI:
-    app = FastAPI(title="lightkeeper", version=__version__, description=DESCRIPTION)
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await keeper.proxy.upstream.aclose()  # the proxy's connections belong to this event loop
+
+    app = FastAPI(title="lightkeeper", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.keeper = keeper
     errors.install(app)
     app.include_router(pages.router(keeper))
     app.include_router(dashboard.router(keeper))
     app.include_router(api.router(keeper))
     app.include_router(stock_api.router(keeper, Depends(api.authorize(keeper))), responses=api.ERRORS)
+    app.include_router(proxy_api.router(keeper, Depends(api.authorize(keeper))), responses=api.ERRORS)
     # Outermost last: headers go on every answer, the key is checked before the body is read or counted.
     app.add_middleware(BodyLimitMiddleware, settings=keeper.settings)
     app.add_middleware(ApiKeyMiddleware, check=ApiKeyCheck(keeper.settings))

@@ -1,0 +1,243 @@
+"""Forwarding one host-app request to Lightspeed: a fresh token, the account's bucket, one retry of each kind.
+
+For every request:
+
+1. a token from the same single-flight ``fresh_token`` as everything else, and a booking in the account's
+   bucket (``lightspeed.api_pacing``: shared by every process), in one hop to a worker thread, so no database
+   call blocks the event loop. A booking that would wait longer than ``PROXY_MAX_WAIT_S`` is refused before
+   anything is sent (429 with ``Retry-After``): a host on a request path wants to fail fast.
+2. a sleep until the booked moment, and the send right then; a caller woken late books again.
+3. on a 401, which Lightspeed did not process: one refresh (``rejected=`` that token) and one retry, body
+   included; a second 401 is ``AccessDenied``. On a 429, also not processed: the whole deployment holds the
+   account for its ``Retry-After``, and the request is retried once if that fits in ``PROXY_MAX_WAIT_S``, else
+   answered as it came. Nothing else is retried: a write that timed out or got a 5xx may have been done.
+4. the answer's bucket headers correct the shared model (a write only when they say something new).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+
+import aiohttp
+from anyio import to_thread
+
+from ..errors import AccessDenied, RateLimited
+from ..lightspeed.api_pacing import ApiPacer, Refusal, Slot
+from ..lightspeed.bucket import retry_after_s
+from ..lightspeed.error_mapping import parse_retry_after
+from ..lightspeed.forwarding import (
+    MAX_LINKED_BODY,
+    account_path,
+    content_is_json,
+    page_links,
+    response_headers,
+)
+from ..refresh import AccessGrant, TokenProvider
+from .body import RequestBody
+from .upstream import Upstream, chunks
+
+READ_COST = 1.0
+_READS = frozenset({"GET", "HEAD"})
+_NO_BODY_STATUS = frozenset({204, 304})
+
+
+@dataclass(frozen=True)
+class ProxyCall:
+    """One request to forward: its path already confined, its headers already allow-listed."""
+
+    connection_id: int
+    method: str
+    path: str
+    query: str
+    headers: Sequence[tuple[str, str]]
+    body: RequestBody | None
+    link_base: str  # the proxy URL of the account's root, for Link headers
+
+
+@dataclass
+class Answer:
+    """Lightspeed's answer to pass on: ``body`` read already (whole, when ``rest`` is None)."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+    rest: AsyncIterator[bytes] | None
+    wait_s: float
+    upstream_s: float
+    response: aiohttp.ClientResponse | None = field(default=None, repr=False)
+
+    def close(self) -> None:
+        """Let the connection go back to the pool (or be dropped, when the body was not read to its end)."""
+        if self.response is not None:
+            self.response.release()
+            self.response = None
+
+
+@dataclass
+class _Attempt:
+    grant: AccessGrant
+    slot: Slot
+    waited: float = 0.0
+    refreshed: bool = False
+    rate_retried: bool = False
+
+
+class Proxy:
+    """Forwards host-app requests to the connection's own Lightspeed account."""
+
+    def __init__(
+        self,
+        *,
+        tokens: TokenProvider,
+        pacer: ApiPacer,
+        upstream: Upstream,
+        api_url: str,
+        write_cost: float,
+        max_wait_s: float,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._tokens, self._pacer, self.upstream = tokens, pacer, upstream
+        self._api_url = api_url.rstrip("/")
+        self._write_cost, self._max_wait = write_cost, max_wait_s
+        self._monotonic = monotonic
+
+    async def forward(self, call: ProxyCall) -> Answer:
+        """Send ``call`` and read its answer's headers; the caller streams the rest and closes the answer."""
+        cost = READ_COST if call.method in _READS else self._write_cost
+        cap_end = self._monotonic() + self._max_wait
+        attempt = await self._prepare(call.connection_id, cost, cap_end, rejected=None)
+        body = call.body.stream() if call.body is not None else None
+        while True:
+            attempt.waited += await self._wait_for(attempt, cost, cap_end)
+            sent_at = self._monotonic()
+            response = await self.upstream.send(
+                call.method,
+                self._url(call, attempt.grant.account_id),
+                call.headers,
+                access_token=attempt.grant.access_token,
+                body=body,
+                length=call.body.length if call.body is not None else None,
+            )
+            upstream_s = self._monotonic() - sent_at
+            if response.status == 401:
+                response.release()
+                if attempt.refreshed:
+                    raise AccessDenied(
+                        f"Lightspeed refused the access token of connection {call.connection_id} again after a "
+                        "refresh (401 twice): the app may have lost access to this account"
+                    )
+                attempt = await self._refreshed(call, cost, cap_end, attempt)
+                body = await self._again(call.body)
+                continue
+            if response.status == 429 and await self._waits_out(response, attempt, cost, cap_end):
+                response.release()
+                body = await self._again(call.body)
+                continue
+            await self._observe(attempt, response)
+            return await self._answer(call, response, attempt, upstream_s)
+
+    # -- before sending -----------------------------------------------------------------------------------
+    async def _prepare(self, connection_id: int, cost: float, cap_end: float, *, rejected: str | None) -> _Attempt:
+        """A token and a booking, in one worker-thread hop (both may touch the database)."""
+
+        def prepare() -> _Attempt:
+            grant = self._tokens.fresh_token(connection_id, rejected=rejected)
+            return _Attempt(grant, self._book(grant.account_id, cost, cap_end))
+
+        return await to_thread.run_sync(prepare)
+
+    def _book(self, account_id: str, cost: float, cap_end: float) -> Slot:
+        slot = self._pacer.book(account_id, cost, max_wait=max(0.0, cap_end - self._monotonic()))
+        if isinstance(slot, Refusal):
+            raise RateLimited(
+                f"the account's Lightspeed rate limit would hold this request for {slot.wait:.1f} s, longer than "
+                "PROXY_MAX_WAIT_S: nothing was sent",
+                retry_after=retry_after_s(slot.wait),
+            )
+        return slot
+
+    async def _wait_for(self, attempt: _Attempt, cost: float, cap_end: float) -> float:
+        """Sleep until the booked moment: the last step before the bytes leave. Woken late, book again."""
+        started = self._monotonic()
+        while True:
+            if (delay := attempt.slot.moment - self._monotonic()) > 0:
+                await asyncio.sleep(delay)
+            if not self._pacer.late(attempt.slot):
+                return self._monotonic() - started
+            account = attempt.grant.account_id
+            attempt.slot = await to_thread.run_sync(self._book, account, cost, cap_end)
+
+    async def _refreshed(self, call: ProxyCall, cost: float, cap_end: float, attempt: _Attempt) -> _Attempt:
+        fresh = await self._prepare(call.connection_id, cost, cap_end, rejected=attempt.grant.access_token)
+        fresh.waited, fresh.refreshed, fresh.rate_retried = attempt.waited, True, attempt.rate_retried
+        return fresh
+
+    @staticmethod
+    async def _again(body: RequestBody | None) -> AsyncIterator[bytes] | None:
+        if body is None:
+            return None
+        await body.drain()  # the whole body is here before it is sent again
+        return body.replay()
+
+    async def _waits_out(
+        self, response: aiohttp.ClientResponse, attempt: _Attempt, cost: float, cap_end: float
+    ) -> bool:
+        """Hold the account for a 429's ``Retry-After`` (every process); whether to retry within the cap."""
+        retry_after = parse_retry_after(response.headers.get("Retry-After"), now=None)
+        account = attempt.grant.account_id
+        await to_thread.run_sync(self._pacer.hold, account, retry_after if retry_after is not None else 1.0, cost)
+        if attempt.rate_retried or retry_after is None or self._monotonic() + retry_after > cap_end:
+            return False
+        attempt.rate_retried = True
+        attempt.slot = await to_thread.run_sync(self._book, account, cost, cap_end)
+        return True
+
+    # -- after the headers ----------------------------------------------------------------------------------
+    async def _observe(self, attempt: _Attempt, response: aiohttp.ClientResponse) -> None:
+        reading = self._pacer.news(response.headers, attempt.slot)
+        if reading is not None:
+            await to_thread.run_sync(self._pacer.correct, attempt.grant.account_id, reading)
+
+    async def _answer(
+        self, call: ProxyCall, response: aiohttp.ClientResponse, attempt: _Attempt, upstream_s: float
+    ) -> Answer:
+        headers = response_headers(response.headers.items())
+        answer = Answer(response.status, headers, b"", None, attempt.waited, upstream_s, response)
+        if call.method == "HEAD" or response.status in _NO_BODY_STATUS:
+            return answer
+        stream = chunks(response)
+        if not self._linkable(response):
+            answer.rest = stream
+            return answer
+        # A JSON page small enough to read whole: its next/previous pages become a Link header.
+        read: list[bytes] = []
+        size = 0
+        async for chunk in stream:
+            read.append(chunk)
+            size += len(chunk)
+            if size > MAX_LINKED_BODY:
+                answer.body, answer.rest = b"".join(read), stream
+                return answer
+        answer.body = b"".join(read)
+        account = attempt.grant.account_id
+        link = page_links(answer.body, api_url=self._api_url, account_id=account, proxy_base=call.link_base)
+        if link is not None:
+            answer.headers.append(("Link", link))
+        return answer
+
+    @staticmethod
+    def _linkable(response: aiohttp.ClientResponse) -> bool:
+        if response.status != 200 or not content_is_json(response.headers):
+            return False
+        length = response.content_length
+        return length is None or length <= MAX_LINKED_BODY
+
+    def _url(self, call: ProxyCall, account_id: str) -> str:
+        path = account_path(account_id, call.path)
+        return f"{self._api_url}{path}" + (f"?{call.query}" if call.query else "")
+
+
+__all__ = ["READ_COST", "Answer", "Proxy", "ProxyCall"]

@@ -1,0 +1,272 @@
+"""``/api/connections/{id}/lightspeed/{path}``: the API proxy's HTTP face, for host apps in any language.
+
+The route checks what it can before anything is sent (the path's confinement, the query's characters), hands
+the request to ``Proxy.forward`` (token, bucket, send, retries), and streams Lightspeed's answer back as it
+comes. A caller that goes away cancels the request to Lightspeed, whether it is still waiting for the answer's
+headers or reading its body. One log line a request: method, connection, path (never the query, which may
+hold customer data), status, waits and duration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import re
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from starlette.requests import ClientDisconnect
+from starlette.types import Receive, Scope, Send
+
+from ..errors import (
+    AccessDenied,
+    ConnectionExpired,
+    ConnectionNotFound,
+    InvalidGrant,
+    InvalidPath,
+    LightkeeperError,
+    ProviderError,
+    ProviderTimeout,
+    RateLimited,
+)
+from ..keeper import Keeper
+from ..lightspeed.forwarding import confine, request_headers
+from ..metrics import count_proxied
+from ..proxy import Answer, ProxyCall, RequestBody
+from .api import ConnectionId
+from .errors import ApiError, ErrorBody, json_error
+
+log = logging.getLogger(__name__)
+
+METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+_RAW_PREFIX = re.compile(rb"^/api/connections/([0-9]+)/lightspeed(?:/(.*))?$", re.DOTALL)
+_QUERY_BAD = re.compile(r"[\x00-\x20\x7f#]")
+
+PROBLEMS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "`invalid_path`: the path could leave the account; nothing was sent"},
+    403: {"model": ErrorBody, "description": "`lightspeed_access_denied`: Lightspeed refused a fresh token too"},
+    404: {"model": ErrorBody, "description": "`connection_not_found`"},
+    409: {"model": ErrorBody, "description": "`connection_expired`: the merchant must reconnect"},
+    429: {"model": ErrorBody, "description": "`rate_limited`: the account's bucket would hold it too long"},
+    504: {"model": ErrorBody, "description": "`provider_timeout`: no answer within PROXY_TIMEOUT_S"},
+}
+
+
+def router(keeper: Keeper, auth: Any) -> APIRouter:
+    api = APIRouter(prefix="/api", tags=["proxy"], dependencies=[auth])
+
+    async def proxied(request: Request, connection_id: ConnectionId) -> Response:
+        """Lightspeed's answer to the same request, sent under the connection's own account with its token.
+
+        ``Item.json?limit=100`` is ``GET {LIGHTSPEED_API_URL}/API/V3/Account/{account_id}/Item.json?limit=100``;
+        an empty path is the account itself. The answer's status, body and `X-LS-*` headers come through, with a
+        `Link` header (RFC 8288) for the next and previous pages of a collection."""
+        return await _proxy(keeper, request, connection_id)
+
+    for path in ("/connections/{connection_id}/lightspeed", "/connections/{connection_id}/lightspeed/{path:path}"):
+        api.add_api_route(
+            path,
+            proxied,
+            methods=METHODS,
+            responses=PROBLEMS,
+            include_in_schema=path.endswith("{path:path}"),
+            response_class=Response,
+            summary="Call Lightspeed for a connection",
+        )
+    return api
+
+
+async def _proxy(keeper: Keeper, request: Request, connection_id: int) -> Response:
+    trace = _Trace(request.method, connection_id)
+    try:
+        trace.path, call = await _call(request, connection_id)
+        answer = await _until_disconnect(keeper.proxy.forward(call), request, call.body)
+    except (LightkeeperError, ClientDisconnect) as exc:
+        error = _refusal(exc)
+        trace.record(error.status if error else 499)
+        if error is None:
+            return Response(status_code=499)
+        response = json_error(error)
+        if isinstance(error, RateLimitedError) and error.retry_after is not None:
+            response.headers["Retry-After"] = str(math.ceil(error.retry_after))
+        return response
+    if answer is None:  # the caller went away: the request to Lightspeed was cancelled
+        trace.record(499)
+        return Response(status_code=499)
+    return ProxiedAnswer(answer, lambda status: trace.record(status, answer))
+
+
+async def _call(request: Request, connection_id: int) -> tuple[str, ProxyCall]:
+    """The request to forward; ``InvalidPath`` (nothing sent) for a path or query that could leave the account."""
+    found = _RAW_PREFIX.match(request.scope.get("raw_path") or request.scope["path"].encode())
+    if found is None:
+        raise InvalidPath("the path is not under /api/connections/{id}/lightspeed/")
+    path = confine((found.group(2) or b"").decode("latin-1"))
+    query = request.scope.get("query_string", b"").decode("latin-1")
+    if _QUERY_BAD.search(query):
+        raise InvalidPath("the query string may not contain spaces, '#' or control characters")
+    body = _body(request)
+    if body is None:
+        await request.body()  # the (empty) body message, so that only a disconnect can arrive after it
+    root = request.scope.get("root_path", "")
+    call = ProxyCall(
+        connection_id=connection_id,
+        method=request.method,
+        path=path,
+        query=query,
+        headers=request_headers(request.headers.items()),
+        body=body,
+        link_base=f"{root}/api/connections/{connection_id}/lightspeed",
+    )
+    return path, call
+
+
+def _body(request: Request) -> RequestBody | None:
+    length = request.headers.get("content-length")
+    declared = int(length) if length is not None and length.isdigit() else None
+    if declared == 0 or (declared is None and "transfer-encoding" not in request.headers):
+        return None
+    return RequestBody(request.stream(), length=declared)
+
+
+async def _until_disconnect(forward: Awaitable[Answer], request: Request, body: RequestBody | None) -> Answer | None:
+    """``forward``'s answer, or None (and the request to Lightspeed cancelled) if the caller disconnects first."""
+    return await _first_or_cancel(asyncio.ensure_future(forward), _disconnected(request.receive, body))
+
+
+async def _first_or_cancel(work: asyncio.Future[Answer], disconnect: Awaitable[None]) -> Answer | None:
+    watching = asyncio.ensure_future(disconnect)
+    try:
+        pending: set[asyncio.Future[Any]] = {work, watching}
+        done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watching.cancel()
+        if not work.done():
+            work.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await work
+    return work.result() if work in done and not work.cancelled() else None
+
+
+async def _disconnected(receive: Receive, body: RequestBody | None) -> None:
+    if body is not None:
+        await body.finished.wait()  # until then the body's reader owns ``receive``
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+def _refusal(exc: BaseException) -> ApiError | None:
+    """The proxy's own answer to each failure (the token and stock routes keep theirs); None: caller gone."""
+    if isinstance(exc, ClientDisconnect):
+        return None
+    if isinstance(exc, InvalidPath):
+        return ApiError(400, "invalid_path", str(exc))
+    if isinstance(exc, ConnectionNotFound):
+        return ApiError(404, "connection_not_found", str(exc))
+    if isinstance(exc, (ConnectionExpired, InvalidGrant)):
+        return ApiError(409, "connection_expired", str(exc))
+    if isinstance(exc, AccessDenied):
+        return ApiError(403, "lightspeed_access_denied", str(exc))
+    if isinstance(exc, RateLimited):
+        return RateLimitedError(exc)
+    if isinstance(exc, ProviderTimeout):
+        return ApiError(504, "provider_timeout", str(exc))
+    if isinstance(exc, ProviderError):
+        return ApiError(503, "provider_unavailable", str(exc))
+    raise exc  # the app's own handlers answer the rest (404 connection_not_found, 500 configuration_error)
+
+
+class RateLimitedError(ApiError):
+    def __init__(self, exc: RateLimited) -> None:
+        super().__init__(429, "rate_limited", str(exc))
+        self.retry_after = exc.retry_after
+
+
+class ProxiedAnswer(Response):
+    """Streams Lightspeed's answer as it comes; if it pauses past ``PROXY_TIMEOUT_S`` or breaks off once bytes
+    went out, the connection to the caller is cut (a clean end would pass a truncated body as whole)."""
+
+    def __init__(self, answer: Answer, done: Any) -> None:
+        super().__init__(status_code=answer.status)
+        self.answer, self._done = answer, done
+        self.raw_headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in answer.headers]
+        if answer.rest is None and not any(k == b"content-length" for k, _ in self.raw_headers):
+            self.raw_headers.append((b"content-length", str(len(answer.body)).encode()))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        status = self.status_code
+        try:
+            await send({"type": "http.response.start", "status": status, "headers": self.raw_headers})
+            if scope["method"] == "HEAD":
+                await send({"type": "http.response.body", "body": b""})
+                return
+            await self._stream(receive, send)
+        finally:
+            self.answer.close()
+            self._done(status)
+
+    async def _stream(self, receive: Receive, send: Send) -> None:
+        pumping = asyncio.ensure_future(self._pump(send))
+        watching = asyncio.ensure_future(_disconnected(receive, None))
+        try:
+            await asyncio.wait({pumping, watching}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watching.cancel()
+            if not pumping.done():  # the caller went away: stop reading Lightspeed's answer
+                pumping.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pumping
+        if pumping.done() and not pumping.cancelled():
+            pumping.result()
+
+    async def _pump(self, send: Send) -> None:
+        try:
+            if self.answer.rest is None:
+                await send({"type": "http.response.body", "body": self.answer.body})
+                return
+            if self.answer.body:
+                await send({"type": "http.response.body", "body": self.answer.body, "more_body": True})
+            async for chunk in self.answer.rest:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+        except ProviderError as exc:
+            log.warning("proxy: the answer from Lightspeed broke off after it started (%s); connection cut", exc)
+
+
+@dataclass
+class _Trace:
+    """What the metrics and the log line of one proxied request say (never its query, never a token)."""
+
+    method: str
+    connection_id: int
+    path: str = ""
+    started: float = field(default_factory=time.perf_counter)
+
+    def record(self, status: int, answer: Answer | None = None) -> None:
+        wait_s = answer.wait_s if answer is not None else None
+        upstream_s = answer.upstream_s if answer is not None else None
+        count_proxied(self.method, status, wait_s=wait_s, upstream_s=upstream_s)
+        if log.isEnabledFor(logging.INFO):
+            fields = {
+                "method": self.method,
+                "connection_id": self.connection_id,
+                "path": self.path,
+                "status": status,
+                "wait_ms": _ms(wait_s),
+                "upstream_ms": _ms(upstream_s),
+                "duration_ms": _ms(time.perf_counter() - self.started),
+            }
+            log.info("proxy %s %s", self.method, status, extra={"event": "proxy", "fields": fields})
+
+
+def _ms(seconds: float | None) -> float | None:
+    return round(seconds * 1000, 1) if seconds is not None else None
+
+
+__all__ = ["METHODS", "router"]
