@@ -4,6 +4,8 @@ on SQLite and PostgreSQL, and a connected merchant to call Lightspeed for.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 
 import httpx2
@@ -12,14 +14,18 @@ import pytest
 from lightkeeper.simulator import SimulatorControl
 from tests.web.conftest import (  # noqa: F401 (fixtures reused by name)
     AppServer,
+    ServeApp,
     app_server,
     database_url,
+    new_api_key,
     pg_clones,
     pg_database_url,
     pg_template,
     serve_app,
     sqlite_url,
 )
+
+MerchantFactory = Callable[..., AbstractContextManager["Merchant"]]
 
 
 @dataclass
@@ -45,3 +51,29 @@ def merchant(app_server: AppServer, sim: SimulatorControl) -> Merchant:  # noqa:
     record = app_server.connect("merchant-1")
     sim.clear_requests()
     return Merchant(record.id, record.account_id, app_server)
+
+
+@pytest.fixture
+def merchant_with(serve_app: ServeApp, sim: SimulatorControl) -> MerchantFactory:  # noqa: F811
+    """A connected merchant on an app started with extra settings: ``with merchant_with(PROXY_TIMEOUT_S="1")``."""
+
+    @contextmanager
+    def start(**env: str) -> Iterator[Merchant]:
+        with serve_app(LIGHTKEEPER_API_KEY=new_api_key(), **env) as server:
+            record = server.connect("merchant-1")
+            sim.clear_requests()
+            yield Merchant(record.id, record.account_id, server)
+
+    return start
+
+
+def upstream(sim: SimulatorControl) -> list[dict[str, object]]:
+    """The API requests the simulator received (what reached "Lightspeed")."""
+    return sim.requests()
+
+
+def header(entry: dict[str, object], name: str) -> list[str]:
+    """The values of one header (lower-case ``name``) in a recorded request."""
+    pairs = entry["headers"]
+    assert isinstance(pairs, list)
+    return [value for key, value in pairs if key == name]
