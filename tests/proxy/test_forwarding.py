@@ -49,7 +49,9 @@ def test_the_query_string_goes_through_unchanged(merchant: Merchant, sim: Simula
 
 def test_an_empty_path_is_the_account_itself(merchant: Merchant, sim: SimulatorControl) -> None:
     for suffix in ("", "/"):
-        merchant.server.client.get(f"{merchant.base}{suffix}")
+        answer = merchant.server.client.get(f"{merchant.base}{suffix}")
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["Account"]["accountID"] == merchant.account_id
     assert [r["path"] for r in sim.requests()] == [f"/API/V3/Account/{merchant.account_id}.json"] * 2
 
 

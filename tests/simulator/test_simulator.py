@@ -516,6 +516,7 @@ def test_stats_counters(sim: Sim) -> None:
         "invalid_grant": 0,
         "api_requests": 1,
         "rate_limited": 0,
+        "burst_limited": 0,
         "reuse": 0,
     }
     assert sim.control.account(tokens.account_id)["refreshes"] == 1

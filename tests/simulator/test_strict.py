@@ -138,6 +138,7 @@ def test_a_revoked_token_replay_counts_as_reuse(http: httpx2.Client, sim: Simula
         "invalid_grant": 1,
         "api_requests": 1,
         "rate_limited": 0,
+        "burst_limited": 0,
         "reuse": 1,
     }
     refresh(http, first.refresh)

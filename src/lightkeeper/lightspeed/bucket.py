@@ -62,9 +62,14 @@ class BucketState:
             return cls()
         try:
             level, at, size, drip, burst, sends, hold = json.loads(text)
-            return cls(float(level), float(at), float(size), float(drip), int(burst), tuple(sends), float(hold))
-        except (ValueError, TypeError):
-            return cls()  # a row from another version: start over, the next answer corrects it
+            times = tuple(float(sent) for sent in sends) if isinstance(sends, list) else None
+            numbers = (float(level), float(at), float(size), float(drip), float(hold))
+            limit = max(1, int(burst))
+        except (ValueError, TypeError, OverflowError):
+            times = None
+        if times is None or not all(math.isfinite(n) for n in (*numbers, *times)) or min(numbers[2:4]) <= 0:
+            return cls()  # a row from another version, or damaged: start over, the next answer corrects it
+        return cls(numbers[0], numbers[1], numbers[2], numbers[3], limit, times, numbers[4])
 
 
 @dataclass(frozen=True)

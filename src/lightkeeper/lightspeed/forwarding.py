@@ -64,19 +64,26 @@ RESPONSE_HEADERS = frozenset(
 def confine(raw: str) -> str:
     """``raw`` (the path after ``/lightspeed/``, as received: percent-encoded) checked and ready to send
     under the account's prefix; ``InvalidPath`` says what is wrong, without repeating it."""
-    if len(raw.encode("utf-8", "surrogateescape")) > MAX_PATH_BYTES:
+    try:
+        encoded = raw.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidPath("the path is not valid text") from None
+    if len(encoded) > MAX_PATH_BYTES:
         raise InvalidPath(f"the path is longer than {MAX_PATH_BYTES} bytes")
     if _ENCODED_SEPARATORS.search(raw):
         raise InvalidPath("the path may not encode '/', '\\' or '%' (%2F, %5C, %25)")
     decoded = unquote_to_bytes(raw)
-    if _BAD_BYTES.search(decoded) or _BAD_BYTES.search(raw.encode("utf-8", "surrogateescape")):
+    if _BAD_BYTES.search(decoded) or _BAD_BYTES.search(encoded):
         raise InvalidPath("the path may not contain a backslash or a control character")
+    if b"%" in decoded:  # a '%' that was no escape: once re-encoded it would be one ("%%32%65" -> "%252e")
+        raise InvalidPath("the path may not contain a '%' that is not an escape")
     if not raw:
         return ""
     if _SCHEME.match(decoded):
         raise InvalidPath("the path may not name a scheme or a host")
     for segment in decoded.split(b"/"):
-        if segment in (b"", b".", b".."):
+        # Some servers drop ";parameters" from a segment before reading it: "..;x" is ".." to them.
+        if segment.split(b";", 1)[0] in (b"", b".", b".."):
             raise InvalidPath("the path may not contain '.', '..' or empty segments")
     # Re-encoded from the decoded bytes: what leaves is well-formed whatever the caller's encoding was.
     return quote(decoded, safe=_PATH_SAFE)

@@ -2,31 +2,29 @@
 
 Provider routes mimic Lightspeed (``/auth/oauth/*``, ``/API/V3/*``); knobs live under ``/_sim/`` and
 need no auth. Handlers are async so injected latency (``asyncio.sleep``) lets many slow requests
-overlap, as they would against the real provider.
+overlap, as they would against the real provider; how an answer is delivered (faults, holds, streamed
+bodies) lives in ``serving.py``. Every ``/API/V3`` request is logged on arrival by
+``RequestRecorder`` (``recorder.py``) before any route sees it; a catch-all route answers the paths
+Lightspeed does not have, after charging them like any call.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import json
-import socket
-import struct
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any, cast
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from starlette.types import Receive, Scope, Send
 
 from lightkeeper.simulator.config import SimulatorConfig
+from lightkeeper.simulator.recorder import RequestRecorder
 from lightkeeper.simulator.replies import Reply, SimulatorError
+from lightkeeper.simulator.serving import api_latency, serve, sim_of, sleep_ms, to_response
 from lightkeeper.simulator.state import SimulatorState
-
-Handler = Callable[[], Awaitable[Reply]]
 
 oauth_router = APIRouter()
 api_router = APIRouter()
@@ -45,91 +43,14 @@ def create_app(config: SimulatorConfig | None = None, *, state: SimulatorState |
     app.include_router(oauth_router)
     app.include_router(api_router)
     app.include_router(knob_router)
+    app.add_middleware(RequestRecorder, state=app.state.simulator)
     app.add_exception_handler(SimulatorError, _simulator_error)
     return app
-
-
-def _sim(request: Request) -> SimulatorState:
-    return cast(SimulatorState, request.app.state.simulator)
 
 
 async def _simulator_error(request: Request, exc: Exception) -> Response:
     error = cast(SimulatorError, exc)
     return JSONResponse({"error": error.message}, error.status)
-
-
-# ------------------------------------------------------------------ plumbing
-
-
-def _to_response(reply: Reply) -> Response:
-    if isinstance(reply.body, dict):
-        return JSONResponse(reply.body, reply.status, reply.headers)
-    if reply.body is None:
-        return Response(b"", reply.status, reply.headers)
-    return Response(reply.body, reply.status, reply.headers, media_type=reply.media_type)
-
-
-async def _sleep_ms(milliseconds: float) -> None:
-    if milliseconds > 0:
-        await asyncio.sleep(milliseconds / 1000)
-
-
-async def _hold(sim: SimulatorState, seconds: float) -> None:
-    """Sleep up to ``seconds``, but wake early on reset/clear-faults/shutdown so tests never hang."""
-    generation = sim.wake_generation
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    while sim.wake_generation == generation and (left := deadline - loop.time()) > 0:
-        await asyncio.sleep(min(0.05, left))
-
-
-class _TruncatedResponse(Response):
-    """Promises a body it never sends: uvicorn then closes the connection mid-response."""
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"64")]})
-
-
-async def _reset_connection(request: Request) -> Response:
-    """Drop the TCP connection with an RST before any byte of the response is written.
-
-    ASGI has no "abort" message, so this reaches uvicorn's transport through the bound ``receive``
-    (``RequestResponseCycle.receive``). SO_LINGER 0 turns the close into a reset. Where that is not
-    available (another server), fall back to a truncated response, which the client also sees as a
-    broken connection (uvicorn logs "ASGI callable returned without completing response").
-    """
-    transport = getattr(getattr(request.receive, "__self__", None), "transport", None)
-    if transport is None or not hasattr(transport, "abort"):
-        return _TruncatedResponse()
-    sock = transport.get_extra_info("socket")
-    if sock is not None:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    transport.abort()
-    # Let uvicorn's connection_lost run: it marks the request disconnected, so the response below is
-    # silently dropped instead of being logged as an application error.
-    await asyncio.sleep(0.01)
-    return Response(b"", 500)
-
-
-async def _serve(request: Request, endpoint: str, handler: Handler) -> Response:
-    """Run ``handler`` unless a fault is queued for ``endpoint`` (kinds: see ``faults.py``).
-
-    A "timeout" or "stall_after_issue" fault still runs the handler (a refresh really rotates the tokens)
-    and then holds the answer: the lost-response case that the grace window exists for. "no_expires_in"
-    also runs it, then trims the answer.
-    """
-    sim = _sim(request)
-    fault = sim.begin(endpoint)
-    if fault is None:
-        return _to_response(await handler())
-    if fault.runs_handler:
-        reply = fault.alter(await handler())
-        if fault.holds:
-            await _hold(sim, fault.seconds)
-        return _to_response(reply)
-    if fault.kind == "reset":
-        return await _reset_connection(request)
-    return _to_response(fault.reply())
 
 
 def _method_not_allowed() -> Response:
@@ -177,7 +98,7 @@ def _basic_auth(request: Request) -> tuple[str, str] | None:
 
 @oauth_router.get("/auth/oauth/authorize")
 async def authorize(request: Request) -> Response:
-    return _to_response(_sim(request).authorize(dict(request.query_params)))
+    return to_response(sim_of(request).authorize(dict(request.query_params)))
 
 
 @oauth_router.api_route("/auth/oauth/token", methods=["POST", *_NON_POST])
@@ -187,16 +108,16 @@ async def token(request: Request) -> Response:
     received_at = time.monotonic()  # before the latency: when the client sent it
 
     async def handle() -> Reply:
-        sim = _sim(request)
+        sim = sim_of(request)
         # The body is read on arrival, before the latency: a client that hangs up (or is killed) while the
         # provider works still has its grant carried out, as at Lightspeed. Reading it after the delay let a
         # disconnect cancel the rotation: kinder than the provider.
         fields, is_json = await _oauth_fields(request)
         epoch = sim.epoch
-        await _sleep_ms(sim.config.token_latency_ms)
+        await sleep_ms(sim.config.token_latency_ms)
         return sim.token(fields, json_body=is_json, basic=_basic_auth(request), received_at=received_at, epoch=epoch)
 
-    return await _serve(request, "token", handle)
+    return await serve(request, "token", handle)
 
 
 @oauth_router.api_route("/auth/oauth/revoke", methods=["POST", *_NON_POST])
@@ -207,49 +128,110 @@ async def revoke(request: Request) -> Response:
     async def handle() -> Reply:
         # Not slowed by token_latency_ms: that knob models slow token grants only.
         fields, _ = await _oauth_fields(request)
-        return _sim(request).revoke(fields, basic=_basic_auth(request))
+        return sim_of(request).revoke(fields, basic=_basic_auth(request))
 
-    return await _serve(request, "revoke", handle)
+    return await serve(request, "revoke", handle)
 
 
 # ----------------------------------------------------------------- API routes
 
 _ITEM_PATH = "/API/V3/Account/{account_id}/Item/{item_id}.json"
+_ITEMS_PATH = "/API/V3/Account/{account_id}/Item.json"
+# Every method the catch-all answers (404 after charging, like any call).
+_ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
-@api_router.get("/API/V3/Account.json")
+def _bearer(request: Request) -> str | None:
+    return request.headers.get("authorization")
+
+
+async def _json_body(request: Request) -> object:
+    """The request body as JSON, or None (answered 400 by the state, after the bucket is charged)."""
+    try:
+        body: object = json.loads(await request.body())
+    except ValueError:
+        return None
+    return body
+
+
+@api_router.api_route("/API/V3/Account.json", methods=["GET", "HEAD"])
 async def account_json(request: Request) -> Response:
     async def handle() -> Reply:
-        sim = _sim(request)
-        await _sleep_ms(sim.config.api_latency_ms)
-        return sim.api_account(request.headers.get("authorization"))
+        await api_latency(request)
+        return sim_of(request).api_account(_bearer(request))
 
-    return await _serve(request, "api", handle)
+    return await serve(request, "api", handle)
 
 
-@api_router.get(_ITEM_PATH)
+@api_router.api_route("/API/V3/Account/{account_id}.json", methods=["GET", "HEAD"])
+async def one_account_json(request: Request, account_id: str) -> Response:
+    async def handle() -> Reply:
+        await api_latency(request)
+        return sim_of(request).api_account(_bearer(request), account_id)
+
+    return await serve(request, "api", handle)
+
+
+@api_router.api_route(_ITEMS_PATH, methods=["GET", "HEAD"])
+async def list_items(request: Request, account_id: str) -> Response:
+    """One cursor page; ``next``/``previous`` are complete URLs on the request's own base URL."""
+
+    async def handle() -> Reply:
+        await api_latency(request)
+        base = str(request.base_url).rstrip("/") + request.url.path
+        query = parse_qsl(request.url.query, keep_blank_values=True)
+        return sim_of(request).api_list_items(_bearer(request), account_id, base, query)
+
+    return await serve(request, "api", handle)
+
+
+@api_router.post(_ITEMS_PATH)
+async def create_item(request: Request, account_id: str) -> Response:
+    async def handle() -> Reply:
+        await api_latency(request)
+        return sim_of(request).api_create_item(_bearer(request), account_id, await _json_body(request))
+
+    return await serve(request, "api", handle)
+
+
+@api_router.api_route(_ITEM_PATH, methods=["GET", "HEAD"])
 async def get_item(request: Request, account_id: str, item_id: str) -> Response:
     async def handle() -> Reply:
-        sim = _sim(request)
-        await _sleep_ms(sim.config.api_latency_ms)
+        await api_latency(request)
         relations = request.query_params.get("load_relations")
-        return sim.api_get_item(request.headers.get("authorization"), account_id, item_id, relations)
+        return sim_of(request).api_get_item(_bearer(request), account_id, item_id, relations)
 
-    return await _serve(request, "api", handle)
+    return await serve(request, "api", handle)
 
 
 @api_router.put(_ITEM_PATH)
 async def put_item(request: Request, account_id: str, item_id: str) -> Response:
     async def handle() -> Reply:
-        sim = _sim(request)
-        await _sleep_ms(sim.config.api_latency_ms)
-        try:
-            body: object = json.loads(await request.body())
-        except ValueError:
-            body = None  # answered 400 by the state, after the bucket is charged
-        return sim.api_put_item(request.headers.get("authorization"), account_id, item_id, body)
+        await api_latency(request)
+        return sim_of(request).api_put_item(_bearer(request), account_id, item_id, await _json_body(request))
 
-    return await _serve(request, "api", handle)
+    return await serve(request, "api", handle)
+
+
+@api_router.delete(_ITEM_PATH)
+async def archive_item(request: Request, account_id: str, item_id: str) -> Response:
+    async def handle() -> Reply:
+        await api_latency(request)
+        return sim_of(request).api_archive_item(_bearer(request), account_id, item_id)
+
+    return await serve(request, "api", handle)
+
+
+@api_router.api_route("/API/V3/{rest:path}", methods=_ANY_METHOD)
+async def api_other(request: Request, rest: str) -> Response:
+    """Any other path (or a method a known path lacks): authenticated, charged, then 404 (or 403)."""
+
+    async def handle() -> Reply:
+        await api_latency(request)
+        body = await _json_body(request) if request.method in {"POST", "PUT"} else None
+        return sim_of(request).api_other(_bearer(request), request.method, request.url.path, body)
+
+    return await serve(request, "api", handle)
 
 
 # ---------------------------------------------------------------------- knobs
@@ -279,51 +261,51 @@ def _str_field(body: dict[str, Any], name: str, *, required: bool = True) -> str
 
 @knob_router.get("/stats")
 async def stats(request: Request) -> Response:
-    return JSONResponse(_sim(request).stats())
+    return JSONResponse(sim_of(request).stats())
 
 
 @knob_router.get("/refresh-times")
 async def refresh_times(request: Request) -> Response:
-    return JSONResponse({"refresh_times": _sim(request).refresh_times()})
+    return JSONResponse({"refresh_times": sim_of(request).refresh_times()})
 
 
 @knob_router.post("/reset")
 async def reset(request: Request) -> Response:
-    _sim(request).reset()
+    sim_of(request).reset()
     return JSONResponse({})
 
 
 @knob_router.get("/config")
 async def get_config(request: Request) -> Response:
-    return JSONResponse(_sim(request).get_config())
+    return JSONResponse(sim_of(request).get_config())
 
 
 @knob_router.post("/config")
 async def set_config(request: Request) -> Response:
-    return JSONResponse(_sim(request).update_config(await _knob_body(request)))
+    return JSONResponse(sim_of(request).update_config(await _knob_body(request)))
 
 
 @knob_router.post("/authorize-mode")
 async def authorize_mode(request: Request) -> Response:
     body = await _knob_body(request)
     mode, account_id = _str_field(body, "mode") or "", _str_field(body, "account_id", required=False)
-    _sim(request).set_authorize_mode(mode, account_id)
+    sim_of(request).set_authorize_mode(mode, account_id)
     return JSONResponse({"mode": mode, "account_id": account_id})
 
 
 @knob_router.get("/faults")
 async def list_faults(request: Request) -> Response:
-    return JSONResponse(_sim(request).faults())
+    return JSONResponse(sim_of(request).faults())
 
 
 @knob_router.post("/faults")
 async def add_fault(request: Request) -> Response:
-    return JSONResponse(_sim(request).add_fault(await _knob_body(request)))
+    return JSONResponse(sim_of(request).add_fault(await _knob_body(request)))
 
 
 @knob_router.delete("/faults")
 async def clear_faults(request: Request) -> Response:
-    _sim(request).clear_faults()
+    sim_of(request).clear_faults()
     return JSONResponse({"faults": []})
 
 
@@ -332,7 +314,7 @@ async def register_client(request: Request) -> Response:
     body = await _knob_body(request)
     client_id, secret = _str_field(body, "client_id") or "", _str_field(body, "client_secret") or ""
     redirect_uri = _str_field(body, "redirect_uri", required=False)
-    return JSONResponse(_sim(request).register_client(client_id, secret, redirect_uri))
+    return JSONResponse(sim_of(request).register_client(client_id, secret, redirect_uri))
 
 
 @knob_router.post("/redirect-uris")
@@ -340,17 +322,17 @@ async def register_redirect_uri(request: Request) -> Response:
     """Register one more redirect URI for a client (default: the configured one) until the next reset."""
     body = await _knob_body(request)
     uri, client_id = _str_field(body, "redirect_uri") or "", _str_field(body, "client_id", required=False)
-    return JSONResponse(_sim(request).register_redirect_uri(uri, client_id))
+    return JSONResponse(sim_of(request).register_redirect_uri(uri, client_id))
 
 
 @knob_router.get("/accounts")
 async def accounts(request: Request) -> Response:
-    return JSONResponse(_sim(request).accounts())
+    return JSONResponse(sim_of(request).accounts())
 
 
 @knob_router.get("/accounts/{account_id}")
 async def account(request: Request, account_id: str) -> Response:
-    return JSONResponse(_sim(request).account(account_id))
+    return JSONResponse(sim_of(request).account(account_id))
 
 
 @knob_router.post("/seed")
@@ -359,34 +341,55 @@ async def seed(request: Request) -> Response:
     count = (await _knob_body(request)).get("count")
     if not isinstance(count, int):
         raise SimulatorError(400, "count must be an integer")
-    return JSONResponse(_sim(request).seed(count))
+    return JSONResponse(sim_of(request).seed(count))
 
 
 @knob_router.post("/accounts/{account_id}/revoke")
 async def revoke_account(request: Request, account_id: str) -> Response:
-    return JSONResponse(_sim(request).revoke_account(account_id))
+    return JSONResponse(sim_of(request).revoke_account(account_id))
 
 
 @knob_router.post("/accounts/{account_id}/advance")
 async def advance_account(request: Request, account_id: str) -> Response:
     seconds = (await _knob_body(request)).get("seconds")
-    return JSONResponse(_sim(request).advance_account(account_id, cast(float, seconds)))
+    return JSONResponse(sim_of(request).advance_account(account_id, cast(float, seconds)))
 
 
 @knob_router.post("/clock/advance")
 async def advance_all(request: Request) -> Response:
     seconds = (await _knob_body(request)).get("seconds")
-    return JSONResponse(_sim(request).advance_all(cast(float, seconds)))
+    return JSONResponse(sim_of(request).advance_all(cast(float, seconds)))
 
 
 @knob_router.post("/accounts/{account_id}/expire-access-tokens")
 async def expire_access_tokens(request: Request, account_id: str) -> Response:
-    return JSONResponse(_sim(request).expire_access_tokens(account_id))
+    return JSONResponse(sim_of(request).expire_access_tokens(account_id))
+
+
+@knob_router.post("/accounts/{account_id}/items")
+async def add_items(request: Request, account_id: str) -> Response:
+    """``count`` more stocked items for the account (a 250-item collection to page through)."""
+    count = (await _knob_body(request)).get("count")
+    if isinstance(count, bool) or not isinstance(count, int):
+        raise SimulatorError(400, "count must be an integer")
+    return JSONResponse(sim_of(request).add_items(account_id, count))
+
+
+@knob_router.get("/requests")
+async def requests_log(request: Request) -> Response:
+    """What reached /API/V3, oldest first (the last 2,000), tokens redacted: see ``requestlog.py``."""
+    return JSONResponse({"requests": sim_of(request).requests()})
+
+
+@knob_router.delete("/requests")
+async def clear_requests(request: Request) -> Response:
+    sim_of(request).clear_requests()
+    return JSONResponse({"requests": []})
 
 
 @knob_router.get("/accounts/{account_id}/items/{item_id}")
 async def stored_item(request: Request, account_id: str, item_id: str) -> Response:
-    return JSONResponse(_sim(request).item(account_id, item_id))
+    return JSONResponse(sim_of(request).item(account_id, item_id))
 
 
 __all__ = ["create_app"]

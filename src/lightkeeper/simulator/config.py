@@ -25,8 +25,12 @@ class SimulatorConfig:
     # Delay of each token request (code exchange or refresh) only; revoke and the API are not slowed. The
     # body is read before it, so a client gone meanwhile still has its grant (a refresh rotates) done.
     token_latency_ms: int = 0
-    # Delay of each API request (Account, Item).
+    # Delay of each API request (every /API/V3 route); a client that hangs up meanwhile is counted
+    # (``api_disconnects``) and its request still carried out, as a provider that already has it would.
     api_latency_ms: int = 0
+    # At most this many API requests per (account, client) in any sliding 1-second window; more get 429
+    # ``api-burst-limiter`` (uncharged). Sliding, not calendar seconds: a client pacing per clock second fails.
+    burst_limit: int = 10
 
 
 # How /_sim/config coerces JSON values: (python type, may be None, must be > 0).
@@ -41,6 +45,7 @@ _CONFIG_FIELDS: dict[str, tuple[type, bool, bool]] = {
     "drip_rate": (float, False, True),
     "token_latency_ms": (int, False, False),
     "api_latency_ms": (int, False, False),
+    "burst_limit": (int, False, True),
 }
 
 

@@ -43,7 +43,8 @@ class SimulatorControl:
         return data
 
     def stats(self) -> dict[str, Any]:
-        """Counters: ``token_requests``, ``refreshes``, ``refreshes_in_grace``, ``reuse``, … and ``per_account``."""
+        """Counters: ``token_requests``, ``refreshes``, ``refreshes_in_grace``, ``reuse``, ``rate_limited`` (429s of
+        both limiters), ``burst_limited``, ``api_foreign_account``, ``api_disconnects``, … and ``per_account``."""
         return self._object("GET", "/stats")
 
     def reuse(self, account_id: int | str | None = None) -> int:
@@ -91,13 +92,16 @@ class SimulatorControl:
         *,
         retry_after: int | None = None,
         seconds: float | None = None,
+        body_bytes: int | None = None,
     ) -> dict[str, Any]:
         """Make the next ``count`` requests to ``endpoint`` (token/api/revoke) fail as ``kind``.
 
         Kinds (``lightkeeper.simulator.faults``): ``status`` (``status``, default 503), ``timeout``
         (held ``seconds``), ``reset``, ``garbage``, ``rate_limit``; on token/revoke only ``html_401``,
         ``invalid_grant_401``, ``invalid_client_json``; on token only ``no_expires_in`` (the grant really
-        happens, the answer lacks ``expires_in``) and ``stall_after_issue`` (see ``stall_after_issue``).
+        happens, the answer lacks ``expires_in``) and ``stall_after_issue`` (see ``stall_after_issue``); on
+        api only ``slow_body`` (the real answer, its body in 4 chunks ``seconds`` apart) and ``large_body``
+        (200 with a JSON body of exactly ``body_bytes`` bytes, sent as the fault's ``bytes`` field).
         """
         body: dict[str, Any] = {"endpoint": endpoint, "kind": kind, "count": count}
         if status is not None:
@@ -106,7 +110,13 @@ class SimulatorControl:
             body["retry_after"] = retry_after
         if seconds is not None:
             body["seconds"] = seconds
+        if body_bytes is not None:
+            body["bytes"] = body_bytes
         return self._object("POST", "/faults", body)
+
+    def add_fault(self, endpoint: str, kind: str, **fields: Any) -> dict[str, Any]:
+        """Queue a fault with any ``Fault`` fields as given (``count``, ``status``, ``seconds``, ``bytes``…)."""
+        return self._object("POST", "/faults", {"endpoint": endpoint, "kind": kind, **fields})
 
     def stall_after_issue(self, seconds: float = 30.0, count: int = 1) -> dict[str, Any]:
         """The next ``count`` token requests are granted in full (a refresh rotates the pair), then their
@@ -166,6 +176,20 @@ class SimulatorControl:
 
     def expire_access_tokens(self, account_id: int | str) -> dict[str, Any]:
         return self._object("POST", f"/accounts/{account_id}/expire-access-tokens")
+
+    def add_items(self, account_id: int | str, count: int) -> int:
+        """Add ``count`` (1-100000) stocked items to the account; returns how many unarchived items it has."""
+        return int(self._object("POST", f"/accounts/{account_id}/items", {"count": count})["items"])
+
+    def requests(self) -> list[dict[str, Any]]:
+        """What reached ``/API/V3``, oldest first (the last 2,000): ``method``, ``path`` (raw), ``query``,
+        ``headers`` ([[name, value], …] as received, names lower-cased, tokens redacted), ``body_bytes``,
+        ``account_id`` (the bearer token's account, or None)."""
+        return [dict(entry) for entry in self._object("GET", "/requests")["requests"]]
+
+    def clear_requests(self) -> None:
+        """Empty the request log (``reset`` does too)."""
+        self._call("DELETE", "/requests")
 
     def item(self, account_id: int | str, item_id: int | str) -> dict[str, Any]:
         """The item as stored, including ``qoh_by_shop`` ({"0": total, "1": …, "2": …})."""

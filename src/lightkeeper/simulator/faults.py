@@ -16,14 +16,26 @@ Kinds, and what the next ``count`` requests to ``endpoint`` get:
 - ``stall_after_issue`` (token): the grant runs to the end (a refresh rotates the pair, the counters move),
   then the answer is held ``seconds``: a client killed or timed out in that window lost a pair the provider
   did issue, which only the grace window recovers.
+- ``slow_body`` (api): the real request runs (charged, logged); its answer's status and headers go out at
+  once, then its JSON body in 4 chunks with ``seconds`` of silence before each chunk after the first: a
+  stalled body, which only a read timeout (not a connect or header timeout) catches.
+- ``large_body`` (api): the real request runs, then a 200 ``application/json`` answer with its headers
+  (bucket and burst) and a body of exactly ``bytes`` bytes, sent chunked (no Content-Length), generated 64 KiB
+  at a time: valid JSON ``{"@attributes":{"next":"","previous":""},"Blob":"xxx…"}`` that a client or proxy
+  must refuse to buffer whole.
+
+A "timeout" on the API, like ``api_latency_ms``, notices a client that hangs up while it waits: the wait
+ends and ``api_disconnects`` counts it.
 
 ``FaultQueue`` holds the queued faults and hands each request the one it must suffer; ``app.py`` applies it.
 """
 
 from __future__ import annotations
 
+import builtins
+import json
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -50,6 +62,8 @@ FAULT_KINDS: tuple[str, ...] = (
     "invalid_client_json",
     "no_expires_in",
     "stall_after_issue",
+    "slow_body",
+    "large_body",
 )
 # Kinds that only make sense on some endpoints (the rest go anywhere).
 _KIND_ENDPOINTS: dict[str, tuple[str, ...]] = {
@@ -58,6 +72,8 @@ _KIND_ENDPOINTS: dict[str, tuple[str, ...]] = {
     "invalid_client_json": ("token", "revoke"),
     "no_expires_in": ("token",),
     "stall_after_issue": ("token",),
+    "slow_body": ("api",),
+    "large_body": ("api",),
 }
 # Kinds whose status is part of their definition; the listing shows it, a different one is refused.
 _KIND_STATUS: dict[str, int] = {"html_401": 401, "invalid_grant_401": 401, "invalid_client_json": 401}
@@ -67,9 +83,17 @@ _GATEWAY_401 = (
     "<body><center><h1>401 Authorization Required</h1></center></body></html>"
 )
 # Kinds that let the real handler run and then change or delay its answer.
-_RUNS_HANDLER = frozenset({"timeout", "no_expires_in", "stall_after_issue"})
+_RUNS_HANDLER = frozenset({"timeout", "no_expires_in", "stall_after_issue", "slow_body", "large_body"})
 # Kinds that hold the real answer for ``seconds`` once the operation is done.
 _HOLDS = frozenset({"timeout", "stall_after_issue"})
+# Kinds whose body is streamed (``app.py`` sends it piece by piece).
+_STREAMS = frozenset({"slow_body", "large_body"})
+SLOW_BODY_CHUNKS = 4
+LARGE_BODY_CHUNK = 64 * 1024
+MAX_LARGE_BODY = 1_000_000_000
+_LARGE_HEAD = b'{"@attributes":{"next":"","previous":""},"Blob":"'
+_LARGE_TAIL = b'"}'
+MIN_LARGE_BODY = len(_LARGE_HEAD) + len(_LARGE_TAIL)
 
 
 @dataclass
@@ -81,8 +105,12 @@ class Fault:
     status: int = 503
     retry_after: int | None = None
     count: int = 1
-    # How long a "timeout" or "stall_after_issue" fault holds the response (30 s; tests may shorten it).
+    # How long a "timeout" or "stall_after_issue" fault holds the response (30 s; tests may shorten it);
+    # for "slow_body", the pause before each body chunk after the first.
     seconds: float = 30.0
+    # The exact body size of a "large_body" answer (the name shadows the builtin in this class body: the
+    # methods below spell the type ``builtins.bytes``).
+    bytes: int = 1_000_000
 
     @property
     def runs_handler(self) -> bool:
@@ -94,12 +122,33 @@ class Fault:
         """True when the answer, ready, is held ``seconds`` before it is sent."""
         return self.kind in _HOLDS
 
+    @property
+    def streams(self) -> bool:
+        """True when the answer's body is streamed: see ``body_chunks`` and ``pause_before``."""
+        return self.kind in _STREAMS
+
     def alter(self, real: Reply) -> Reply:
         """The answer for a ``runs_handler`` kind, given the real one."""
         if self.kind == "no_expires_in" and real.status == 200 and isinstance(real.body, dict):
             body = {key: value for key, value in real.body.items() if key != "expires_in"}
             return Reply(real.status, body, dict(real.headers), real.media_type)
         return real
+
+    def streamed(self, real: Reply) -> tuple[Reply, Iterator[builtins.bytes]]:
+        """For a ``streams`` kind, given the real answer: the status and headers to send, and the body
+        chunks (lazily, so a gigabyte body is never in memory). A pause of ``seconds`` goes before every
+        chunk but the first for "slow_body" (see ``pause_before``)."""
+        if self.kind == "large_body":
+            return Reply(200, None, dict(real.headers)), large_body_chunks(self.bytes)
+        chunks = slow_body_chunks(real)
+        # The size is announced up front, as the real answer does: only the bytes are late.
+        headers = {**real.headers, "Content-Length": str(sum(len(chunk) for chunk in chunks))}
+        return Reply(real.status, None, headers, real.media_type), iter(chunks)
+
+    @property
+    def pause_before(self) -> float:
+        """Seconds of silence before each streamed chunk after the first."""
+        return self.seconds if self.kind == "slow_body" else 0.0
 
     def reply(self) -> Reply:
         """The canned answer for the kinds that replace the real one."""
@@ -134,6 +183,31 @@ class Fault:
         return Reply(self.status, body)
 
 
+def reply_bytes(reply: Reply) -> bytes:
+    """The body bytes ``reply`` stands for, encoded as ``app.py`` sends it (JSON compactly, text as UTF-8)."""
+    if isinstance(reply.body, dict):
+        return json.dumps(reply.body, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+    return (reply.body or "").encode()
+
+
+def slow_body_chunks(real: Reply) -> list[bytes]:
+    """The real answer's body in ``SLOW_BODY_CHUNKS`` pieces (the last ones empty if it is that short)."""
+    data = reply_bytes(real)
+    step = -(-len(data) // SLOW_BODY_CHUNKS)
+    return [data[i * step : (i + 1) * step] for i in range(SLOW_BODY_CHUNKS)]
+
+
+def large_body_chunks(size: int) -> Iterator[bytes]:
+    """Exactly ``size`` bytes of valid JSON, ``LARGE_BODY_CHUNK`` at a time; one padding chunk is reused."""
+    pad = size - MIN_LARGE_BODY
+    yield _LARGE_HEAD
+    filler = b"x" * LARGE_BODY_CHUNK
+    while pad >= LARGE_BODY_CHUNK:
+        yield filler
+        pad -= LARGE_BODY_CHUNK
+    yield filler[:pad] + _LARGE_TAIL
+
+
 def parse_fault(spec: Mapping[str, Any]) -> Fault:
     """A ``Fault`` from a ``/_sim/faults`` body, or ``SimulatorError`` 400 saying what is wrong."""
     endpoint, kind = spec.get("endpoint"), spec.get("kind")
@@ -154,7 +228,10 @@ def parse_fault(spec: Mapping[str, Any]) -> Fault:
     seconds = spec.get("seconds", 30.0)
     if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
         raise SimulatorError(400, "seconds must be a non-negative number")
-    return Fault(str(endpoint), str(kind), status, int_value(retry_after), count, float(seconds))
+    size = int_value(spec.get("bytes", 1_000_000))
+    if size is None or not MIN_LARGE_BODY <= size <= MAX_LARGE_BODY:
+        raise SimulatorError(400, f"bytes must be an integer from {MIN_LARGE_BODY} to {MAX_LARGE_BODY}")
+    return Fault(str(endpoint), str(kind), status, int_value(retry_after), count, float(seconds), size)
 
 
 def _fault_status(kind: str, spec: Mapping[str, Any]) -> int:
@@ -202,4 +279,17 @@ class FaultQueue:
         self._faults.clear()
 
 
-__all__ = ["FAULT_ENDPOINTS", "FAULT_KINDS", "Fault", "FaultQueue", "parse_fault"]
+__all__ = [
+    "FAULT_ENDPOINTS",
+    "FAULT_KINDS",
+    "LARGE_BODY_CHUNK",
+    "MAX_LARGE_BODY",
+    "MIN_LARGE_BODY",
+    "SLOW_BODY_CHUNKS",
+    "Fault",
+    "FaultQueue",
+    "large_body_chunks",
+    "parse_fault",
+    "reply_bytes",
+    "slow_body_chunks",
+]

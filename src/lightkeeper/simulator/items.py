@@ -29,16 +29,24 @@ class Item:
     sum_item_shop_id: int  # id of the computed shopID 0 row
     shops: dict[int, ItemShop]  # shop_id -> row, real shops only
     updated_at: float
+    # DELETE archives (Lightspeed never deletes): still readable by ID, left out of the collection.
+    archived: bool = False
+
+
+def new_item(seq: int, item_id: int, description: str, now: float, *, stocked: bool = True) -> Item:
+    """Item ``item_id`` of account number ``seq``: itemShopIDs unique per account; qoh varies by
+    account/item/shop when ``stocked``, else 0 (an item just created through the API)."""
+    base = seq * 1000 + item_id * 10
+    shops = {
+        shop: ItemShop(base + shop, shop, (seq * 7 + item_id * 5 + shop * 3) % 20 if stocked else 0)
+        for shop in SHOP_IDS
+    }
+    return Item(item_id, description, base, shops, now)
 
 
 def seed_items(seq: int, now: float) -> dict[int, Item]:
-    """Deterministic demo stock: itemShopIDs unique per account, qoh varies by account/item/shop."""
-    items: dict[int, Item] = {}
-    for item_id in ITEM_IDS:
-        base = seq * 1000 + item_id * 10
-        shops = {shop: ItemShop(base + shop, shop, (seq * 7 + item_id * 5 + shop * 3) % 20) for shop in SHOP_IDS}
-        items[item_id] = Item(item_id, f"Demo Item {item_id}", base, shops, now)
-    return items
+    """Deterministic demo stock for account number ``seq``."""
+    return {item_id: new_item(seq, item_id, f"Demo Item {item_id}", now) for item_id in ITEM_IDS}
 
 
 def _item_shop_entries(body: object) -> list[object] | None:
@@ -105,6 +113,7 @@ def item_json(item: Item, *, with_shops: bool) -> JsonDict:
         "itemID": str(item.item_id),
         "systemSku": str(210000000000 + item.item_id),
         "description": item.description,
+        "archived": "true" if item.archived else "false",
         "timeStamp": _iso(item.updated_at),
     }
     if with_shops:
@@ -153,6 +162,7 @@ __all__ = [
     "Item",
     "ItemShop",
     "item_json",
+    "new_item",
     "parse_relations",
     "qoh_sum",
     "request_cost",

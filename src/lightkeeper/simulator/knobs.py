@@ -30,11 +30,15 @@ _STAT_KEYS = (
     "revokes",
     "api_requests",
     "rate_limited",
+    "burst_limited",
+    "api_foreign_account",
+    "api_disconnects",
     "revoke_requests",
     "faults_served",
     "reuse",
 )
 _MAX_SEED = 100_000
+_MAX_ADD_ITEMS = 100_000
 
 
 def _check_seconds(seconds: float) -> None:
@@ -116,6 +120,15 @@ class Knobs:
             if token.account_id == account.account_id:
                 self._records.revoke_pair(token.token)
         return self._account_json(account)
+
+    def add_items(self, account_id: int | str, count: int) -> JsonDict:
+        """``count`` more stocked items (``Demo Item {id}``); answers how many unarchived items it has now."""
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= _MAX_ADD_ITEMS:
+            raise SimulatorError(400, f"count must be from 1 to {_MAX_ADD_ITEMS}")
+        account = self._records.account(account_id)
+        for _ in range(count):
+            self._records.add_item(account, None, stocked=True)
+        return {"items": sum(1 for item in account.items.values() if not item.archived)}
 
     def item(self, account_id: int | str, item_id: int | str) -> JsonDict:
         """The item as stored, plus ``qoh_by_shop`` (ints) for easy assertions."""

@@ -9,16 +9,18 @@ revoking a pair) live here so that they are written once.
 
 from __future__ import annotations
 
+import secrets
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from lightkeeper.simulator.config import SimulatorConfig
-from lightkeeper.simulator.items import Item, seed_items
+from lightkeeper.simulator.items import Item, new_item, seed_items
 from lightkeeper.simulator.replies import SimulatorError, int_value
 
 FIRST_ACCOUNT_ID = 100001
+REQUEST_LOG_SIZE = 2000
 SECONDS_PER_DAY = 86400
 
 
@@ -41,7 +43,9 @@ class AccountCounters:
     refreshes: int = 0
     invalid_grant: int = 0
     api_requests: int = 0
+    # 429s of both kinds (leaky bucket and burst limiter); ``burst_limited`` counts the burst ones alone.
     rate_limited: int = 0
+    burst_limited: int = 0
     # Refresh tokens presented again after their one exchange (grace replays and refused replays alike).
     reuse: int = 0
 
@@ -54,6 +58,8 @@ class Account:
     clock_offset: float = 0.0
     revoked: bool = False
     buckets: dict[str, Bucket] = field(default_factory=dict)  # client_id -> bucket
+    # client_id -> arrival times (account clock) of the API requests of the last second, oldest first.
+    bursts: dict[str, deque[float]] = field(default_factory=dict)
     counters: AccountCounters = field(default_factory=AccountCounters)
 
 
@@ -137,6 +143,10 @@ class Records:
         self.stats: Counter[str] = Counter()
         # When each refresh_token grant arrived (simulator monotonic seconds), to check request spacing.
         self.refresh_times: list[float] = []
+        # What reached /API/V3 (redacted entries, see ``requestlog.py``), the newest last.
+        self.requests: deque[dict[str, object]] = deque(maxlen=REQUEST_LOG_SIZE)
+        # Signs collection cursors: a new key per reset, so a cursor from before a reset is refused too.
+        self.cursor_key = secrets.token_bytes(32)
 
     # ----------------------------------------------------------------- clocks
 
@@ -154,6 +164,17 @@ class Records:
         self.accounts[account.account_id] = account
         return account
 
+    def add_item(self, account: Account, description: str | None, *, stocked: bool) -> Item:
+        """A new item with the next itemID. IDs only grow, so ``account.items`` stays in itemID order (the
+        collection relies on it); ``stocked`` gives it demo stock, else none (as one created by the API).
+        ``description`` defaults to ``Demo Item {itemID}``."""
+        item_id = next(reversed(account.items), 0) + 1
+        seq = account.account_id - FIRST_ACCOUNT_ID + 1
+        text = f"Demo Item {item_id}" if description is None else description
+        item = new_item(seq, item_id, text, self.account_now(account), stocked=stocked)
+        account.items[item_id] = item
+        return item
+
     def account(self, account_id: int | str) -> Account:
         """The account a knob names, or ``SimulatorError`` 404."""
         account = self.accounts.get(int_value(account_id) or -1)
@@ -168,6 +189,11 @@ class Records:
         ttl = self.config.refresh_token_ttl_days * SECONDS_PER_DAY
         return not (token.revoked or account.revoked or self.account_now(account) - token.issued_at >= ttl)
 
+    def access_valid(self, token: AccessToken) -> bool:
+        """Whether the API would accept ``token`` now (not revoked, account connected, not expired)."""
+        account = self.accounts[token.account_id]
+        return not (token.revoked or account.revoked or self.account_now(account) >= token.expires_at)
+
     def revoke_pair(self, refresh_value: str) -> None:
         token = self.refresh_tokens[refresh_value]
         token.revoked = True
@@ -175,6 +201,7 @@ class Records:
 
 
 __all__ = [
+    "REQUEST_LOG_SIZE",
     "AccessToken",
     "Account",
     "AccountCounters",

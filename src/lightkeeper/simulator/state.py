@@ -8,8 +8,9 @@ against it should pass against the real thing. The rules live by responsibility:
 
 - ``oauth.py``: authorize, token (code exchange, rotating refresh tokens with a grace window), revoke, JWTs;
   ``clients.py``: the OAuth clients and their registered redirect URIs.
-- ``api.py``: bearer tokens, the per-(account, client) leaky bucket, the Account and Item endpoints;
-  ``items.py``: the demo stock and its JSON.
+- ``api.py``: bearer tokens, the per-(account, client) burst limiter and leaky bucket, the Account and Item
+  endpoints and the catch-all; ``items.py``: the demo stock and its JSON; ``pages.py``: cursor pagination.
+- ``requestlog.py``: the redacted log of what reached ``/API/V3`` (fed by ``recorder.py``, an ASGI middleware).
 - ``faults.py``: injected failures; ``replies.py``: the answer bodies.
 - ``knobs.py``: the ``/_sim/`` levers and gauges; ``records.py``: the data they all share.
 
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from lightkeeper.simulator.api import ApiServer
@@ -32,6 +33,7 @@ from lightkeeper.simulator.knobs import Knobs
 from lightkeeper.simulator.oauth import OAuthServer
 from lightkeeper.simulator.records import AccessToken, Clock, Records, RefreshToken
 from lightkeeper.simulator.replies import JsonDict, Reply
+from lightkeeper.simulator.requestlog import log_entry
 
 
 class SimulatorState:
@@ -102,10 +104,11 @@ class SimulatorState:
 
     # ----------------------------------------------------------------- API
 
-    def api_account(self, authorization: str | None) -> Reply:
-        """``GET /API/V3/Account.json``: who am I."""
+    def api_account(self, authorization: str | None, path_account: str | None = None) -> Reply:
+        """``GET /API/V3/Account.json``: who am I; ``/API/V3/Account/{id}.json``: that account (403 if not the
+        token's)."""
         with self._lock:
-            return self._api.account(authorization)
+            return self._api.account(authorization, path_account)
 
     def api_get_item(
         self, authorization: str | None, account_id: str, item_id: str, load_relations: str | None
@@ -118,6 +121,53 @@ class SimulatorState:
         """``PUT /API/V3/Account/{id}/Item/{itemID}.json`` setting ItemShop qoh (atomically)."""
         with self._lock:
             return self._api.put_item(authorization, account_id, item_id, body)
+
+    def api_archive_item(self, authorization: str | None, account_id: str, item_id: str) -> Reply:
+        """``DELETE /API/V3/Account/{id}/Item/{itemID}.json``: archives the item."""
+        with self._lock:
+            return self._api.archive_item(authorization, account_id, item_id)
+
+    def api_create_item(self, authorization: str | None, account_id: str, body: object) -> Reply:
+        """``POST /API/V3/Account/{id}/Item.json`` with ``{"description": ...}``."""
+        with self._lock:
+            return self._api.create_item(authorization, account_id, body)
+
+    def api_list_items(
+        self, authorization: str | None, account_id: str, base_url: str, query: Sequence[tuple[str, str]]
+    ) -> Reply:
+        """``GET /API/V3/Account/{id}/Item.json``: one cursor page (links built on ``base_url``)."""
+        with self._lock:
+            return self._api.list_items(authorization, account_id, base_url, query)
+
+    def api_other(self, authorization: str | None, method: str, path: str, body: object) -> Reply:
+        """Any other ``/API/V3`` path or method: charged, then 404 (403 for another account's path)."""
+        with self._lock:
+            return self._api.other(authorization, method, path, body)
+
+    def note_api_disconnect(self) -> None:
+        """An API client hung up while its request waited (latency or a "timeout" fault)."""
+        with self._lock:
+            self._records.stats["api_disconnects"] += 1
+
+    # --------------------------------------------------------- request log
+
+    def record_request(
+        self, method: str, raw_path: str, query: str, headers: Sequence[tuple[str, str]], body_bytes: int
+    ) -> None:
+        """Log one ``/API/V3`` request on arrival, its tokens redacted (see ``requestlog.py``)."""
+        with self._lock:
+            self._records.requests.append(
+                log_entry(self._records, method, raw_path, query, headers, body_bytes=body_bytes)
+            )
+
+    def requests(self) -> list[JsonDict]:
+        """The logged ``/API/V3`` requests, oldest first (at most the last 2,000)."""
+        with self._lock:
+            return [dict(entry) for entry in self._records.requests]
+
+    def clear_requests(self) -> None:
+        with self._lock:
+            self._records.requests.clear()
 
     # -------------------------------------------------------------- faults
 
@@ -228,6 +278,11 @@ class SimulatorState:
     def expire_access_tokens(self, account_id: int | str) -> JsonDict:
         with self._lock:
             return self._knobs.expire_access_tokens(account_id)
+
+    def add_items(self, account_id: int | str, count: int) -> JsonDict:
+        """``count`` more stocked items for the account; ``{"items": n}``, n its unarchived items now."""
+        with self._lock:
+            return self._knobs.add_items(account_id, count)
 
     def item(self, account_id: int | str, item_id: int | str) -> JsonDict:
         """The item as stored, plus ``qoh_by_shop`` (ints) for easy assertions."""

@@ -21,6 +21,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from starlette.convertors import PathConvertor, register_url_convertor
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
@@ -58,6 +59,16 @@ PROBLEMS: dict[int | str, dict[str, Any]] = {
 }
 
 
+class _Anything(PathConvertor):
+    """Starlette's ``path`` convertor stops at a newline; this one takes every path, so that a path with an
+    (encoded) CR or LF reaches the proxy and is refused there as ``invalid_path``, not as an unknown route."""
+
+    regex = "(?s:.*)"
+
+
+register_url_convertor("anything", _Anything())
+
+
 def router(keeper: Keeper, auth: Any) -> APIRouter:
     api = APIRouter(prefix="/api", tags=["proxy"], dependencies=[auth])
 
@@ -69,13 +80,14 @@ def router(keeper: Keeper, auth: Any) -> APIRouter:
         `Link` header (RFC 8288) for the next and previous pages of a collection."""
         return await _proxy(keeper, request, connection_id)
 
-    for path in ("/connections/{connection_id}/lightspeed", "/connections/{connection_id}/lightspeed/{path:path}"):
+    paths = ("/connections/{connection_id}/lightspeed", "/connections/{connection_id}/lightspeed/{path:anything}")
+    for path in paths:
         api.add_api_route(
             path,
             proxied,
             methods=METHODS,
             responses=PROBLEMS,
-            include_in_schema=path.endswith("{path:path}"),
+            include_in_schema=path.endswith("{path:anything}"),
             response_class=Response,
             summary="Call Lightspeed for a connection",
         )
@@ -107,8 +119,8 @@ async def _call(request: Request, connection_id: int) -> tuple[str, ProxyCall]:
     found = _RAW_PREFIX.match(request.scope.get("raw_path") or request.scope["path"].encode())
     if found is None:
         raise InvalidPath("the path is not under /api/connections/{id}/lightspeed/")
-    path = confine((found.group(2) or b"").decode("latin-1"))
-    query = request.scope.get("query_string", b"").decode("latin-1")
+    path = confine(_ascii(found.group(2) or b""))
+    query = _ascii(request.scope.get("query_string", b""))
     if _QUERY_BAD.search(query):
         raise InvalidPath("the query string may not contain spaces, '#' or control characters")
     body = _body(request)
@@ -125,6 +137,11 @@ async def _call(request: Request, connection_id: int) -> tuple[str, ProxyCall]:
         link_base=f"{root}/api/connections/{connection_id}/lightspeed",
     )
     return path, call
+
+
+def _ascii(raw: bytes) -> str:
+    """Raw URL bytes as text, each byte beyond ASCII percent-encoded (as a client should have sent it)."""
+    return "".join(chr(byte) if byte < 0x80 else f"%{byte:02X}" for byte in raw)
 
 
 def _body(request: Request) -> RequestBody | None:

@@ -1,0 +1,60 @@
+"""``RequestRecorder``: the ASGI middleware that logs every ``/API/V3`` request as it arrives.
+
+It reads the whole body before any route runs (so ``body_bytes`` is what was sent, even to a route that
+never reads it, and the entry exists before any answer leaves), hands the entry's raw parts to
+``SimulatorState.record_request`` (which redacts: see ``requestlog.py``), then replays the body to the app.
+The raw path is ``scope["raw_path"]`` as received, not the normalised, percent-decoded ``path``.
+"""
+
+from __future__ import annotations
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from lightkeeper.simulator.state import SimulatorState
+
+API_PREFIX = "/API/V3/"
+
+
+class RequestRecorder:
+    """Logs ``/API/V3/*`` requests into ``state``; everything else passes untouched."""
+
+    def __init__(self, app: ASGIApp, state: SimulatorState) -> None:
+        self._app = app
+        self._state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raw_path = bytes(scope.get("raw_path") or scope["path"].encode("utf-8")).decode("latin-1")
+        if scope["type"] != "http" or not (scope["path"].startswith(API_PREFIX) or raw_path.startswith(API_PREFIX)):
+            await self._app(scope, receive, send)
+            return
+        messages = await _read_request(receive)
+        headers = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in scope["headers"]]
+        body_bytes = sum(len(m.get("body", b"")) for m in messages if m["type"] == "http.request")
+        query = bytes(scope.get("query_string", b"")).decode("latin-1")
+        self._state.record_request(scope["method"], raw_path, query, headers, body_bytes)
+        await self._app(scope, _replay(messages, receive), send)
+
+
+async def _read_request(receive: Receive) -> list[Message]:
+    """Every message up to the end of the body (or the client's disconnect)."""
+    messages: list[Message] = []
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            return messages
+
+
+def _replay(messages: list[Message], receive: Receive) -> Receive:
+    """A ``receive`` that first gives back ``messages``, then defers to the real one (disconnects)."""
+    pending = list(messages)
+
+    async def replayed() -> Message:
+        if pending:
+            return pending.pop(0)
+        return await receive()
+
+    return replayed
+
+
+__all__ = ["API_PREFIX", "RequestRecorder"]

@@ -1,0 +1,86 @@
+"""The request log (``/_sim/requests``): what reached ``/API/V3``, as received, minus the secrets.
+
+A gauge for tests of what a client or proxy really sends the provider: method, raw path and query as they
+arrived (not normalised), every header in order, the body's size. Every request is logged, refused ones
+included, the last ``REQUEST_LOG_SIZE`` kept. Token values are never stored: an ``Authorization`` value
+becomes ``Bearer <valid token of account N>`` when it carries an access token the API accepts right now,
+else ``<not a valid access token>``; any known token found elsewhere (a query, another header) is replaced by
+``<access token of account N>`` / ``<refresh token of account N>``, so the log itself can be printed freely.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from lightkeeper.simulator.records import Records
+from lightkeeper.simulator.replies import JsonDict
+
+NOT_VALID = "<not a valid access token>"
+# Runs of token characters long enough to be one of ours (JWTs, "def50…" refresh tokens).
+_TOKEN_RUN = re.compile(r"[A-Za-z0-9_.\-]{32,}")
+
+
+def log_entry(
+    records: Records,
+    method: str,
+    raw_path: str,
+    query: str,
+    headers: Sequence[tuple[str, str]],
+    *,
+    body_bytes: int,
+) -> JsonDict:
+    """The redacted entry for one request; ``headers`` as received (names are lower-cased here)."""
+    account_id: str | None = None
+    logged: list[list[str]] = []
+    for raw_name, value in headers:
+        name = raw_name.lower()
+        if name == "authorization":
+            account_id = account_id or _bearer_account(records, value)
+            logged.append([name, _redacted_authorization(records, value)])
+        else:
+            logged.append([name, _scrubbed(records, value)])
+    return {
+        "method": method,
+        "path": _scrubbed(records, raw_path),
+        "query": _scrubbed(records, query),
+        "headers": logged,
+        "body_bytes": body_bytes,
+        "account_id": account_id,
+    }
+
+
+def _bearer_value(value: str) -> str | None:
+    scheme, _, token = value.strip().partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else None
+
+
+def _bearer_account(records: Records, value: str) -> str | None:
+    """The account of the access token the header carries, valid or not (an expired one still says whose)."""
+    token = records.access_tokens.get(_bearer_value(value) or "")
+    return None if token is None else str(token.account_id)
+
+
+def _redacted_authorization(records: Records, value: str) -> str:
+    token = records.access_tokens.get(_bearer_value(value) or "")
+    if token is None or not records.access_valid(token):
+        return NOT_VALID
+    return f"Bearer <valid token of account {token.account_id}>"
+
+
+def _scrubbed(records: Records, text: str) -> str:
+    """``text`` with every token this provider issued replaced by a label saying which it was."""
+    return _TOKEN_RUN.sub(lambda match: _label(records, match.group(0)), text)
+
+
+def _label(records: Records, candidate: str) -> str:
+    access = records.access_tokens.get(candidate)
+    if access is not None:
+        return f"<access token of account {access.account_id}>"
+    refresh = records.refresh_tokens.get(candidate)
+    if refresh is not None:
+        return f"<refresh token of account {refresh.account_id}>"
+    return candidate
+
+
+__all__ = ["NOT_VALID", "log_entry"]
