@@ -21,6 +21,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "cpu": ("bench.cpu", "CPU per refresh and refreshes/s at concurrency 64 of a `lightkeeper refresh --all`"),
     "scale": ("bench.scale", "peak RSS and time per connection of a run at two sizes, SQLite and PostgreSQL"),
     "fleet": ("bench.fleet", "refresh policies simulated for 10k-1M connections over 7 days (no network)"),
+    "proxy": (
+        "bench.proxy",
+        "the API proxy: added latency, requests/s of one `serve`, two `serve` processes pacing one account",
+    ),
 }
 
 #: What ``all`` runs, in order, with its arguments: default sizes, except ``stock``, whose defaults alone take
@@ -33,6 +37,7 @@ ALL: list[tuple[str, list[str]]] = [
     ("replicas", []),
     ("tokens", []),
     ("stock", ["--quick"]),
+    ("proxy", []),
 ]
 
 

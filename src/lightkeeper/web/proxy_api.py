@@ -15,7 +15,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -209,9 +209,9 @@ class ProxiedAnswer(Response):
     """Streams Lightspeed's answer as it comes; if it pauses past ``PROXY_TIMEOUT_S`` or breaks off once bytes
     went out, the connection to the caller is cut (a clean end would pass a truncated body as whole)."""
 
-    def __init__(self, answer: Answer, done: Any) -> None:
+    def __init__(self, answer: Answer, done: Callable[[int], None]) -> None:
         super().__init__(status_code=answer.status)
-        self.answer, self._done = answer, done
+        self.answer, self._record, self._recorded = answer, done, False
         self.raw_headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in answer.headers]
         if answer.rest is None and not any(k == b"content-length" for k, _ in self.raw_headers):
             self.raw_headers.append((b"content-length", str(len(answer.body)).encode()))
@@ -221,12 +221,23 @@ class ProxiedAnswer(Response):
         try:
             await send({"type": "http.response.start", "status": status, "headers": self.raw_headers})
             if scope["method"] == "HEAD":
-                await send({"type": "http.response.body", "body": b""})
+                await self._last(send, b"")
                 return
             await self._stream(receive, send)
         finally:
             self.answer.close()
-            self._done(status)
+            self._done()
+
+    def _done(self) -> None:
+        if not self._recorded:
+            self._recorded = True
+            self._record(self.status_code)
+
+    async def _last(self, send: Send, body: bytes) -> None:
+        """The answer's last bytes, counted and logged before they leave: a caller that has its answer sees
+        it in the metrics and the log (as ``RequestMetricsMiddleware`` does)."""
+        self._done()
+        await send({"type": "http.response.body", "body": body})
 
     async def _stream(self, receive: Receive, send: Send) -> None:
         pumping = asyncio.ensure_future(self._pump(send))
@@ -245,13 +256,13 @@ class ProxiedAnswer(Response):
     async def _pump(self, send: Send) -> None:
         try:
             if self.answer.rest is None:
-                await send({"type": "http.response.body", "body": self.answer.body})
+                await self._last(send, self.answer.body)
                 return
             if self.answer.body:
                 await send({"type": "http.response.body", "body": self.answer.body, "more_body": True})
             async for chunk in self.answer.rest:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b""})
+            await self._last(send, b"")
         except ProviderError as exc:
             log.warning("proxy: the answer from Lightspeed broke off after it started (%s); connection cut", exc)
 
