@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
@@ -92,18 +92,34 @@ class ApiPacer:
     def book(self, account_id: str, cost: float, *, max_wait: float | None = None) -> Slot | Refusal:
         """The moment a request of ``cost`` may leave, counted in; a ``Refusal`` (nothing counted) when it
         would wait longer than ``max_wait``."""
+        return self.book_many(account_id, [(cost, max_wait)])[0]
 
-        def change(text: str, now: float) -> tuple[str | None, Booking | Refusal]:
-            booking = book(BucketState.loads(text), now, cost)
-            if max_wait is not None and booking.wait > max_wait:
-                return None, Refusal(booking.wait)
-            return booking.state.dumps(), booking
+    def book_many(self, account_id: str, requests: Sequence[tuple[float, float | None]]) -> list[Slot | Refusal]:
+        """``book`` for several requests of one account, in order, in one transaction: callers that arrive
+        together share a write to the shared row (the proxy's group commit)."""
 
-        result, _now = self._rows.transform(self.name(account_id), change)
-        if isinstance(result, Refusal):
-            return result
-        # The wait counts from when the transaction ended: leaving later than the shared moment is safe.
-        return Slot(account_id, cost, self._monotonic() + result.wait, result.state, result.send_at)
+        def change(text: str, now: float) -> tuple[str | None, list[Booking | Refusal]]:
+            state = BucketState.loads(text)
+            results: list[Booking | Refusal] = []
+            for cost, max_wait in requests:
+                booking = book(state, now, cost)
+                if max_wait is not None and booking.wait > max_wait:
+                    results.append(Refusal(booking.wait))
+                else:
+                    state = booking.state
+                    results.append(booking)
+            booked = any(isinstance(result, Booking) for result in results)
+            return (state.dumps() if booked else None), results
+
+        results, _now = self._rows.transform(self.name(account_id), change)
+        # Waits count from when the transaction ended: leaving later than the shared moment is safe.
+        ended = self._monotonic()
+        return [
+            result
+            if isinstance(result, Refusal)
+            else Slot(account_id, cost, ended + result.wait, result.state, result.send_at)
+            for result, (cost, _max_wait) in zip(results, requests, strict=True)
+        ]
 
     def late(self, slot: Slot) -> bool:
         """Whether it is too late to send on ``slot`` (book again instead)."""

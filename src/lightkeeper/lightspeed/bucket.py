@@ -87,9 +87,12 @@ def book(state: BucketState, now: float, cost: float) -> Booking:
     overflow = state.level_at(start) + cost - (state.size - HEADROOM)
     send_at = start + (max(0.0, overflow) / state.drip if state.drip > 0 else 0.0)
     limit = max(1, state.burst_limit)
-    if len(state.sends) >= limit:  # the limit-th send back must have left the window
-        send_at = max(send_at, state.sends[-limit] + BURST_WINDOW_S + BURST_MARGIN_S)
-    booked = replace(state, level=state.level_at(send_at) + cost, at=send_at, sends=(*state.sends, send_at)[-limit:])
+    # Sends that left the window before ``start`` can bind nothing booked from now on: only the rest is kept,
+    # so the state stays small however high the limit.
+    sends = tuple(sent for sent in state.sends[-limit:] if sent > start - BURST_WINDOW_S - BURST_MARGIN_S)
+    if len(sends) >= limit:  # the limit-th send back must have left the window
+        send_at = max(send_at, sends[-limit] + BURST_WINDOW_S + BURST_MARGIN_S)
+    booked = replace(state, level=state.level_at(send_at) + cost, at=send_at, sends=(*sends, send_at)[-limit:])
     return Booking(send_at, send_at - now, booked)
 
 

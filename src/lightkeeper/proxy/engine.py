@@ -3,9 +3,11 @@
 For every request:
 
 1. a token from the same single-flight ``fresh_token`` as everything else, and a booking in the account's
-   bucket (``lightspeed.api_pacing``: shared by every process), in one hop to a worker thread, so no database
-   call blocks the event loop. A booking that would wait longer than ``PROXY_MAX_WAIT_S`` is refused before
-   anything is sent (429 with ``Retry-After``): a host on a request path wants to fail fast.
+   bucket (``lightspeed.api_pacing``: shared by every process), both on worker threads so that no database
+   call blocks the event loop, and both made cheap by ``bookings`` (a token serves a connection's requests
+   for a second; requests arriving together share one booking transaction). A booking that would wait longer
+   than ``PROXY_MAX_WAIT_S`` is refused before anything is sent (429 with ``Retry-After``): a host on a
+   request path wants to fail fast.
 2. a sleep until the booked moment, and the send right then; a caller woken late books again.
 3. on a 401, which Lightspeed did not process: one refresh (``rejected=`` that token) and one retry, body
    included; a second 401 is ``AccessDenied``. On a 429, also not processed: the whole deployment holds the
@@ -24,9 +26,8 @@ from dataclasses import dataclass, field
 import aiohttp
 from anyio import to_thread
 
-from ..errors import AccessDenied, RateLimited
-from ..lightspeed.api_pacing import ApiPacer, Refusal, Slot
-from ..lightspeed.bucket import retry_after_s
+from ..errors import AccessDenied
+from ..lightspeed.api_pacing import ApiPacer, Slot
 from ..lightspeed.error_mapping import parse_retry_after
 from ..lightspeed.forwarding import (
     MAX_LINKED_BODY,
@@ -37,6 +38,7 @@ from ..lightspeed.forwarding import (
 )
 from ..refresh import AccessGrant, TokenProvider
 from .body import RequestBody
+from .bookings import Bookings, Grants
 from .upstream import Upstream, chunks
 
 READ_COST = 1.0
@@ -103,6 +105,8 @@ class Proxy:
         self._api_url = api_url.rstrip("/")
         self._write_cost, self._max_wait = write_cost, max_wait_s
         self._monotonic = monotonic
+        self._grants = Grants(tokens, monotonic)
+        self._bookings = Bookings(pacer, monotonic)
 
     async def forward(self, call: ProxyCall) -> Answer:
         """Send ``call`` and read its answer's headers; the caller streams the rest and closes the answer."""
@@ -141,23 +145,9 @@ class Proxy:
 
     # -- before sending -----------------------------------------------------------------------------------
     async def _prepare(self, connection_id: int, cost: float, cap_end: float, *, rejected: str | None) -> _Attempt:
-        """A token and a booking, in one worker-thread hop (both may touch the database)."""
-
-        def prepare() -> _Attempt:
-            grant = self._tokens.fresh_token(connection_id, rejected=rejected)
-            return _Attempt(grant, self._book(grant.account_id, cost, cap_end))
-
-        return await to_thread.run_sync(prepare)
-
-    def _book(self, account_id: str, cost: float, cap_end: float) -> Slot:
-        slot = self._pacer.book(account_id, cost, max_wait=max(0.0, cap_end - self._monotonic()))
-        if isinstance(slot, Refusal):
-            raise RateLimited(
-                f"the account's Lightspeed rate limit would hold this request for {slot.wait:.1f} s, longer than "
-                "PROXY_MAX_WAIT_S: nothing was sent",
-                retry_after=retry_after_s(slot.wait),
-            )
-        return slot
+        """A token (cached for a moment) and a booking in the account's bucket (group-committed)."""
+        grant = await self._grants.get(connection_id, rejected=rejected)
+        return _Attempt(grant, await self._bookings.book(grant.account_id, cost, cap_end))
 
     async def _wait_for(self, attempt: _Attempt, cost: float, cap_end: float) -> float:
         """Sleep until the booked moment: the last step before the bytes leave. Woken late, book again."""
@@ -167,8 +157,7 @@ class Proxy:
                 await asyncio.sleep(delay)
             if not self._pacer.late(attempt.slot):
                 return self._monotonic() - started
-            account = attempt.grant.account_id
-            attempt.slot = await to_thread.run_sync(self._book, account, cost, cap_end)
+            attempt.slot = await self._bookings.book(attempt.grant.account_id, cost, cap_end)
 
     async def _refreshed(self, call: ProxyCall, cost: float, cap_end: float, attempt: _Attempt) -> _Attempt:
         fresh = await self._prepare(call.connection_id, cost, cap_end, rejected=attempt.grant.access_token)
@@ -192,7 +181,7 @@ class Proxy:
         if attempt.rate_retried or retry_after is None or self._monotonic() + retry_after > cap_end:
             return False
         attempt.rate_retried = True
-        attempt.slot = await to_thread.run_sync(self._book, account, cost, cap_end)
+        attempt.slot = await self._bookings.book(account, cost, cap_end)
         return True
 
     # -- after the headers ----------------------------------------------------------------------------------
