@@ -46,6 +46,7 @@ from lightkeeper import Keeper, load_settings
 from lightkeeper.config import REQUIRE_ALL
 from lightkeeper.crypto import generate_key
 from lightkeeper.simulator import SimulatorControl
+from lightkeeper.store import make_engine, upgrade
 
 from . import report
 from .child import base_env, lightkeeper_command, workdir
@@ -282,11 +283,14 @@ class LatencyResult:
         return self.proxied.quantile_ms(q) - self.direct.quantile_ms(q)
 
 
-def measure_latency(sim_url: str, serve_url: str, connection_id: int, calls: int) -> LatencyResult:
+def measure_latency(sim_url: str, serve_url: str, connection_id: int, direct_id: int, calls: int) -> LatencyResult:
+    """Sequential GETs through the proxy (``connection_id``) and straight to the simulator with another
+    connection's token (``direct_id``): another account, so that the direct calls do not spend the bucket the
+    proxy paces, as no host app would beside its proxy."""
     auth = {"Authorization": f"Bearer {API_KEY}"}
     failures = 0
     with httpx2.Client(base_url=serve_url, headers=auth, timeout=30) as proxy:
-        token = proxy.post(f"/api/connections/{connection_id}/token")
+        token = proxy.post(f"/api/connections/{direct_id}/token")
         token.raise_for_status()
         grant = token.json()
         bearer = {"Authorization": f"Bearer {grant['access_token']}"}
@@ -390,6 +394,7 @@ class Options:
     pacing: bool = True
     py_spy: bool = False
     burst_limit: int = UNLIMITED["burst_limit"]
+    database: str = "postgresql"
 
 
 @dataclass
@@ -484,17 +489,21 @@ def measure(options: Options) -> Result:
         simulator = stack.enter_context(simulator_process(directory))
         control = stack.enter_context(SimulatorControl(simulator.url, timeout=60))
         control.configure(api_latency_ms=0, token_latency_ms=0, **(UNLIMITED | {"burst_limit": options.burst_limit}))
-        database_url = stack.enter_context(fresh_database())
+        if options.database == "sqlite":
+            database_url = f"sqlite:///{directory / 'proxy.db'}"
+            upgrade(make_engine(database_url))
+        else:
+            database_url = stack.enter_context(fresh_database())
         env = serve_env(database_url, simulator.url, key, API_KEY, PROXY_MAX_WAIT_S="60")
         with Keeper(load_settings(env=env, require=REQUIRE_ALL)) as keeper:
-            latency_id, rate_id, pacing_id = seed_connections(keeper, control, 3)
+            latency_id, rate_id, pacing_id, direct_id = seed_connections(keeper, control, 4)
             pacing_account = keeper.fresh_token(pacing_id).account_id
         serves = stack.enter_context(serve_processes(2, env, directory))
         serve = serves[0]
         auth = {"Authorization": f"Bearer {API_KEY}"}
 
         report.note(f"(a) added latency: {options.calls} sequential GETs direct and proxied, interleaved…")
-        result.latency = measure_latency(simulator.url, serve.url, latency_id, options.calls)
+        result.latency = measure_latency(simulator.url, serve.url, latency_id, direct_id, options.calls)
 
         report.note(f"(b) requests/s at concurrency {options.concurrency}: {options.requests} GETs each…")
         with httpx2.Client(base_url=serve.url, headers=auth, timeout=30) as http:
@@ -625,6 +634,12 @@ def parse(argv: Sequence[str]) -> Options:
         "--burst-limit", type=int, default=UNLIMITED["burst_limit"], help="simulator burst limit in (a), (b)"
     )
     parser.add_argument("--quick", action="store_true", help="a smoke run: 300 calls, 1000 requests")
+    parser.add_argument(
+        "--database",
+        choices=("postgresql", "sqlite"),
+        default="postgresql",
+        help="the serves' shared database: a fresh PostgreSQL one (default) or a SQLite file",
+    )
     args = parser.parse_args(argv)
     if args.calls < 100 or args.requests < 1 or args.concurrency < 1:
         parser.error("--calls must be >= 100, --requests and --concurrency >= 1")
@@ -635,6 +650,7 @@ def parse(argv: Sequence[str]) -> Options:
         pacing=not args.no_pacing,
         py_spy=args.py_spy,
         burst_limit=args.burst_limit,
+        database=args.database,
     )
 
 

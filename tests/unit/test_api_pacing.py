@@ -13,7 +13,14 @@ from typing import Any
 import pytest
 
 from lightkeeper.lightspeed.api_pacing import LATE_S, ApiPacer, LocalBucketRows, Refusal, Slot
-from lightkeeper.lightspeed.bucket import BURST_MARGIN_S, BURST_WINDOW_S, BucketState, Reading
+from lightkeeper.lightspeed.bucket import (
+    BURST_MARGIN_S,
+    BURST_SLOT_S,
+    BURST_WINDOW_S,
+    BucketState,
+    Reading,
+    sends_between,
+)
 
 WALL = 1_700_000_000.0  # the shared clock at t = 0
 MONO = 500.0  # this process's monotonic clock at t = 0
@@ -101,7 +108,10 @@ def test_a_slot_in_an_empty_bucket_is_now_on_both_clocks(pacer: ApiPacer, clock:
     booked = slot(pacer.book("1", 1.5))
     assert (booked.account_id, booked.cost) == ("1", 1.5)
     assert booked.moment == clock.monotonic() and booked.shared_at == clock.wall()
-    assert booked.state.level == 1.5 and booked.state.sends == (clock.wall(),)
+    assert booked.state.level == 1.5 and len(booked.state.sends) == 1
+    (end, count), now = booked.state.sends[0], clock.wall()
+    assert count == 1 and now <= end < now + BURST_SLOT_S  # counted in its slot, on the shared clock
+    assert sends_between(booked.state.sends, now) == 1
 
 
 def test_a_full_bucket_books_a_later_moment(pacer: ApiPacer, clock: FakeClock) -> None:
@@ -162,7 +172,8 @@ def test_a_batch_takes_the_theoretical_minimum(pacer: ApiPacer, clock: FakeClock
     for _ in range(300):
         pacer.reserve("1", 1.5)
     assert clock.t == pytest.approx((300 * 1.5 - 89) / 1)  # 361 s
-    assert all(seconds == pytest.approx(1.5) for seconds in clock.sleeps[1:])
+    steady = [seconds for seconds in clock.sleeps if seconds > 0.5]  # once the bucket is full
+    assert len(steady) >= 240 and all(seconds == pytest.approx(1.5) for seconds in steady[1:])
 
 
 def test_late(pacer: ApiPacer, clock: FakeClock) -> None:
@@ -183,7 +194,8 @@ def test_reserve_books_again_when_it_wakes_late(pacer: ApiPacer, clock: FakeCloc
     # The late slot stays counted (it cannot be taken back): the new one drains after it, 0.25 s later.
     assert clock.sleeps == [pytest.approx(0.75), pytest.approx(0.25)]
     assert booked.moment == pytest.approx(MONO + 1.5) and booked.shared_at == pytest.approx(WALL + 1.5)
-    assert len(booked.state.sends) == 8
+    # Both stay in the burst window (the six at 0 left it, with its margin, before the second booking at 1.25).
+    assert booked.state.sends == ((pytest.approx(WALL + 0.75, abs=1e-6), 1), (pytest.approx(WALL + 1.5, abs=1e-6), 1))
 
 
 # -- news, correct and observe ---------------------------------------------------------------------------------
@@ -368,7 +380,12 @@ def test_threads_booking_at_once_get_distinct_spaced_moments() -> None:
     assert moments == pytest.approx([MONO] * 6 + [MONO + 0.75 * n for n in range(1, 15)])
     assert len({result.shared_at for result in booked if result.shared_at > WALL}) == 14
     final = BucketState.loads(rows.transform("app/1", lambda text, now: (None, text))[0])
-    assert len(final.sends) == 20
+    # Every booking was written in turn: the level is the twenty's, and the slots kept are exactly those of the
+    # bookings within the window (and its margin) before the last one was booked, from WALL + 9.75: one each.
+    assert (final.at, final.level) == (pytest.approx(WALL + 10.5, abs=1e-6), pytest.approx(9.0))
+    latest = sorted(result.shared_at for result in booked)[-3:]
+    assert latest == [pytest.approx(WALL + moment, abs=1e-6) for moment in (9.0, 9.75, 10.5)]
+    assert final.sends == tuple((pytest.approx(shared_at, abs=1e-6), 1) for shared_at in latest)
 
 
 def test_threads_keep_the_burst_window() -> None:
@@ -392,3 +409,7 @@ def test_threads_keep_the_burst_window() -> None:
         thread.join()
     gap = BURST_WINDOW_S + BURST_MARGIN_S
     assert sorted(moments) == pytest.approx([MONO] * 10 + [MONO + gap] * 10)
+    # The second ten share one slot, all counted; the first ten, a window and margin before the last booking
+    # (from WALL + gap), are dropped.
+    final = BucketState.loads(rows.transform("/1", lambda text, now: (None, text))[0])
+    assert final.sends == ((pytest.approx(WALL + gap, abs=1e-6), 10),)

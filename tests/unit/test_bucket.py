@@ -1,8 +1,10 @@
 """``lightspeed.bucket``: the pure model of Lightspeed's leaky bucket and sliding one-second burst window.
 
 Every function here is a function of a state and of "now", so the tests pass times explicitly: no clock, no
-sleep. The property test at the end books random traffic and replays it, exactly at the booked moments, against
-a strict provider that refuses whatever overflows either limit.
+sleep. The model counts the burst window's sends in slots of ``BURST_SLOT_S``, each send at its slot's end: a
+moment the window spaces may therefore be up to one slot later than the exact one, never earlier. The property
+test at the end books random traffic and replays it, exactly at the booked moments, against a strict provider
+that refuses whatever overflows either limit.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from hypothesis import strategies as st
 
 from lightkeeper.lightspeed.bucket import (
     BURST_MARGIN_S,
+    BURST_SLOT_S,
     BURST_WINDOW_S,
     DEFAULT_BURST,
     DEFAULT_DRIP,
@@ -28,11 +31,15 @@ from lightkeeper.lightspeed.bucket import (
     observe,
     parse_bucket,
     retry_after_s,
+    sends_between,
 )
 
 FAST = settings(max_examples=200, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 #: A burst limit high enough that only the leaky bucket spaces the requests.
 NO_BURST = 10_000
+#: The most slots a state may hold after a booking: those ending within the window and its margin before the
+#: booking, and the booking's own (plus one for a boundary falling on either side).
+MOST_SLOTS = math.ceil((BURST_WINDOW_S + BURST_MARGIN_S) / BURST_SLOT_S) + 2
 
 
 def bucket(size: float = 90.0, drip: float = 1.0, burst: int = NO_BURST, **fields: object) -> BucketState:
@@ -48,6 +55,20 @@ def book_all(state: BucketState, now: float, costs: list[float]) -> tuple[list[f
         moments.append(booking.send_at)
         state = booking.state
     return moments, state
+
+
+def slotted(moment: float, exact: float) -> bool:
+    """``moment`` is ``exact`` or later by the slot rounding alone: at most one slot, never earlier."""
+    return exact - 1e-9 <= moment <= exact + BURST_SLOT_S + 1e-9
+
+
+def counted(state: BucketState) -> int:
+    return sum(count for _end, count in state.sends)
+
+
+def well_formed(state: BucketState) -> bool:
+    ends = [end for end, _count in state.sends]
+    return all(count >= 1 for _end, count in state.sends) and all(a < b for a, b in itertools.pairwise(ends))
 
 
 def most_in_one_window(moments: list[float]) -> int:
@@ -107,7 +128,11 @@ def test_a_hold_is_respected() -> None:
 
 def test_the_booked_state_counts_the_request_in() -> None:
     booking = book(bucket(size=10, drip=1, burst=3), 7.0, 2.5)
-    assert (booking.state.level, booking.state.at, booking.state.sends) == (2.5, 7.0, (7.0,))
+    assert (booking.state.level, booking.state.at, booking.state.sends) == (2.5, 7.0, ((7.0, 1),))
+    between = book(booking.state, 7.003, 1.0)  # within 7.0's slot: counted at its end, 7.01
+    assert between.send_at == 7.003 and between.state.sends == ((7.0, 1), (7.01, 1))
+    same_slot = book(between.state, 7.008, 1.0)  # the same slot again: one more in it, no new slot
+    assert same_slot.state.sends == ((7.0, 1), (7.01, 2))
 
 
 def test_the_defaults_serve_until_the_first_answer() -> None:
@@ -122,9 +147,56 @@ def test_the_defaults_serve_until_the_first_answer() -> None:
 def test_no_more_than_the_burst_limit_in_any_window() -> None:
     moments, state = book_all(bucket(size=1000, burst=10), 20.0, [1.0] * 25)
     gap = BURST_WINDOW_S + BURST_MARGIN_S
-    assert moments == pytest.approx([20.0] * 10 + [20.0 + gap] * 10 + [20.0 + 2 * gap] * 5)
+    exact = [20.0] * 10 + [20.0 + gap] * 10 + [20.0 + 2 * gap] * 5
+    assert all(slotted(moment, ideal) for moment, ideal in zip(moments, exact, strict=True))
     assert most_in_one_window(moments) == 10
-    assert len(state.sends) == 10  # only the latest ``burst_limit`` sends are kept
+    # Only the last window's slots are kept: the first twenty sends are more than a window before the last five.
+    assert len(state.sends) == 1 and counted(state) == 5 and slotted(state.sends[0][0], moments[-1])
+
+
+def test_the_slot_rounding_only_delays_by_at_most_a_slot() -> None:
+    """A send inside a slot counts at the slot's end: the one it spaces leaves a window after that end."""
+    state = book(bucket(size=1000, burst=1), 0.003, 1.0).state
+    assert state.sends == ((0.01, 1),)
+    second = book(state, 0.5, 1.0)
+    assert second.send_at == pytest.approx(0.01 + BURST_WINDOW_S + BURST_MARGIN_S)  # 1.06, not 1.053
+    assert slotted(second.send_at, 0.003 + BURST_WINDOW_S + BURST_MARGIN_S)
+
+
+def test_an_irregular_stream_keeps_the_limit_in_every_window() -> None:
+    """Requests off the slot grid, faster than the limit allows: every window holds at most the limit, and
+    each send leaves at most a slot after the exact moment the limit-th previous one allows."""
+    state, moments = bucket(size=1000, burst=3), []
+    for n in range(40):
+        now = 3.0 + n * 0.137
+        booking = book(state, now, 1.0)
+        moments.append(booking.send_at)
+        state = booking.state
+        assert len(state.sends) <= MOST_SLOTS and well_formed(state)
+        # Exactly: not before now, nor the previous send, nor a window and margin after the third one back.
+        earliest = [now, *moments[-2:-1], *(moment + BURST_WINDOW_S + BURST_MARGIN_S for moment in moments[-4:-3])]
+        assert slotted(booking.send_at, max(earliest))
+    assert most_in_one_window(moments) == 3
+    assert max(moments) - 3.0 > 10.0  # the window spaced them (40 sends at 3 a second), not the traffic
+
+
+@pytest.mark.parametrize("seconds", [1, 5])
+def test_the_state_stays_small_at_any_limit(seconds: int) -> None:
+    """400 bookings a second at a limit of 100000: none waits, and the state holds at most a window's slots
+    (where a send a row grew with the traffic), still counting every send of the last window."""
+    state, total = bucket(size=1e9, drip=1e6, burst=100_000), 400 * seconds
+    for n in range(total):
+        now = 7.0 + n / 400
+        booking = book(state, now, 1.0)
+        assert booking.send_at == now
+        state = booking.state
+        assert len(state.sends) <= MOST_SLOTS and well_formed(state)
+    assert len(state.sends) >= BURST_WINDOW_S / BURST_SLOT_S  # a window's slots, four sends each
+    last = 7.0 + (total - 1) / 400
+    slot_ends = [7.0 + math.ceil(n / 4) / 100 for n in range(total)]  # four sends a slot
+    assert counted(state) == sum(1 for end in slot_ends if end > last - BURST_WINDOW_S - BURST_MARGIN_S)
+    # Lightspeed's window at the last send holds 400 of them; the model may count up to a slot's more.
+    assert 400 <= sends_between(state.sends, last) <= 400 + 4
 
 
 def test_the_window_slides_across_a_calendar_second() -> None:
@@ -134,7 +206,7 @@ def test_the_window_slides_across_a_calendar_second() -> None:
     second, state = book_all(state, 41.95, [1.0] * 5)
     assert first + second == [41.5] * 5 + [41.95] * 5
     eleventh = book(state, 42.0, 1.0)
-    assert eleventh.send_at == pytest.approx(41.5 + BURST_WINDOW_S + BURST_MARGIN_S)
+    assert slotted(eleventh.send_at, 41.5 + BURST_WINDOW_S + BURST_MARGIN_S)
     more, _ = book_all(eleventh.state, 42.0, [1.0] * 9)
     assert most_in_one_window([*first, *second, eleventh.send_at, *more]) == 10
 
@@ -144,25 +216,28 @@ def test_a_send_keeps_its_distance_from_the_limit_th_previous_one() -> None:
     for tenth in range(10):  # one send every 0.1 s: 0.0, 0.1, ... 0.9
         state = book(state, tenth / 10, 1.0).state
     eleventh = book(state, 0.95, 1.0)
-    assert eleventh.send_at == pytest.approx(0.0 + BURST_WINDOW_S + BURST_MARGIN_S)
+    assert slotted(eleventh.send_at, 0.0 + BURST_WINDOW_S + BURST_MARGIN_S)
     twelfth = book(eleventh.state, 1.0, 1.0)
-    assert twelfth.send_at == pytest.approx(0.1 + BURST_WINDOW_S + BURST_MARGIN_S)
+    assert slotted(twelfth.send_at, 0.1 + BURST_WINDOW_S + BURST_MARGIN_S)
     assert book(twelfth.state, 5.0, 1.0).send_at == 5.0  # the window long past: at once
 
 
 def test_a_burst_limit_of_one_spaces_every_send() -> None:
     moments, _ = book_all(bucket(size=1000, burst=1), 0.0, [1.0] * 4)
     gap = BURST_WINDOW_S + BURST_MARGIN_S
-    assert moments == pytest.approx([0.0, gap, 2 * gap, 3 * gap])
+    assert all(slotted(moment, n * gap) for n, moment in enumerate(moments))
+    assert all(later - earlier >= gap - 1e-9 for earlier, later in itertools.pairwise(moments))
 
 
 def test_both_limits_the_later_wins() -> None:
     """Burst 2 and a bucket of 4 (3 usable): whichever limit is the later one decides each moment."""
     moments, _ = book_all(bucket(size=4, drip=10, burst=2), 0.0, [1.0] * 5)
     gap = BURST_WINDOW_S + BURST_MARGIN_S
-    assert moments == pytest.approx([0.0, 0.0, gap, gap, 2 * gap])
+    exact = [0.0, 0.0, gap, gap, 2 * gap]
+    assert all(slotted(moment, ideal) for moment, ideal in zip(moments, exact, strict=True))
     moments, _ = book_all(bucket(size=4, drip=0.5, burst=2), 0.0, [1.0] * 5)
-    assert moments == pytest.approx([0.0, 0.0, gap, 2.0, 4.0])  # the window spaces the 3rd, the bucket the rest
+    exact = [0.0, 0.0, gap, 2.0, 4.0]  # the window spaces the 3rd, the bucket the rest
+    assert all(slotted(moment, ideal) for moment, ideal in zip(moments, exact, strict=True))
 
 
 # -- observe ---------------------------------------------------------------------------------------------------
@@ -220,39 +295,72 @@ def test_a_reported_level_against_a_drained_model() -> None:
 
 
 def test_the_burst_level_adds_sends_the_model_did_not_know_of() -> None:
-    state = bucket(size=1000, burst=5, sends=(9.5, 9.8))
+    state = bucket(size=1000, burst=5, sends=((9.5, 1), (9.8, 1)))
     seen = observe(state, 10.0, reading(burst="5/5"))
-    assert seen.sends == (9.5, 9.8, 10.0, 10.0, 10.0)
+    assert seen.sends == ((9.5, 1), (9.8, 1), (10.0, 3))  # three more, in now's slot
     assert book(seen, 10.0, 1.0).send_at == pytest.approx(9.5 + BURST_WINDOW_S + BURST_MARGIN_S)
 
 
+def test_unknown_sends_join_now_s_slot_in_order() -> None:
+    """Now's slot may fall between booked ones (a booking ahead of now): the added sends go into it, in order."""
+    seen = observe(bucket(size=1000, burst=5, sends=((9.5, 1), (10.5, 1))), 10.003, reading(burst="3/5"))
+    assert seen.sends == ((9.5, 1), (10.01, 2), (10.5, 1))
+    assert observe(seen, 10.004, reading(burst="3/5")) == seen  # now all known
+    more = observe(seen, 10.004, reading(burst="4/5"))
+    assert more.sends == ((9.5, 1), (10.01, 3), (10.5, 1))
+
+
 def test_a_burst_level_the_model_already_knows_changes_nothing() -> None:
-    state = bucket(size=1000, burst=5, sends=(9.5, 9.8))
+    state = bucket(size=1000, burst=5, sends=((9.5, 1), (9.8, 1)))
     assert observe(state, 10.0, reading(burst="2/5")) == state
     assert observe(state, 10.0, reading(burst="0/5")) == state
 
 
 def test_sends_outside_the_window_are_not_known_sends() -> None:
-    state = bucket(size=1000, burst=5, sends=(8.5,))  # 1.5 s ago: Lightspeed no longer counts it
-    assert observe(state, 10.0, reading(burst="1/5")).sends == (8.5, 10.0)
+    state = bucket(size=1000, burst=5, sends=((8.5, 1),))  # 1.5 s ago: Lightspeed no longer counts it
+    assert observe(state, 10.0, reading(burst="1/5")).sends == ((8.5, 1), (10.0, 1))
+    edge = bucket(size=1000, burst=5, sends=((9.0, 2),))  # exactly a window ago: out of it
+    assert observe(edge, 10.0, reading(burst="2/5")).sends == ((9.0, 2), (10.0, 2))
 
 
-def test_added_sends_keep_only_the_latest_burst_limit() -> None:
-    state = bucket(size=1000, burst=3, sends=(9.1, 9.2, 9.3))
+def test_sends_between_counts_the_window_and_now_s_slot() -> None:
+    """Slots ending in (now - window, now + slot]: a send of now's slot may have left by now."""
+    sends = ((9.0, 1), (9.01, 2), (9.5, 4), (10.0, 8), (10.01, 16), (10.02, 32))
+    assert sends_between(sends, 10.0) == 2 + 4 + 8 + 16
+    assert sends_between(sends, 10.5) == 8 + 16 + 32
+    assert sends_between(sends, 20.0) == 0 and sends_between((), 10.0) == 0
+
+
+def test_only_the_last_window_s_slots_are_kept() -> None:
+    """The window bounds the state, not the limit: slots that left it before a booking are dropped, whatever
+    the limit, so the state stays small at any limit."""
+    state = bucket(size=1000, burst=3, sends=((9.1, 1), (9.2, 1), (9.3, 1)))
     assert observe(state, 10.0, reading(burst="3/3")) == state  # all three are in the window: nothing new
-    seen = observe(bucket(size=1000, burst=3, sends=(8.0, 8.5, 8.9)), 10.0, reading(burst="2/3"))
-    assert seen.sends == (8.9, 10.0, 10.0)
+    seen = observe(bucket(size=1000, burst=3, sends=((8.0, 1), (8.5, 1), (8.9, 1))), 10.0, reading(burst="2/3"))
+    assert seen.sends == ((8.0, 1), (8.5, 1), (8.9, 1), (10.0, 2))  # observing adds, never trims
+    booking = book(seen, 10.0, 1.0)  # 8.0 .. 8.9 left the window (and its margin) before 10.0: dropped
+    assert booking.send_at == 10.0 and booking.state.sends == ((10.0, 3),)
+    two_windows = tuple((round(8.0 + n / 100, 2), 5) for n in range(201))  # 8.0, 8.01, .. 10.0: 1005 sends
+    kept = book(bucket(size=1000, burst=100_000, sends=two_windows), 10.0, 1.0).state
+    # However high the limit, only the slots ending within the window and its margin before 10.0 are kept.
+    assert [end for end, _count in kept.sends] == [round(8.96 + n / 100, 2) for n in range(105)]
+    assert counted(kept) == 105 * 5 + 1
 
 
-def test_a_lower_burst_limit_spaces_the_next_send_and_trims_the_sends() -> None:
-    state = bucket(size=1000, burst=5, sends=(5.1, 5.2, 5.3, 5.4, 5.5))
+def test_a_lower_burst_limit_spaces_the_next_send() -> None:
+    state = bucket(size=1000, burst=5, sends=((5.1, 1), (5.2, 1), (5.3, 1), (5.4, 1), (5.5, 1)))
     seen = observe(state, 5.6, reading(burst="5/2"))
-    assert seen.burst_limit == 2
+    assert seen.burst_limit == 2 and seen.sends == state.sends
     booking = book(seen, 5.6, 1.0)
-    assert booking.send_at == pytest.approx(5.4 + BURST_WINDOW_S + BURST_MARGIN_S)
-    assert booking.state.sends == (5.5, booking.send_at)
+    assert slotted(booking.send_at, 5.4 + BURST_WINDOW_S + BURST_MARGIN_S)
+    # The window bounds what is kept, not the limit: all five are within it at 5.6, when this one was booked ...
+    assert booking.state.sends == (*state.sends, (6.45, 1))
+    later = book(booking.state, 6.5, 1.0)  # ... and the next one, booked at 6.5, drops 5.1 .. 5.4
+    assert slotted(later.send_at, 5.5 + BURST_WINDOW_S + BURST_MARGIN_S)
+    assert later.state.sends == ((5.5, 1), (6.45, 1), (6.55, 1))
     without_level = observe(state, 6.0, Reading(burst_limit=3))
-    assert without_level.burst_limit == 3 and without_level.sends == (5.3, 5.4, 5.5)
+    assert without_level.burst_limit == 3 and without_level.sends == state.sends
+    assert slotted(book(without_level, 6.0, 1.0).send_at, 5.3 + BURST_WINDOW_S + BURST_MARGIN_S)
 
 
 # -- hold ------------------------------------------------------------------------------------------------------
@@ -391,7 +499,53 @@ def test_an_unreadable_row_is_a_fresh_state(text: str | None) -> None:
 
 
 def test_a_row_whose_sends_are_not_numbers_is_a_fresh_state() -> None:
-    assert BucketState.loads('[0, 0, 90, 1, 10, "ab", 0]') == BucketState()
+    assert BucketState.loads('[0, 0, 90, 1, 10, "ab", 0, []]') == BucketState()
+
+
+def test_bookers_keep_the_latest_two_distinct_processes() -> None:
+    state = BucketState().booked_by("a", 1.0).booked_by("b", 2.0).booked_by("a", 3.0).booked_by("c", 4.0)
+    assert state.bookers == (("c", 4.0), ("a", 3.0))
+    assert state.others_since("a", 3.5) and not state.others_since("c", 3.5)
+    assert not BucketState().booked_by("a", 1.0).booked_by("a", 2.0).others_since("a", 0.0)
+
+
+def test_a_row_of_slots_loads_as_slots() -> None:
+    state = BucketState.loads('[1, 2, 90, 1, 10, [[1.5, 1], [1.51, 3], [2, 12]], 0, [["a1", 1.5]], "c1"]')
+    assert state.bookers == (("a1", 1.5),)
+    assert state.sends == ((1.5, 1), (1.51, 3), (2.0, 12))
+    assert all(isinstance(end, float) and type(count) is int for end, count in state.sends)
+    assert BucketState.loads(state.dumps()) == state
+
+
+@pytest.mark.parametrize(
+    "sends",
+    [
+        "[[2.0, 1], [1.0, 1]]",  # out of order
+        "[[1.0, 1], [1.0, 2]]",  # one end twice
+        "[[1.0, 1], [3.0, 1], [2.0, 1]]",
+        "[[1.0, 1.5]]",  # counts: positive ints only
+        "[[1.0, 1.0]]",
+        '[[1.0, "1"]]',
+        "[[1.0, true]]",
+        "[[1.0, 0]]",
+        "[[1.0, -2]]",
+        "[[1.0, null]]",
+        "[[1.0]]",  # not pairs
+        "[[1.0, 1, 2]]",
+        "[[1.0, 1], 2.0]",
+        '[{"end": 1.0, "count": 1}]',
+        '["ab"]',
+        "[1.5, 1.6]",  # the old representation: send times
+        '[["x", 1]]',  # ends: finite numbers
+        "[[null, 1]]",
+        "[[NaN, 1]]",
+        "[[Infinity, 1]]",
+        "[[1e400, 1]]",
+        "[[1.0, 1], [NaN, 1]]",
+    ],
+)
+def test_a_row_whose_slots_are_damaged_is_a_fresh_state(sends: str) -> None:
+    assert BucketState.loads(f"[3, 4, 50, 2, 7, {sends}, 0]") == BucketState()
 
 
 # -- retry_after_s ---------------------------------------------------------------------------------------------
@@ -461,6 +615,7 @@ def test_a_strict_provider_never_refuses_a_booked_request(
         assert not sends or booking.send_at >= sends[-1][0]  # first in, first out
         sends.append((booking.send_at, cost))
         state = booking.state
+        assert len(state.sends) <= MOST_SLOTS and well_formed(state)  # small, whatever the traffic
     provider = StrictProvider(size, drip, limit)
     for at, cost in sends:
         assert provider.receive(at, cost) is None, (at, cost, sends)

@@ -12,13 +12,18 @@ requests bunched together could break the burst window that their bookings kept.
 
 from __future__ import annotations
 
+import math
+import os
+import secrets
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol, TypeVar
 
-from lightkeeper.lightspeed.bucket import Booking, BucketState, Reading, book, hold, observe
+from lightkeeper.lightspeed import credits
+from lightkeeper.lightspeed.bucket import Booking, BucketState, Reading, book, hold, observe, sends_between
+from lightkeeper.lightspeed.credits import Credit
 
 T = TypeVar("T")
 
@@ -61,6 +66,7 @@ class Slot:
     moment: float
     state: BucketState  # as booked, with this request counted in
     shared_at: float  # ``moment`` on the shared clock
+    deadline: float = math.inf  # the latest this process may still send on it (a credit's end)
 
 
 @dataclass(frozen=True)
@@ -84,6 +90,17 @@ class ApiPacer:
         self._rows: BucketRows = rows if rows is not None else LocalBucketRows()
         self._client_id = client_id
         self._monotonic, self._sleep = monotonic, sleep
+        self._credits: dict[str, Credit] = {}
+        self._demand = credits.Demand(monotonic)
+        self._lock = threading.Lock()
+        self._booker, self._booker_pid = "", -1
+
+    @property
+    def booker(self) -> str:
+        """This process among those sharing the rows (a new name after ``fork``: the child is another booker)."""
+        if self._booker_pid != os.getpid():
+            self._booker, self._booker_pid = secrets.token_hex(6), os.getpid()
+        return self._booker
 
     def name(self, account_id: str) -> str:
         """The bucket's row: Lightspeed keeps one per (account, OAuth client)."""
@@ -95,11 +112,36 @@ class ApiPacer:
         return self.book_many(account_id, [(cost, max_wait)])[0]
 
     def book_many(self, account_id: str, requests: Sequence[tuple[float, float | None]]) -> list[Slot | Refusal]:
-        """``book`` for several requests of one account, in order, in one transaction: callers that arrive
-        together share a write to the shared row (the proxy's group commit)."""
+        """``book`` for several requests of one account, in order: from this process's credit where it holds
+        one (``credits``), the others in one transaction on the shared row (the proxy's group commit)."""
+        self._demand.note(account_id, len(requests))
+        results: list[Slot | Refusal | None] = [self._from_credit(account_id, *request) for request in requests]
+        pending = [index for index, result in enumerate(results) if result is None]
+        if pending:
+            shared = self._book_shared(account_id, [requests[index] for index in pending])
+            for index, result in zip(pending, shared, strict=True):
+                results[index] = result
+        return [result for result in results if result is not None]
 
-        def change(text: str, now: float) -> tuple[str | None, list[Booking | Refusal]]:
+    def _from_credit(self, account_id: str, cost: float, max_wait: float | None) -> Slot | None:
+        with self._lock:
+            credit = self._credits.get(account_id)
+            taken = credit.book(cost, self._monotonic()) if credit is not None else None
+            if credit is None or taken is None:
+                return None
+            left, booking = taken
+            if max_wait is not None and booking.wait > max_wait:
+                return None
+            self._credits[account_id] = left
+        moment = credit.moment(booking.send_at)
+        return Slot(account_id, cost, moment, booking.state, booking.send_at, credit.moment(credit.until))
+
+    def _book_shared(self, account_id: str, requests: Sequence[tuple[float, float | None]]) -> list[Slot | Refusal]:
+        most = self._demand.credit_size(account_id)
+
+        def change(text: str, now: float) -> tuple[str | None, tuple[list[Booking | Refusal], Credit | None]]:
             state = BucketState.loads(text)
+            state = _rebased(state, self._pop_credit(account_id))  # no local booking from it while the row changes
             results: list[Booking | Refusal] = []
             for cost, max_wait in requests:
                 booking = book(state, now, cost)
@@ -108,12 +150,19 @@ class ApiPacer:
                 else:
                     state = booking.state
                     results.append(booking)
-            booked = any(isinstance(result, Booking) for result in results)
-            return (state.dumps() if booked else None), results
+            largest = max(cost for cost, _wait in requests)
+            state, credit = credits.take(state, now, most, largest, booker=self.booker)
+            changed = credit is not None or any(isinstance(result, Booking) for result in results)
+            if changed:
+                state = state.booked_by(self.booker, now, credit.id if credit is not None else "")
+            return (state.dumps() if changed else None), (results, credit)
 
-        results, _now = self._rows.transform(self.name(account_id), change)
+        (results, credit), now = self._rows.transform(self.name(account_id), change)
         # Waits count from when the transaction ended: leaving later than the shared moment is safe.
         ended = self._monotonic()
+        if credit is not None:
+            with self._lock:
+                self._credits[account_id] = replace(credit, shared_at=now, monotonic_at=ended)
         return [
             result
             if isinstance(result, Refusal)
@@ -121,9 +170,22 @@ class ApiPacer:
             for result, (cost, _max_wait) in zip(results, requests, strict=True)
         ]
 
+    def _pop_credit(self, account_id: str) -> Credit | None:
+        with self._lock:
+            return self._credits.pop(account_id, None)
+
+    def book_local(self, account_id: str, cost: float, *, max_wait: float | None = None) -> Slot | None:
+        """A booking from this process's credit, without the database; None when there is none that fits (then
+        ``book``). Cheap enough for an event loop."""
+        slot = self._from_credit(account_id, cost, max_wait)
+        if slot is not None:
+            self._demand.note(account_id)
+        return slot
+
     def late(self, slot: Slot) -> bool:
         """Whether it is too late to send on ``slot`` (book again instead)."""
-        return self._monotonic() - slot.moment > LATE_S
+        now = self._monotonic()
+        return now - slot.moment > LATE_S or now > slot.deadline
 
     def reserve(self, account_id: str, cost: float) -> Slot:
         """Book and sleep until the request may leave (sync callers); the slot it leaves on."""
@@ -151,11 +213,17 @@ class ApiPacer:
 
     def correct(self, account_id: str, reading: Reading) -> None:
         """Apply an answer's ``reading`` to the shared state (a write only when it changes it)."""
+        self._rewrite(account_id, lambda state, now: observe(state, now, reading))
+
+    def _rewrite(self, account_id: str, edit: Callable[[BucketState, float], BucketState]) -> None:
+        """Change the shared state by ``edit`` (no write when nothing changes). This process's credit ends
+        first: Lightspeed said something the model did not expect, so requests book in the row again."""
+        mine = self._pop_credit(account_id)
 
         def change(text: str, now: float) -> tuple[str | None, None]:
-            state = BucketState.loads(text)
-            new = observe(state, now, reading)
-            return (new.dumps() if new != state else None), None
+            state = _rebased(BucketState.loads(text), mine)
+            new = edit(state, now)
+            return (new.booked_by(self.booker, now).dumps() if new != state else None), None
 
         self._rows.transform(self.name(account_id), change)
 
@@ -168,25 +236,25 @@ class ApiPacer:
         now = slot.shared_at + max(0.0, self._monotonic() - slot.moment)
         if reading.used is not None and reading.used > state.level_at(now) + _LEVEL_SURPRISE:
             return True
-        known = sum(1 for sent in state.sends if now - 1.0 < sent <= now)
+        known = sends_between(state.sends, now)
         return reading.burst_used is not None and reading.burst_used > known + _BURST_SURPRISE
 
     def hold(self, account_id: str, retry_after: float, cost: float) -> None:
         """A 429 said "retry after": nothing of the account leaves before then, in any process."""
-
-        def change(text: str, now: float) -> tuple[str | None, None]:
-            return hold(BucketState.loads(text), now, retry_after, cost).dumps(), None
-
-        self._rows.transform(self.name(account_id), change)
+        self._rewrite(account_id, lambda state, now: hold(state, now, retry_after, cost))
 
     def full(self, account_id: str) -> None:
         """A 429 that will not be waited out here: the bucket is full, whatever the model thought."""
+        self._rewrite(account_id, lambda state, now: observe(state, now, Reading(used=state.size)))
 
-        def change(text: str, now: float) -> tuple[str | None, None]:
-            state = BucketState.loads(text)
-            return observe(state, now, Reading(used=state.size)).dumps(), None
 
-        self._rows.transform(self.name(account_id), change)
+def _rebased(state: BucketState, mine: Credit | None) -> BucketState:
+    """The row's state, or, when nobody wrote it since ``mine`` was reserved in it, the exact bookings made from
+    that credit in place of its reservation: what was sent counts from when it was sent, and what was reserved
+    but not used is free again."""
+    if mine is None or state.credit != mine.id:
+        return state
+    return replace(mine.state, bookers=state.bookers, credit="")
 
 
 __all__ = ["LATE_S", "ApiPacer", "BucketRows", "LocalBucketRows", "Refusal", "Slot"]

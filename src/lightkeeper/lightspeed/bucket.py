@@ -35,6 +35,13 @@ HEADROOM = 1.0
 #: The burst window, and the margin a request keeps from its edge (a send leaves a few ms after its moment).
 BURST_WINDOW_S = 1.0
 BURST_MARGIN_S = 0.05
+#: Sends are counted in slots this wide, each send at its slot's end (later than it was: the safe side). The
+#: state then holds at most a window's worth of slots however high the limit and the rate, where a list of
+#: every send made booking cost grow with the traffic (0.27 ms a booking at 400 sends a second).
+BURST_SLOT_S = 0.01
+
+#: (slot end, sends in the slot), oldest first.
+Slots = tuple[tuple[float, int], ...]
 
 
 @dataclass(frozen=True)
@@ -46,14 +53,19 @@ class BucketState:
     size: float = DEFAULT_SIZE
     drip: float = DEFAULT_DRIP
     burst_limit: int = DEFAULT_BURST
-    sends: tuple[float, ...] = ()  # the latest booked sends, at most ``burst_limit``, oldest first
+    sends: Slots = ()  # the booked sends of the last window, by slot
     hold_until: float = 0.0  # a 429's Retry-After: nothing leaves before
+    # The last two processes that booked in the row and when, latest first (``credits`` are only for an
+    # account's sole user).
+    bookers: tuple[tuple[str, float], ...] = ()
+    credit: str = ""  # the credit the last write reserved (``credits``), if it did
 
     def level_at(self, moment: float) -> float:
         return max(0.0, self.level - max(0.0, moment - self.at) * self.drip)
 
     def dumps(self) -> str:
-        return json.dumps([self.level, self.at, self.size, self.drip, self.burst_limit, self.sends, self.hold_until])
+        fields = [self.level, self.at, self.size, self.drip, self.burst_limit, self.sends, self.hold_until]
+        return json.dumps([*fields, self.bookers, self.credit])
 
     @classmethod
     def loads(cls, text: str | None) -> BucketState:
@@ -61,15 +73,28 @@ class BucketState:
         if not text:
             return cls()
         try:
-            level, at, size, drip, burst, sends, hold = json.loads(text)
-            times = tuple(float(sent) for sent in sends) if isinstance(sends, list) else None
+            level, at, size, drip, burst, sends, hold, bookers, credit = json.loads(text)
+            slots = _slots(sends)
             numbers = (float(level), float(at), float(size), float(drip), float(hold))
             limit = max(1, int(burst))
+            who = tuple((str(name), float(moment)) for name, moment in bookers[:2])
+            credit = str(credit)
         except (ValueError, TypeError, OverflowError):
-            times = None
-        if times is None or not all(math.isfinite(n) for n in (*numbers, *times)) or min(numbers[2:4]) <= 0:
+            slots = None
+        ends = [end for end, _count in slots or ()]
+        if slots is None or not all(math.isfinite(n) for n in (*numbers, *ends)) or min(numbers[2:4]) <= 0:
             return cls()  # a row from another version, or damaged: start over, the next answer corrects it
-        return cls(numbers[0], numbers[1], numbers[2], numbers[3], limit, times, numbers[4])
+        return cls(numbers[0], numbers[1], numbers[2], numbers[3], limit, slots, numbers[4], who, credit)
+
+    def booked_by(self, booker: str, now: float, credit: str = "") -> BucketState:
+        """The state as ``booker`` writes it at ``now`` (the other latest booker kept beside it), with the id of
+        the credit that write reserved, if any."""
+        others = [entry for entry in self.bookers if entry[0] != booker][:1]
+        return replace(self, bookers=((booker, now), *others), credit=credit)
+
+    def others_since(self, booker: str, moment: float) -> bool:
+        """Whether a process other than ``booker`` booked after ``moment``."""
+        return any(name != booker and at > moment for name, at in self.bookers)
 
 
 @dataclass(frozen=True)
@@ -86,14 +111,35 @@ def book(state: BucketState, now: float, cost: float) -> Booking:
     start = max(now, state.at, state.hold_until)
     overflow = state.level_at(start) + cost - (state.size - HEADROOM)
     send_at = start + (max(0.0, overflow) / state.drip if state.drip > 0 else 0.0)
-    limit = max(1, state.burst_limit)
-    # Sends that left the window before ``start`` can bind nothing booked from now on: only the rest is kept,
-    # so the state stays small however high the limit.
-    sends = tuple(sent for sent in state.sends[-limit:] if sent > start - BURST_WINDOW_S - BURST_MARGIN_S)
-    if len(sends) >= limit:  # the limit-th send back must have left the window
-        send_at = max(send_at, sends[-limit] + BURST_WINDOW_S + BURST_MARGIN_S)
-    booked = replace(state, level=state.level_at(send_at) + cost, at=send_at, sends=(*sends, send_at)[-limit:])
+    # Sends that left the window before ``start`` can bind nothing booked from now on: only the rest is kept.
+    sends = tuple(slot for slot in state.sends if slot[0] > start - BURST_WINDOW_S - BURST_MARGIN_S)
+    if (latest := _nth_latest(sends, max(1, state.burst_limit))) is not None:
+        send_at = max(send_at, latest + BURST_WINDOW_S + BURST_MARGIN_S)  # it must have left the window
+    booked = replace(state, level=state.level_at(send_at) + cost, at=send_at, sends=_add(sends, send_at))
     return Booking(send_at, send_at - now, booked)
+
+
+def reserve_ahead(state: BucketState, until: float, most: int, cost: float = 1.0) -> tuple[BucketState, int]:
+    """Up to ``most`` requests of ``cost`` booked at ``until`` that fit there without waiting, while the bucket
+    and the burst window stay at most half full: the state with them counted in, and how many.
+
+    A process that holds them may send that many (and that many units of cost) at any moment before ``until``: counted
+    at ``until``, the latest they can leave, they are on the safe side for everyone booking after them (a send
+    made earlier has drained more, and left the burst window sooner). Only a roomy bucket is reserved ahead:
+    near its limits every unit must go to a request that is really there, in the order it came.
+    """
+    count = 0
+    while count < most:
+        booking = book(state, until, cost)
+        roomy = booking.state.level_at(until) <= (state.size - HEADROOM) / 2
+        if booking.send_at > until or not roomy or _in_window(booking.state.sends, until) > state.burst_limit / 2:
+            break
+        state, count = booking.state, count + 1
+    return state, count
+
+
+def _in_window(sends: Slots, moment: float) -> int:
+    return sum(count for end, count in sends if end > moment - BURST_WINDOW_S)
 
 
 @dataclass(frozen=True)
@@ -140,14 +186,59 @@ def observe(state: BucketState, now: float, reading: Reading) -> BucketState:
     if reading.used is not None:
         at = max(now, new.at)
         new = replace(new, level=max(new.level_at(at), reading.used - (at - now) * new.drip), at=at)
-    if reading.burst_used is not None:
-        known = sum(1 for sent in new.sends if now - BURST_WINDOW_S < sent <= now)
-        if (extra := reading.burst_used - known) > 0:
-            sends = sorted((*new.sends, *([now] * extra)))
-            new = replace(new, sends=tuple(sends[-max(1, new.burst_limit) :]))
-    elif len(new.sends) > new.burst_limit:
-        new = replace(new, sends=new.sends[-max(1, new.burst_limit) :])
+    if reading.burst_used is not None and (extra := reading.burst_used - sends_between(new.sends, now)) > 0:
+        new = replace(new, sends=_add(new.sends, now, extra))
     return new
+
+
+def sends_between(sends: Slots, now: float) -> int:
+    """How many of the model's sends Lightspeed counts in its window at ``now`` (those of its slot included)."""
+    return sum(count for end, count in sends if now - BURST_WINDOW_S < end <= now + BURST_SLOT_S)
+
+
+def _nth_latest(sends: Slots, n: int) -> float | None:
+    """The latest moment the n-th most recent send may have left (its slot's end), or None if there are fewer."""
+    total = 0
+    for end, count in reversed(sends):
+        total += count
+        if total >= n:
+            return end
+    return None
+
+
+def _slot_end(moment: float) -> float:
+    """The end of ``moment``'s slot: never before it (rounding to whole microseconds included)."""
+    end = round(math.ceil(moment / BURST_SLOT_S) * BURST_SLOT_S, 6)
+    while end < moment:
+        end = round(end + BURST_SLOT_S, 6)
+    return end
+
+
+def _add(sends: Slots, moment: float, count: int = 1) -> Slots:
+    """``sends`` with ``count`` more at ``moment`` (in its slot), kept in order."""
+    end = _slot_end(moment)
+    if not sends or sends[-1][0] < end:  # the usual case: a send after every other
+        return (*sends, (end, count))
+    if sends[-1][0] == end:
+        return (*sends[:-1], (end, sends[-1][1] + count))
+    slots = dict(sends)
+    slots[end] = slots.get(end, 0) + count
+    return tuple(sorted(slots.items()))
+
+
+def _slots(value: object) -> Slots:
+    """Stored slots, checked: a list of ``[end, count]`` pairs."""
+    if not isinstance(value, list):
+        raise TypeError("sends")
+    slots: list[tuple[float, int]] = []
+    for pair in value:
+        end, count = pair  # ValueError/TypeError for anything but a pair
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise TypeError("count")
+        if slots and float(end) <= slots[-1][0]:
+            raise ValueError("slots out of order")  # ``dumps`` writes them in order, one per end
+        slots.append((float(end), count))
+    return tuple(slots)
 
 
 def hold(state: BucketState, now: float, retry_after: float, cost: float) -> BucketState:
@@ -190,6 +281,7 @@ def _positive(value: str | None) -> float | None:
 
 
 __all__ = [
+    "BURST_SLOT_S",
     "DEFAULT_BURST",
     "DEFAULT_DRIP",
     "DEFAULT_SIZE",
@@ -201,5 +293,7 @@ __all__ = [
     "hold",
     "observe",
     "parse_bucket",
+    "reserve_ahead",
     "retry_after_s",
+    "sends_between",
 ]

@@ -69,6 +69,9 @@ class Bookings:
 
     async def book(self, account_id: str, cost: float, cap_end: float) -> Slot:
         """A slot for one request; ``RateLimited`` (nothing booked) when it would wait past ``cap_end``."""
+        local = self._pacer.book_local(account_id, cost, max_wait=max(0.0, cap_end - self._monotonic()))
+        if local is not None:  # from this process's credit: no database, no thread
+            return local
         future: asyncio.Future[Slot | Refusal] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(account_id, []).append((cost, cap_end, future))
         if account_id not in self._draining:

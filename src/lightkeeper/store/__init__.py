@@ -11,7 +11,7 @@ from sqlalchemy import Engine
 from . import dialect
 from .api_buckets import ApiBucketRepo
 from .connections import ConnectionRepo, EncryptPair, Lease, NewTokens, Tally
-from .engine import make_engine, normalise_url, sqlite_path
+from .engine import make_engine, normalise_url, soft_engine, sqlite_path
 from .events import EVENT_VERSION, EventLease, EventsRepo
 from .jobs import EMBEDDED, PG_CRON, JobRepo
 from .keyscan import KeyScan, StoredVerifier
@@ -49,7 +49,7 @@ class Store:
         self.sessions = SessionRepo(engine)
         self.jobs = JobRepo(engine)
         self.pacing = PacingRepo(engine)
-        self.api_buckets = ApiBucketRepo(engine)  # each account's API limits (the proxy, stock, client)
+        self.api_buckets = ApiBucketRepo(soft_engine(engine))  # each account's API limits (proxy, stock, client)
         self.keys = KeyScan(engine)  # ciphertexts by key id, across tables (key rotation)
 
     @classmethod
@@ -69,6 +69,7 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
+        self.api_buckets.close()
 
 
 __all__ = [

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from sqlalchemy import Column, Engine, bindparam, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.types import NullType
 
 from . import dialect
@@ -27,6 +28,8 @@ Change = Callable[[str, float], tuple[str | None, T]]
 
 
 class ApiBucketRepo:
+    """The API buckets' rows; ``engine`` is best a ``soft_engine`` (see there)."""
+
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         # Locks the row and reads it in one statement: an UPDATE takes PostgreSQL's row lock (and SQLite's write
@@ -39,18 +42,22 @@ class ApiBucketRepo:
             engine, dialect.insert(engine, t).values(name=bindparam("name"), state="").on_conflict_do_nothing()
         )
         self._write = Prepared(engine, update(t).where(t.c.name == bindparam("name")).values(state=bindparam("state")))
-        # The state is soft: losing the last bookings in a database crash only makes the next requests count on
-        # a bucket a little emptier than it is, which Lightspeed's headers correct. So its commits need not
-        # wait for the disk (PostgreSQL; nothing on SQLite, whose WAL commits never do).
-        relax = dialect.soft_commit(engine)
-        self._relax = Prepared(engine, relax) if relax is not None else None
+
+    def close(self) -> None:
+        self._engine.dispose()
 
     def transform(self, name: str, change: Change[T]) -> tuple[T, float]:
         """Apply ``change`` to the row of ``name`` (created empty if missing) under its lock; what ``change``
         gave back, and the database's "now" it was given (epoch seconds)."""
+        try:
+            return self._transform(name, change)
+        except OperationalError:
+            # ``soft_engine`` does not ping connections before use: one the server dropped fails here once.
+            self._engine.dispose()
+            return self._transform(name, change)
+
+    def _transform(self, name: str, change: Change[T]) -> tuple[T, float]:
         with transaction(self._engine) as cursor:
-            if self._relax is not None:
-                self._relax.run(cursor, {})
             row = self._lock.first(cursor, {"name": name})
             if row is None:  # the account's first request: make its row, then lock it
                 self._create.run(cursor, {"name": name})

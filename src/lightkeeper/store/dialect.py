@@ -27,12 +27,11 @@ from sqlalchemy import (
     func,
     literal,
     select,
-    text,
     type_coerce,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql import operators
-from sqlalchemy.sql.elements import ClauseElement, ColumnElement, UnaryExpression
+from sqlalchemy.sql.elements import ColumnElement, UnaryExpression
 from sqlalchemy.types import TypeDecorator
 
 from ..clock import utcnow
@@ -148,13 +147,6 @@ def insert(conn: Connection | Engine, table: Table) -> postgresql.Insert | sqlit
     return postgresql.insert(table) if is_postgresql(conn) else sqlite.insert(table)
 
 
-def soft_commit(engine: Engine) -> ClauseElement | None:
-    """A statement that lets this transaction's commit return before its WAL reaches the disk (PostgreSQL's
-    ``synchronous_commit`` off, for this transaction only), or None where commits never wait (SQLite in WAL
-    mode with ``synchronous=NORMAL``). Only for soft state that a crash may lose (the API buckets)."""
-    return text("SET LOCAL synchronous_commit TO OFF") if is_postgresql(engine) else None
-
-
 def notify(conn: Connection, channel: str, payload: str) -> None:
     """Wake listeners when this transaction commits (PostgreSQL only; on SQLite workers poll)."""
     if is_postgresql(conn):
@@ -176,6 +168,5 @@ __all__ = [
     "now_param",
     "now_plus",
     "now_plus_param",
-    "soft_commit",
     "time_params",
 ]

@@ -222,8 +222,10 @@ class ProxiedAnswer(Response):
             await send({"type": "http.response.start", "status": status, "headers": self.raw_headers})
             if scope["method"] == "HEAD":
                 await self._last(send, b"")
-                return
-            await self._stream(receive, send)
+            elif self.answer.rest is None:  # read whole already (a page with its Link): nothing to wait for
+                await self._last(send, self.answer.body)
+            else:
+                await self._stream(receive, send)
         finally:
             self.answer.close()
             self._done()
