@@ -82,15 +82,17 @@ def router(keeper: Keeper, auth: Any) -> APIRouter:
 
     paths = ("/connections/{connection_id}/lightspeed", "/connections/{connection_id}/lightspeed/{path:anything}")
     for path in paths:
-        api.add_api_route(
-            path,
-            proxied,
-            methods=METHODS,
-            responses=PROBLEMS,
-            include_in_schema=path.endswith("{path:anything}"),
-            response_class=Response,
-            summary="Call Lightspeed for a connection",
-        )
+        for method in METHODS:  # one route a method: each gets its own operation id in the OpenAPI document
+            api.add_api_route(
+                path,
+                proxied,
+                methods=[method],
+                responses=PROBLEMS,
+                include_in_schema=path.endswith("{path:anything}"),
+                response_class=Response,
+                summary=f"{method} through the proxy",
+                operation_id=f"proxy_{method.lower()}" if path.endswith("{path:anything}") else None,
+            )
     return api
 
 
