@@ -481,6 +481,15 @@ def summarize_raw(text: str, top: int = 25) -> str:
     return "\n".join(lines)
 
 
+def bench_database(options: Options, stack: ExitStack, directory: Path) -> str:
+    """The serves' database: a migrated SQLite file in ``directory``, or a fresh PostgreSQL one (dropped after)."""
+    if options.database == "sqlite":
+        url = f"sqlite:///{directory / 'proxy.db'}"
+        upgrade(make_engine(url))
+        return url
+    return stack.enter_context(fresh_database())
+
+
 def measure(options: Options) -> Result:
     result = Result()
     key = generate_key()
@@ -489,11 +498,7 @@ def measure(options: Options) -> Result:
         simulator = stack.enter_context(simulator_process(directory))
         control = stack.enter_context(SimulatorControl(simulator.url, timeout=60))
         control.configure(api_latency_ms=0, token_latency_ms=0, **(UNLIMITED | {"burst_limit": options.burst_limit}))
-        if options.database == "sqlite":
-            database_url = f"sqlite:///{directory / 'proxy.db'}"
-            upgrade(make_engine(database_url))
-        else:
-            database_url = stack.enter_context(fresh_database())
+        database_url = bench_database(options, stack, directory)
         env = serve_env(database_url, simulator.url, key, API_KEY, PROXY_MAX_WAIT_S="60")
         with Keeper(load_settings(env=env, require=REQUIRE_ALL)) as keeper:
             latency_id, rate_id, pacing_id, direct_id = seed_connections(keeper, control, 4)
