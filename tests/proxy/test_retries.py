@@ -4,10 +4,13 @@ wait cap. Through the real app over HTTP against the simulator, on SQLite and Po
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime, timedelta
 
 import httpx2
+from sqlalchemy import update
 
 from lightkeeper.simulator import SimulatorControl
+from lightkeeper.store.schema import connections as connections_table
 from tests.proxy.conftest import Merchant, MerchantFactory
 
 ITEM = "Item/1.json"
@@ -126,3 +129,24 @@ def test_a_wait_within_the_cap_is_waited(merchant_with: MerchantFactory, sim: Si
     assert statuses == [200] * 8
     assert elapsed >= (8 - 4) / 2 - 0.1  # what did not fit in the bucket dripped at 2/s
     assert sim.stats()["rate_limited"] == 0
+
+
+def test_a_connection_in_refresh_backoff_is_503_and_sends_nothing(merchant: Merchant, sim: SimulatorControl) -> None:
+    """A token that must be refreshed first, and a token endpoint that fails: the proxy answers the existing
+    `provider_unavailable`, and while the connection cools down it asks Lightspeed for nothing at all."""
+    keeper = merchant.server.keeper
+    with keeper.store.engine.begin() as conn:
+        expiring = datetime.now(UTC) + timedelta(seconds=30)  # inside TOKEN_REFRESH_LEEWAY_S
+        conn.execute(
+            update(connections_table)
+            .where(connections_table.c.id == merchant.connection_id)
+            .values(token_expires_at=expiring)
+        )
+    sim.inject_fault("token", "status", count=5, status=503)
+    before = sim.stats()["token_requests"]
+    first = merchant.call("GET", ITEM)
+    second = merchant.call("GET", ITEM)
+    assert first.status_code == second.status_code == 503
+    assert first.json()["code"] == second.json()["code"] == "provider_unavailable"
+    assert sim.stats()["token_requests"] == before + 1  # the second call met the cooldown, not Lightspeed
+    assert sim.requests() == []
