@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from typing import Protocol, TypeVar
 
 from lightkeeper.lightspeed import credits
-from lightkeeper.lightspeed.bucket import Booking, BucketState, Reading, book, hold, observe, sends_between
+from lightkeeper.lightspeed.bucket import HEADROOM, Booking, BucketState, Reading, book, hold, observe, sends_between
 from lightkeeper.lightspeed.credits import Credit
 
 T = TypeVar("T")
@@ -32,6 +32,13 @@ LATE_S = 0.05
 #: An answer's level this much above the model (a request's worth) is news worth a write to the shared row.
 _LEVEL_SURPRISE = 1.0
 _BURST_SURPRISE = 2
+
+
+def late_after(state: BucketState) -> float:
+    """How late a send may leave after its booked moment: ``LATE_S``, less for a fast drip. A late request may
+    arrive after one booked behind it, and the bucket then holds both a little sooner than booked: the drip over
+    the lateness must stay within half the headroom."""
+    return min(LATE_S, HEADROOM / (2 * state.drip)) if state.drip > 0 else LATE_S
 
 
 class BucketRows(Protocol):
@@ -185,7 +192,7 @@ class ApiPacer:
     def late(self, slot: Slot) -> bool:
         """Whether it is too late to send on ``slot`` (book again instead)."""
         now = self._monotonic()
-        return now - slot.moment > LATE_S or now > slot.deadline
+        return now - slot.moment > late_after(slot.state) or now > slot.deadline
 
     def reserve(self, account_id: str, cost: float) -> Slot:
         """Book and sleep until the request may leave (sync callers); the slot it leaves on."""
@@ -257,4 +264,4 @@ def _rebased(state: BucketState, mine: Credit | None) -> BucketState:
     return replace(mine.state, bookers=state.bookers, credit="")
 
 
-__all__ = ["LATE_S", "ApiPacer", "BucketRows", "LocalBucketRows", "Refusal", "Slot"]
+__all__ = ["LATE_S", "ApiPacer", "BucketRows", "LocalBucketRows", "Refusal", "Slot", "late_after"]

@@ -17,9 +17,10 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
+from fastapi import Path as FastApiPath
 from fastapi.responses import Response
 from starlette.convertors import PathConvertor, register_url_convertor
 from starlette.requests import ClientDisconnect
@@ -50,6 +51,7 @@ _RAW_PREFIX = re.compile(rb"^/api/connections/([0-9]+)/lightspeed(?:/(.*))?$", r
 _QUERY_BAD = re.compile(r"[\x00-\x20\x7f#]")
 
 PROBLEMS: dict[int | str, dict[str, Any]] = {
+    200: {"description": "Lightspeed's answer, as it came (any status it gives)", "content": {"application/json": {}}},
     400: {"model": ErrorBody, "description": "`invalid_path`: the path could leave the account; nothing was sent"},
     403: {"model": ErrorBody, "description": "`lightspeed_access_denied`: Lightspeed refused a fresh token too"},
     404: {"model": ErrorBody, "description": "`connection_not_found`"},
@@ -72,27 +74,38 @@ register_url_convertor("anything", _Anything())
 def router(keeper: Keeper, auth: Any) -> APIRouter:
     api = APIRouter(prefix="/api", tags=["proxy"], dependencies=[auth])
 
-    async def proxied(request: Request, connection_id: ConnectionId) -> Response:
+    async def proxied(
+        request: Request,
+        connection_id: ConnectionId,
+        path: Annotated[str, FastApiPath(description="A path relative to the account, e.g. `Item.json`.")],
+    ) -> Response:
         """Lightspeed's answer to the same request, sent under the connection's own account with its token.
 
         ``Item.json?limit=100`` is ``GET {LIGHTSPEED_API_URL}/API/V3/Account/{account_id}/Item.json?limit=100``;
-        an empty path is the account itself. The answer's status, body and `X-LS-*` headers come through, with a
-        `Link` header (RFC 8288) for the next and previous pages of a collection."""
+        the path without it is the account itself. The answer's status, body and `X-LS-*` headers come through,
+        with a `Link` header (RFC 8288) for the next and previous pages of a collection."""
+        return await _proxy(keeper, request, connection_id)  # the path as received, not ``path`` (decoded)
+
+    async def proxied_account(request: Request, connection_id: ConnectionId) -> Response:
         return await _proxy(keeper, request, connection_id)
 
-    paths = ("/connections/{connection_id}/lightspeed", "/connections/{connection_id}/lightspeed/{path:anything}")
-    for path in paths:
-        for method in METHODS:  # one route a method: each gets its own operation id in the OpenAPI document
-            api.add_api_route(
-                path,
-                proxied,
-                methods=[method],
-                responses=PROBLEMS,
-                include_in_schema=path.endswith("{path:anything}"),
-                response_class=Response,
-                summary=f"{method} through the proxy",
-                operation_id=f"proxy_{method.lower()}" if path.endswith("{path:anything}") else None,
-            )
+    for method in METHODS:  # one route a method: each gets its own operation id in the OpenAPI document
+        api.add_api_route(
+            "/connections/{connection_id}/lightspeed/{path:anything}",
+            proxied,
+            methods=[method],
+            responses=PROBLEMS,
+            response_class=Response,
+            summary=f"{method} through the proxy",
+            operation_id=f"proxy_{method.lower()}",
+        )
+        api.add_api_route(
+            "/connections/{connection_id}/lightspeed",
+            proxied_account,
+            methods=[method],
+            include_in_schema=False,
+            response_class=Response,
+        )
     return api
 
 
