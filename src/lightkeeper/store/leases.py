@@ -9,6 +9,7 @@ statement cost more CPU than running it on SQLite.
 from __future__ import annotations
 
 import itertools
+import os
 import secrets
 import time
 from collections.abc import Mapping
@@ -27,14 +28,31 @@ from .schema import runs as runs_table
 #: What ends a lease (and a run's claim) without touching anything else.
 RELEASE: dict[str, Any] = {"acquired_by": None, "acquired_until": None, "lease_token": None, "claim_run_id": None}
 
-#: Fencing tokens: a random prefix per process and a counter. Unique across processes (96 random bits) and
-#: never repeated within one, without a system call per lease. A fence is not a secret: a guess gains nothing.
-_TOKEN_PREFIX = secrets.token_hex(12)
-_TOKEN_COUNTER = itertools.count(1)
+class _Fences:
+    """Fencing tokens: a random prefix per process and a counter. Unique across processes (96 random bits) and
+    never repeated within one, without a system call per lease. A fence is not a secret: a guess gains nothing.
+
+    A process that forks after import (gunicorn ``--preload``, multiprocessing's fork) would hand parent and
+    child the same prefix and counter, and so the same tokens: the child draws a new prefix at the fork.
+    """
+
+    def __init__(self) -> None:
+        self.renew()
+
+    def renew(self) -> None:
+        self.prefix, self.counter = secrets.token_hex(12), itertools.count(1)
+
+    def next(self) -> str:
+        return f"{self.prefix}{next(self.counter):x}"
+
+
+_FENCES = _Fences()
+if hasattr(os, "register_at_fork"):  # not on Windows, which cannot fork
+    os.register_at_fork(after_in_child=_FENCES.renew)
 
 
 def new_lease_token() -> str:
-    return f"{_TOKEN_PREFIX}{next(_TOKEN_COUNTER):x}"
+    return _FENCES.next()
 
 
 @dataclass(frozen=True)
