@@ -251,13 +251,18 @@ class Keeper:
         connection_id: int | None = None,
         progress: ProgressCallback | None = None,
         due: bool = False,
+        stop: threading.Event | None = None,
     ) -> RunRecord:
         """Refresh every refreshable connection (or one) in a recorded run, here and now; its final record.
 
         ``progress`` is called once per connection done. With ``due``, as automatic runs do: only connections
-        last refreshed more than ``REFRESH_DUE_AFTER`` ago (every one when that is 0)."""
+        last refreshed more than ``REFRESH_DUE_AFTER`` ago (every one when that is 0). Once ``stop`` is set
+        nothing new starts, the refreshes in flight finish and are saved, and the run is closed (``interrupted``)
+        unless another process still works on it."""
         due_before = self.due_before() if due else None
-        return self.runs.run(trigger=trigger, connection_id=connection_id, progress=progress, due_before=due_before)
+        return self.runs.run(
+            trigger=trigger, connection_id=connection_id, progress=progress, due_before=due_before, stop=stop
+        )
 
     def due_before(self) -> datetime | None:
         """The cutoff of a due-based run starting now: ``REFRESH_DUE_AFTER`` ago; None when that is 0."""

@@ -57,10 +57,12 @@ class RunExecutor:
         connection_id: int | None = None,
         progress: ProgressCallback | None = None,
         due_before: datetime | None = None,
+        stop: threading.Event | None = None,
     ) -> RunRecord:
-        """Run a refresh from start to end in this process and return its final record."""
+        """Run a refresh from start to end in this process and return its final record (``stop``: see
+        ``execute``)."""
         begun = self.begin(trigger=trigger, connection_id=connection_id, due_before=due_before)
-        return self.execute(begun, progress=progress)
+        return self.execute(begun, progress=progress, stop=stop)
 
     def begin(self, *, trigger: str, connection_id: int | None = None, due_before: datetime | None = None) -> RunRecord:
         """Record a run starting now (or the full run already going, to join); ``execute`` works on it.
@@ -113,8 +115,11 @@ class RunExecutor:
             if self._leave(run.id) == 0:
                 self._finish(run.id, RunStatus.INTERRUPTED, "stopped before it finished")
             raise
-        self._leave(run.id)
+        left = self._leave(run.id)
         if not finished:
+            if left == 0:  # asked to stop, and nobody else works on it: close it rather than leave it running
+                message = "stopped before it finished: what it did not reach is refreshed by the next run"
+                return self._finish(run.id, RunStatus.INTERRUPTED, message)
             return self.store.runs.get(run.id) or run
         return self._finish(run.id, RunStatus.COMPLETED, self._unknown_key_message())
 

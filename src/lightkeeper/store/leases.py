@@ -28,6 +28,7 @@ from .schema import runs as runs_table
 #: What ends a lease (and a run's claim) without touching anything else.
 RELEASE: dict[str, Any] = {"acquired_by": None, "acquired_until": None, "lease_token": None, "claim_run_id": None}
 
+
 class _Fences:
     """Fencing tokens: a random prefix per process and a counter. Unique across processes (96 random bits) and
     never repeated within one, without a system call per lease. A fence is not a secret: a guess gains nothing.

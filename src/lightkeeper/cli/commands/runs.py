@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
@@ -53,8 +56,44 @@ def run_with_progress(keeper: Keeper, connection: int | None, *, show: bool, due
     from ...store import Trigger
 
     total = 1 if connection is not None else keeper.refreshable_count(due=due)
-    with _progress(total, show=show) as advance:
-        return keeper.refresh(trigger=Trigger.MANUAL, connection_id=connection, progress=advance, due=due)
+    stop = threading.Event()
+    with _progress(total, show=show) as advance, graceful_stop(stop):
+        return keeper.refresh(trigger=Trigger.MANUAL, connection_id=connection, progress=advance, due=due, stop=stop)
+
+
+#: What a second Ctrl-C (or SIGTERM) says as it quits without waiting.
+QUIT_AT_ONCE = (
+    "Quit at once. A refresh that was in flight may have been granted by Lightspeed and not saved: the next run "
+    "presents the old refresh token again, which Lightspeed's grace window accepts while the lost pair is unused."
+)
+
+
+@contextmanager
+def graceful_stop(stop: threading.Event) -> Iterator[None]:
+    """SIGINT and SIGTERM stop a run gracefully: nothing new starts, refreshes in flight finish and are saved.
+    A second one quits at once (exit 130), saying what may be left to the grace window.
+
+    Without this, the event loop's own Ctrl-C handling cancelled requests in flight: Lightspeed had rotated
+    those refresh tokens, the pairs were lost, and the next run presented the old tokens again."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set signal handlers; a caller elsewhere manages its own
+        return
+
+    def handle(signum: int, _frame: object) -> None:
+        if stop.is_set():
+            err.print(QUIT_AT_ONCE, markup=False)
+            os._exit(130)
+        stop.set()
+        name = signal.Signals(signum).name
+        saving = "Refreshes in flight finish and are saved; nothing new starts"
+        err.print(f"{name}: stopping. {saving}. {name} again to quit at once.", markup=False)
+
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @contextmanager
