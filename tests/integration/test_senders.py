@@ -527,3 +527,27 @@ def test_a_sender_outside_its_async_with_refuses_to_send(kind: Kind, http: httpx
         assert asyncio.run(before_during_after()).refresh_token == "def50200-new-refresh"
 
     assert len(server.seen) == 1  # only the request made inside the block left
+
+
+class _Silent(BaseHTTPRequestHandler):
+    """Reads the request, then never answers (until the test ends)."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        time.sleep(8)
+
+    def log_message(self, *_args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_deadline_of_five_seconds_or_more_ends_when_it_says(kind: Kind, http: httpx2.Client) -> None:
+    """aiohttp rounds timeouts of 5 s or more up to the next whole second unless told not to: a budget of 5.05 s
+    took 5.85 s, and a request sent with exactly HTTP_TIMEOUT_S of lease left outlived its lease."""
+    with serving(_Silent) as url:
+        oauth = make_oauth(http, url, timeout_s=5.05)
+        started = time.monotonic()
+        with pytest.raises(ProviderUnavailable, match="did not answer in time"):
+            refresh(kind, oauth, "def50200-old")
+        elapsed = time.monotonic() - started
+    assert 5.05 <= elapsed <= 5.05 + 0.05 + 0.05, elapsed  # the deadline, +50 ms, + the loop's own start

@@ -17,6 +17,7 @@ one error mapping (``token_response``, ``error_mapping``) read every answer; bot
 from __future__ import annotations
 
 import asyncio
+import ssl
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from urllib.parse import urlsplit
@@ -27,17 +28,21 @@ import httpx2
 
 from lightkeeper.lightspeed.error_mapping import translate_transport_errors, unreachable
 from lightkeeper.lightspeed.oauth import OAuthClient, TokenRequest
+from lightkeeper.lightspeed.tls import trust
 
 #: What httpx2 can always decode: the body is handed to it undecoded (``auto_decompress=False``).
 _ACCEPT_ENCODING = "gzip, deflate"
 _FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+#: A ``ceil_threshold`` no deadline reaches: aiohttp never rounds one up.
+NO_ROUNDING = 1e9
 
 
 class AiohttpSender:
     """Token requests through one aiohttp session (open it with ``async with`` inside the running loop)."""
 
-    def __init__(self, *, user_agent: str, limit: int) -> None:
+    def __init__(self, *, user_agent: str, limit: int, tls: ssl.SSLContext | None = None) -> None:
         self._user_agent, self._limit = user_agent, max(1, limit)
+        self._tls = tls if tls is not None else trust()  # the same trust as httpx2's (``tls``)
         self._session: aiohttp.ClientSession | None = None
         self._proxies: dict[str, str | None] = {}
 
@@ -51,7 +56,7 @@ class AiohttpSender:
 
     async def __aenter__(self) -> AiohttpSender:
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=self._limit),
+            connector=aiohttp.TCPConnector(limit=self._limit, ssl=self._tls),
             headers={"User-Agent": self._user_agent, "Accept-Encoding": _ACCEPT_ENCODING},
             auto_decompress=False,
             # Not trust_env: aiohttp would then read the proxy settings and ~/.netrc on a thread for every
@@ -80,7 +85,9 @@ class AiohttpSender:
             raise unreachable(request.action, exc, timed_out=False, redact=request.redact) from exc
 
     async def _post(self, session: aiohttp.ClientSession, request: TokenRequest) -> httpx2.Response:
-        timeout = aiohttp.ClientTimeout(total=request.budget_s)
+        # aiohttp rounds a timeout of 5 s or more up to the next whole second unless ``ceil_threshold`` says
+        # otherwise: a request sent with exactly HTTP_TIMEOUT_S of lease left would then outlive its lease.
+        timeout = aiohttp.ClientTimeout(total=request.budget_s, ceil_threshold=NO_ROUNDING)
         proxy = self._proxy_for(request.url)
         async with session.post(
             request.url,

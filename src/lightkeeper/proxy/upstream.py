@@ -13,6 +13,7 @@ from the environment once, as ``lightspeed.senders`` does.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator, Sequence
 from urllib.request import getproxies, proxy_bypass
 
@@ -21,18 +22,18 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from ..errors import ProviderTimeout, ProviderUnavailable
-
-#: Never let aiohttp round a deadline up (its default rounds those of 5 s or more to the next second).
-_NO_ROUNDING = 1e9
+from ..lightspeed.senders import NO_ROUNDING
+from ..lightspeed.tls import trust
 
 
 class Upstream:
     """Sends one request and hands back aiohttp's response with its headers read (body not yet)."""
 
-    def __init__(self, *, user_agent: str, timeout_s: float) -> None:
+    def __init__(self, *, user_agent: str, timeout_s: float, tls: ssl.SSLContext | None = None) -> None:
         self._user_agent = user_agent
+        self.tls = tls if tls is not None else trust()  # the same trust as every other client (``lightspeed.tls``)
         self.timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=timeout_s, sock_read=timeout_s, ceil_threshold=_NO_ROUNDING
+            total=None, sock_connect=timeout_s, sock_read=timeout_s, ceil_threshold=NO_ROUNDING
         )
         self._sessions: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession] = {}
         self._proxies = getproxies()
@@ -44,7 +45,7 @@ class Upstream:
             for other in [other for other in self._sessions if other.is_closed()]:
                 del self._sessions[other]  # a loop that ended (tests, restarts) takes its session with it
             session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
+                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, ssl=self.tls),
                 auto_decompress=False,
                 timeout=self.timeout,
             )
