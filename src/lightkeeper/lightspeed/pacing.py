@@ -124,6 +124,33 @@ class Pacer:
         if (delay := moment - self._monotonic()) > 0:
             await asyncio.sleep(delay)
 
+    @property
+    def margin_s(self) -> float:
+        """How late after its slot a request may still leave: beyond it the gap to the next one is too short."""
+        return self.spacing_s - self.interval_s
+
+    def held_until(self) -> float:
+        """The end of the latest hold this process knows of (its own, or one another process set and it read),
+        on this process's monotonic clock."""
+        with self._hold_lock:
+            return self._hold_until
+
+    async def on_time(self, slot: float, take: Callable[[], Awaitable[float]]) -> float:
+        """Wait for ``slot``: the last step before a request leaves. A slot that a hold (``Retry-After``) came to
+        cover after it was handed out, or that the caller reached later than ``margin_s`` (a slow claim, a lock,
+        a stalled loop), is exchanged for a new one from ``take``; the slot the request leaves on."""
+        while True:
+            if self.held_until() > slot:
+                slot = await take()
+                continue
+            await self.sleep_until_async(slot)
+            if self.held_until() > slot:
+                continue  # a hold arrived while we slept: it binds this slot too
+            if self.interval_s > 0 and self._monotonic() - slot > self.margin_s:
+                slot = await take()  # too late: sent now, it would leave less than the spacing after the next
+                continue
+            return slot
+
     def hold(self, seconds: float) -> None:
         """No slot is handed out for ``seconds`` from now, in any process sharing the slots."""
         self._slots.hold(self._name, seconds)

@@ -81,9 +81,8 @@ class Drain:
 
     @asynccontextmanager
     async def _calls(self) -> AsyncIterator[DatabaseCalls]:
-        if self._refresher.store.in_process:
-            yield _on_loop
-            return
+        # Never on the loop, not even SQLite's microseconds: another process holding the write lock (a busy
+        # timeout of 30 s) froze every worker, and the slots that passed meanwhile then fired at once.
         with ThreadPoolExecutor(self._concurrency, thread_name_prefix=f"refresh-{self._run.id}") as pool:
             yield functools.partial(_on_thread, pool)
 
@@ -107,11 +106,10 @@ class Drain:
         lease = await calls(self._claim)  # … but the claim is made just ahead of it, so the request leaves on time
         if lease is None:
             return False
-        await pacer.sleep_until_async(slot)
         if self._stopping():  # stopping: hand the claim back untouched
             await calls(self._refresher.store.connections.unclaim, lease.record.id, lease.token)
             return False
-        await self._refresh(lease, sender, calls)
+        await self._refresh(lease, sender, calls, slot)  # the slot is waited for right before the send
         return True
 
     def _claim(self) -> Lease | None:
@@ -134,7 +132,7 @@ class Drain:
             due_before=run.due_before,
         )
 
-    async def _refresh(self, lease: Lease, sender: AsyncSender, calls: DatabaseCalls) -> None:
+    async def _refresh(self, lease: Lease, sender: AsyncSender, calls: DatabaseCalls, slot: float) -> None:
         refresher = self._refresher
         lock = refresher.locks.get(lease.record.id)  # an on-demand caller of this process may be at it
         wait_s = max(0.0, lease.seconds_left() - refresher.http_timeout)
@@ -145,7 +143,7 @@ class Drain:
             # Counted in the run by the very transaction that records it (store.Tally): a participant killed
             # at any moment loses no count, and the run never looks done before its counts are in.
             outcome = await refresher.refresh_claimed_async(
-                lease, sender, calls, trigger=self._run.trigger, run_id=self._run.id
+                lease, sender, calls, trigger=self._run.trigger, run_id=self._run.id, slot=slot
             )
         finally:
             lock.release()
@@ -196,10 +194,6 @@ async def _acquire(lock: ConnectionLock, wait_s: float) -> bool:
 def _release_if_acquired(lock: ConnectionLock, waiting: asyncio.Future[bool]) -> None:
     if not waiting.cancelled() and waiting.exception() is None and waiting.result():
         lock.release()
-
-
-async def _on_loop(fn: Callable[..., T], /, *args: Any) -> T:
-    return fn(*args)
 
 
 async def _on_thread(pool: ThreadPoolExecutor, fn: Callable[..., T], /, *args: Any) -> T:

@@ -102,15 +102,22 @@ class Refresher:
         return self.refresh(lease, run_id=run_id, trigger=trigger).outcome
 
     async def refresh_claimed_async(
-        self, lease: Lease, sender: AsyncSender, calls: DatabaseCalls, *, trigger: str, run_id: int
+        self,
+        lease: Lease,
+        sender: AsyncSender,
+        calls: DatabaseCalls,
+        *,
+        trigger: str,
+        run_id: int,
+        slot: float | None = None,
     ) -> Outcome:
         """``refresh_claimed`` on a run's event loop: the request goes through ``sender``, the database
-        work through ``calls`` (on the loop, or on a thread for a database over the network)."""
+        work through ``calls`` (threads of their own), and leaves on its pacing ``slot`` (``Pacer.on_time``)."""
         if await calls(self._skipped_backing_off, lease, trigger, run_id):
             return Outcome.SKIPPED
         report = _Report(self, lease, run_id, trigger)
         try:
-            attempt = await self._attempt_async(lease, sender)
+            attempt = await self._attempt_async(lease, sender, calls, slot)
             return (await calls(self._conclude, lease, report, attempt)).outcome
         except BaseException:
             await calls(self.store.connections.unclaim, lease.record.id, lease.token)
@@ -147,9 +154,13 @@ class Refresher:
         except Exception as exc:
             return exc
 
-    async def _attempt_async(self, lease: Lease, sender: AsyncSender) -> TokenSet | Exception:
+    async def _attempt_async(
+        self, lease: Lease, sender: AsyncSender, calls: DatabaseCalls, slot: float | None
+    ) -> TokenSet | Exception:
         try:
             refresh_token = self._refresh_token_to_send(lease)
+            if slot is not None:
+                await self._on_time(lease, slot, calls)
             return await retry_once_after_async(
                 lambda: self._timed_async(sender, refresh_token),
                 pacer=self.pacer,
@@ -158,6 +169,13 @@ class Refresher:
             )
         except Exception as exc:
             return exc
+
+    async def _on_time(self, lease: Lease, slot: float, calls: DatabaseCalls) -> None:
+        """Wait for the pacing slot, the last step before sending (``Pacer.on_time``); ``_NotSent`` when a new
+        slot ate so much of the lease that less than a request's worth is left."""
+        await self.pacer.on_time(slot, lambda: calls(self.pacer.reserve))
+        if not self._lease_outlives_a_request(lease):
+            raise _NotSent
 
     def _conclude(self, lease: Lease, report: _Report, attempt: TokenSet | Exception) -> RefreshResult:
         """Write what the attempt came to, under our lease, and report it."""

@@ -1,0 +1,97 @@
+"""REFRESH_DELAY_MS and Retry-After bind the moment a token request leaves (issue 19).
+
+- A stalled database (another connection holding the pacing row's lock) must not bunch the requests up when it
+  lets go: the slots that passed meanwhile are exchanged for new ones, not fired at once.
+- A 429's ``Retry-After`` binds every slot, including those already handed out: nothing is sent during it.
+Gaps are measured where they matter: at the simulator's arrival of each refresh request.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg
+
+from lightkeeper import Keeper, RunStatus
+from lightkeeper.simulator import SimulatorControl
+from lightkeeper.store import sqlite_path
+from tests.integration.conftest import KeeperFactory, _url_with_database
+from tests.seeding import seed_connections
+
+DELAY_MS = 200
+
+
+def gaps(sim: SimulatorControl) -> list[float]:
+    times = sim.refresh_times()
+    return [later - earlier for earlier, later in itertools.pairwise(times)]
+
+
+@contextmanager
+def pacing_row_locked(keeper: Keeper, seconds: float) -> Iterator[threading.Thread]:
+    """Another connection holds the pacing row (SQLite: the whole database) for ``seconds``, from a thread."""
+    url = keeper.settings.database_url
+    ready = threading.Event()
+
+    def hold() -> None:
+        path = sqlite_path(url)
+        if path is not None:
+            conn = sqlite3.connect(path, isolation_level=None)
+            conn.execute("BEGIN IMMEDIATE")
+            ready.set()
+            time.sleep(seconds)
+            conn.execute("ROLLBACK")
+            conn.close()
+            return
+        with psycopg.connect(_url_with_database(keeper.store.engine.url.database or "")) as conn:
+            conn.execute("SELECT * FROM lightkeeper_pacing FOR UPDATE")
+            ready.set()
+            time.sleep(seconds)
+            conn.rollback()
+
+    thread = threading.Thread(target=hold, daemon=True)
+    thread.start()
+    ready.wait(10)
+    yield thread
+    thread.join(seconds + 10)
+
+
+def test_a_stalled_database_does_not_bunch_the_requests(make_keeper: KeeperFactory, sim: SimulatorControl) -> None:
+    keeper = make_keeper(REFRESH_DELAY_MS=str(DELAY_MS), REFRESH_CONCURRENCY="4")
+    seed_connections(keeper, sim, 12, user_prefix="stall")
+    stop_after = threading.Event()
+
+    def stall_midway() -> None:
+        while len(sim.refresh_times()) < 3 and not stop_after.is_set():
+            time.sleep(0.01)
+        with pacing_row_locked(keeper, 1.6):
+            pass
+
+    staller = threading.Thread(target=stall_midway, daemon=True)
+    staller.start()
+    run = keeper.refresh()
+    stop_after.set()
+    staller.join(15)
+    assert (run.status, run.refreshed) == (RunStatus.COMPLETED, 12)
+    assert min(gaps(sim)) >= 0.9 * DELAY_MS / 1000, gaps(sim)
+    assert max(gaps(sim)) >= 1.0  # the stall really happened between two requests
+    assert sim.reuse() == 0
+
+
+def test_retry_after_binds_the_slots_already_handed_out(make_keeper: KeeperFactory, sim: SimulatorControl) -> None:
+    keeper = make_keeper(REFRESH_DELAY_MS=str(DELAY_MS), REFRESH_CONCURRENCY="8")
+    seed_connections(keeper, sim, 12, user_prefix="hold")
+    sim.inject_fault("token", "rate_limit", retry_after=2)  # the first request is told to wait 2 s
+    started = time.monotonic()
+    run = keeper.refresh()
+    assert (run.status, run.refreshed, run.errors) == (RunStatus.COMPLETED, 12, 0), run
+    # The simulator runs in this process, on the same monotonic clock. The 429 answered the first request:
+    # every grant came after its hold, none during it (before: 7 of 12 went out during the hold).
+    assert min(sim.refresh_times()) >= started + 2.0 - 0.05, [t - started for t in sim.refresh_times()]
+    assert min(gaps(sim)) >= 0.9 * DELAY_MS / 1000, gaps(sim)
+    assert sim.stats()["token_requests"] == 13  # one 429, then one grant each
+    assert time.monotonic() - started >= 2 + 11 * DELAY_MS / 1000 - 0.1
