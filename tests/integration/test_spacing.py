@@ -32,8 +32,9 @@ def gaps(sim: SimulatorControl) -> list[float]:
 
 
 @contextmanager
-def pacing_row_locked(keeper: Keeper, seconds: float) -> Iterator[threading.Thread]:
-    """Another connection holds the pacing row (SQLite: the whole database) for ``seconds``, from a thread."""
+def pacing_row_locked(keeper: Keeper, seconds: float, *, every_table: bool = False) -> Iterator[threading.Thread]:
+    """Another connection holds the pacing row (SQLite: the whole database; ``every_table``: PostgreSQL's
+    connections too) for ``seconds``, from a thread."""
     url = keeper.settings.database_url
     ready = threading.Event()
 
@@ -49,6 +50,8 @@ def pacing_row_locked(keeper: Keeper, seconds: float) -> Iterator[threading.Thre
             return
         with psycopg.connect(_url_with_database(keeper.store.engine.url.database or "")) as conn:
             conn.execute("SELECT * FROM lightkeeper_pacing FOR UPDATE")
+            if every_table:
+                conn.execute("LOCK TABLE lightspeed_connections IN EXCLUSIVE MODE")
             ready.set()
             time.sleep(seconds)
             conn.rollback()
@@ -95,3 +98,41 @@ def test_retry_after_binds_the_slots_already_handed_out(make_keeper: KeeperFacto
     assert min(gaps(sim)) >= 0.9 * DELAY_MS / 1000, gaps(sim)
     assert sim.stats()["token_requests"] == 13  # one 429, then one grant each
     assert time.monotonic() - started >= 2 + 11 * DELAY_MS / 1000 - 0.1
+
+
+def test_a_stalled_database_loses_no_pair_lightspeed_issued(make_keeper: KeeperFactory, sim: SimulatorControl) -> None:
+    """A 0.6 s answer while the database is locked for 2.5 s, with HTTP_TIMEOUT_S=2: the answer is read in time
+    and its pair saved once the database lets go (before: the stalled loop let the timeout fire on an answer that
+    had arrived, the pair was thrown away, and the next run presented the old refresh token again)."""
+    keeper = make_keeper(HTTP_TIMEOUT_S="2", REFRESH_LEASE_S="10", REFRESH_MAX_RETRY_AFTER_S="1")
+    seed_connections(keeper, sim, 1, user_prefix="stall")
+    sim.configure(token_latency_ms=600)
+    done: list[float] = []
+
+    def lock_once_sent() -> None:
+        while sim.stats()["token_requests"] < 1:
+            time.sleep(0.005)
+        with pacing_row_locked(keeper, 2.5, every_table=True):
+            done.append(time.monotonic())
+
+    locker = threading.Thread(target=lock_once_sent, daemon=True)
+    locker.start()
+    run = keeper.refresh()
+    locker.join(15)
+    assert done, "the database was locked while the answer came"
+    assert (run.status, run.refreshed, run.errors) == (RunStatus.COMPLETED, 1, 0), run
+    sim.configure(token_latency_ms=0)
+    assert keeper.refresh().refreshed == 1
+    assert sim.reuse() == 0
+
+
+def test_a_token_endpoint_that_never_answers_ends_the_run_at_the_deadline(
+    make_keeper: KeeperFactory, sim: SimulatorControl
+) -> None:
+    keeper = make_keeper(HTTP_TIMEOUT_S="2", REFRESH_LEASE_S="10", REFRESH_MAX_RETRY_AFTER_S="1")
+    seed_connections(keeper, sim, 1, user_prefix="silent")
+    sim.inject_fault("token", "timeout", seconds=30)
+    started = time.monotonic()
+    run = keeper.refresh()
+    assert (run.status, run.errors) == (RunStatus.COMPLETED, 1)
+    assert time.monotonic() - started <= 2 + 0.5  # the run's record is closed within 0.5 s of the deadline
