@@ -61,6 +61,7 @@ class Drain:
         stop: threading.Event,
     ) -> None:
         self._refresher, self._run, self._concurrency = refresher, run, max(1, concurrency)
+        self._parts = refresher.parts  # what it uses beside the refresher's verbs, explicit
         self._progress, self._stop = progress, stop
         #: Claims go up the id order from here; a worker finding nothing looks once more from the start.
         self._after = 0
@@ -100,14 +101,14 @@ class Drain:
 
     async def _one(self, sender: AsyncSender, calls: DatabaseCalls) -> bool:
         """Claim and refresh one connection; False when there is nothing left to claim."""
-        pacer = self._refresher.pacer
+        pacer = self._parts.pacer
         slot = await calls(pacer.reserve)  # the slot before the lease: waiting for a slot never eats a lease …
         await pacer.sleep_until_async(slot - CLAIM_AHEAD_S)
         lease = await calls(self._claim)  # … but the claim is made just ahead of it, so the request leaves on time
         if lease is None:
             return False
         if self._stopping():  # stopping: hand the claim back untouched
-            await calls(self._refresher.store.connections.unclaim, lease.record.id, lease.token)
+            await calls(self._parts.connections.unclaim, lease.record.id, lease.token)
             return False
         await self._refresh(lease, sender, calls, slot)  # the slot is waited for right before the send
         return True
@@ -122,27 +123,27 @@ class Drain:
         return lease
 
     def _claim_after(self, after: int) -> Lease | None:
-        refresher, run = self._refresher, self._run
-        return refresher.store.connections.claim_next(
+        parts, run = self._parts, self._run
+        return parts.connections.claim_next(
             run_id=run.id,
-            owner=refresher.owner,
-            lease=refresher.lease,
+            owner=parts.owner,
+            lease=parts.lease,
             after_id=after,
             connection_id=run.connection_id,
             due_before=run.due_before,
         )
 
     async def _refresh(self, lease: Lease, sender: AsyncSender, calls: DatabaseCalls, slot: float) -> None:
-        refresher = self._refresher
-        lock = refresher.locks.get(lease.record.id)  # an on-demand caller of this process may be at it
-        wait_s = max(0.0, lease.seconds_left() - refresher.http_timeout)
+        parts = self._parts
+        lock = parts.locks.get(lease.record.id)  # an on-demand caller of this process may be at it
+        wait_s = max(0.0, lease.seconds_left() - parts.http_timeout)
         if not await _acquire(lock, wait_s):
-            await calls(refresher.store.connections.unclaim, lease.record.id, lease.token)
+            await calls(parts.connections.unclaim, lease.record.id, lease.token)
             return
         try:
             # Counted in the run by the very transaction that records it (store.Tally): a participant killed
             # at any moment loses no count, and the run never looks done before its counts are in.
-            outcome = await refresher.refresh_claimed_async(
+            outcome = await self._refresher.refresh_claimed_async(
                 lease, sender, calls, trigger=self._run.trigger, run_id=self._run.id, slot=slot
             )
         finally:

@@ -51,6 +51,8 @@ class TokenProvider:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.refresher, self.leeway, self.wait, self.poll = refresher, leeway, wait, poll
+        # What it uses beside the refresher's one verb (``refresh``): explicit, not reached through it.
+        self.parts = refresher.parts
         self._sleep = sleep
         # (connection id, ciphertext) -> access token: a row still holding the same ciphertext needs no
         # decrypt. The id is part of the key, so a ciphertext copied into another row is still refused.
@@ -84,7 +86,7 @@ class TokenProvider:
     def _attempt(self, connection_id: int, rejected: str | None, deadline: float) -> AccessGrant | None:
         """Under the connection's lock in this process (shared with run workers): the committed token if
         someone refreshed meanwhile, else our own refresh; None while another process holds the lease."""
-        lock = self.refresher.locks.get(connection_id)
+        lock = self.parts.locks.get(connection_id)
         if not lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
             raise _busy(connection_id)
         try:
@@ -100,16 +102,16 @@ class TokenProvider:
     def _needs_new(self, record: ConnectionRecord, rejected: str | None) -> bool:
         if rejected is not None and self._access_token(record) == rejected:
             return True
-        return policy.needs_refresh(record, self.refresher.clock(), self.leeway)
+        return policy.needs_refresh(record, self.parts.clock(), self.leeway)
 
     def _acquire(self, connection_id: int) -> Lease | None:
         """The lease, taken right after a pacing slot; None (no slot spent) while someone holds it."""
-        connections, pacer = self.refresher.store.connections, self.refresher.pacer
+        connections, pacer = self.parts.connections, self.parts.pacer
         if connections.lease_live(connection_id):
             return None
         slot = pacer.reserve()
         pacer.sleep_until(slot - CLAIM_AHEAD_S)
-        leased = connections.acquire(connection_id, owner=self.refresher.owner, lease=self.refresher.lease)
+        leased = connections.acquire(connection_id, owner=self.parts.owner, lease=self.parts.lease)
         if leased is not None:
             pacer.sleep_until(slot)
         return leased
@@ -117,7 +119,7 @@ class TokenProvider:
     def _refresh(self, leased: Lease, rejected: str | None) -> AccessGrant:
         record = leased.record
         if not self._needs_new(record, rejected):  # the lease holder before us had just finished
-            self.refresher.store.connections.release(record.id, leased.token)
+            self.parts.connections.release(record.id, leased.token)
             return self._grant(record)
         result = self.refresher.refresh(leased)
         if result.tokens is not None:  # committed before anyone sees it (invariant 2)
@@ -130,7 +132,7 @@ class TokenProvider:
     def leased(self, connection_id: int) -> Iterator[Lease]:
         """Hold the connection's lease (waiting for a refresh in flight) while the body runs."""
         deadline = time.monotonic() + self.wait.total_seconds()
-        lock = self.refresher.locks.get(connection_id)
+        lock = self.parts.locks.get(connection_id)
         if not lock.acquire(timeout=self.wait.total_seconds()):
             raise _busy(connection_id)
         try:
@@ -138,16 +140,16 @@ class TokenProvider:
             try:
                 yield held
             finally:
-                self.refresher.store.connections.release(connection_id, held.token)
+                self.parts.connections.release(connection_id, held.token)
         finally:
             lock.release()
 
     def _wait_for_lease(self, connection_id: int, deadline: float) -> Lease:
-        connections = self.refresher.store.connections
+        connections = self.parts.connections
         while True:
             if connections.get(connection_id) is None:
                 raise ConnectionNotFound(f"there is no connection {connection_id}")
-            held = connections.acquire(connection_id, owner=self.refresher.owner, lease=self.refresher.lease)
+            held = connections.acquire(connection_id, owner=self.parts.owner, lease=self.parts.lease)
             if held is not None:
                 return held
             if time.monotonic() >= deadline:
@@ -156,7 +158,7 @@ class TokenProvider:
 
     # -- helpers -------------------------------------------------------------------------------------
     def _load(self, connection_id: int) -> ConnectionRecord:
-        record = self.refresher.store.connections.get(connection_id)
+        record = self.parts.connections.get(connection_id)
         if record is None:
             raise ConnectionNotFound(f"there is no connection {connection_id}")
         if record.status not in REFRESHABLE:
@@ -164,7 +166,7 @@ class TokenProvider:
         return record
 
     def _check_cooldown(self, record: ConnectionRecord) -> None:
-        now = self.refresher.clock()
+        now = self.parts.clock()
         if record.status is Status.ERROR and policy.in_backoff(record, now):
             assert record.next_attempt_at is not None
             seconds = int((record.next_attempt_at - now).total_seconds()) + 1
@@ -181,7 +183,7 @@ class TokenProvider:
         key = (record.id, record.access_token or "")
         token = self._opened.get(key)
         if token is None:
-            token = self.refresher.vault.access_token(record)  # raises for a row without tokens
+            token = self.parts.vault.access_token(record)  # raises for a row without tokens
             if len(self._opened) >= _OPENED_MAX:
                 self._opened.clear()  # tokens rotate: old entries are dead weight, and this stays bounded
             self._opened[key] = token

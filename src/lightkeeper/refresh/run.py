@@ -45,7 +45,8 @@ class RunExecutor:
     def __init__(self, refresher: Refresher, options: RunOptions | None = None) -> None:
         self.refresher = refresher
         self.options = options or RunOptions()
-        self.store = refresher.store
+        self.store = refresher.store  # the run records and the claims (a run is a store-wide thing)
+        self.parts = refresher.parts  # what it uses beside the refresher itself, explicit
         # Runs this executor began (and so checked the keys for) and has not executed yet.
         self._keys_checked: set[int] = set()
         self._keys_checked_lock = threading.Lock()
@@ -72,10 +73,10 @@ class RunExecutor:
             self._check_refreshable(connection_id)
         self.check_keys()
         self.interrupt_stale()
-        now = self.refresher.clock()
+        now = self.parts.clock()
         if connection_id is not None:
             due_before = None  # one connection asked for by name is refreshed, due or not
-        owner = self.refresher.owner
+        owner = self.parts.owner
         run = self.store.runs.start(
             trigger=trigger, owner=owner, now=now, connection_id=connection_id, due_before=due_before
         )
@@ -126,7 +127,7 @@ class RunExecutor:
     def work(self, run: RunRecord, *, progress: ProgressCallback | None, stop: threading.Event) -> bool:
         """Refresh until the run is over (True) or this process must stop (False)."""
         if run.trigger in AUTOMATIC_TRIGGERS:
-            now = self.refresher.clock()
+            now = self.parts.clock()
             skipped = self.store.connections.skip_in_backoff(run.id, now, due_before=run.due_before)
             count_refresh(Outcome.SKIPPED.value, Reason.BACKOFF, skipped)
         drain = Drain(self.refresher, run, concurrency=self.options.concurrency, progress=progress, stop=stop)
@@ -158,7 +159,7 @@ class RunExecutor:
         Rows under a key that is merely no longer configured are each their own error, not the run's.
         """
         present = self.store.connections.key_ids(refreshable_only=True)
-        configured = set(self.refresher.vault.key_ids)
+        configured = set(self.parts.vault.key_ids)
         if present and not configured & set(present):
             raise ConfigError(
                 f"no stored token can be decrypted with the configured keys ({', '.join(sorted(configured))}): "
@@ -177,7 +178,7 @@ class RunExecutor:
             raise
 
     def _unknown_key_message(self) -> str | None:
-        configured = set(self.refresher.vault.key_ids)
+        configured = set(self.parts.vault.key_ids)
         present = self.store.connections.key_ids(refreshable_only=True)
         unknown = {kid: n for kid, n in present.items() if kid not in configured}
         if not unknown:
@@ -205,7 +206,7 @@ class RunExecutor:
             return -1
 
     def _finish(self, run_id: int, status: RunStatus, message: str | None) -> RunRecord:
-        now = self.refresher.clock()
+        now = self.parts.clock()
         record = self.store.runs.finish(run_id, status=status, now=now, message=message)
         # Closed by this call (not earlier, by another participant): its ending is ours to report.
         if record.status is status and record.finished_at == now:

@@ -33,7 +33,7 @@ from ..lightspeed.oauth import AsyncSender
 from ..lightspeed.pacing import Pacer, retry_once_after, retry_once_after_async
 from ..lightspeed.senders import ThreadedSender
 from ..metrics import Reason, count_refresh, failure_reason, observe_refresh_seconds
-from ..store import Lease, Store, Tally
+from ..store import ConnectionRepo, Lease, Store, Tally
 from ..vault import TokenVault
 from . import policy
 from .locks import ConnectionLocks
@@ -67,6 +67,21 @@ class _NotSent(Exception):
     """The lease has too little time left for one more request: it is not sent."""
 
 
+@dataclass(frozen=True)
+class RefreshParts:
+    """What the callers of a ``Refresher`` use beside its verbs (a run, its drain, the on-demand provider):
+    handed to them explicitly, so each says what it depends on instead of reaching through the refresher."""
+
+    connections: ConnectionRepo
+    vault: TokenVault
+    pacer: Pacer
+    locks: ConnectionLocks
+    clock: Clock
+    owner: str
+    lease: timedelta
+    http_timeout: float
+
+
 @dataclass
 class Refresher:
     """What a refresh needs, built once per process and shared by every worker thread."""
@@ -87,6 +102,19 @@ class Refresher:
     #: by default httpx2 on threads, the seam ``Keeper`` replaces with aiohttp when no transport is handed in.
     open_sender: Callable[[int], AbstractAsyncContextManager[AsyncSender]] | None = None
     _log: logging.Logger = field(default=log, repr=False)
+
+    @property
+    def parts(self) -> RefreshParts:
+        return RefreshParts(
+            connections=self.store.connections,
+            vault=self.vault,
+            pacer=self.pacer,
+            locks=self.locks,
+            clock=self.clock,
+            owner=self.owner,
+            lease=self.lease,
+            http_timeout=self.http_timeout,
+        )
 
     def sender(self, concurrency: int) -> AbstractAsyncContextManager[AsyncSender]:
         """A sender for a run's token requests, ``concurrency`` at once (open it inside the run's loop)."""
