@@ -551,3 +551,37 @@ def test_a_deadline_of_five_seconds_or_more_ends_when_it_says(kind: Kind, http: 
             refresh(kind, oauth, "def50200-old")
         elapsed = time.monotonic() - started
     assert 5.05 <= elapsed <= 5.05 + 0.05 + 0.05, elapsed  # the deadline, +50 ms, + the loop's own start
+
+
+class _Drip(BaseHTTPRequestHandler):
+    """Headers at once, then the body a byte at a time with pauses just inside any read timeout of 2.5 s."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        body = token_json("r")
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        try:
+            for i in range(len(body)):
+                self.wfile.write(body[i : i + 1])
+                self.wfile.flush()
+                time.sleep(2.4)
+        except OSError:
+            pass  # the client gave up at its deadline
+
+    def log_message(self, *_args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_body_dripping_within_the_read_timeout_still_ends_at_the_deadline(kind: Kind, http: httpx2.Client) -> None:
+    """httpx2 fixes its read timeout when the body starts: a 3 s budget with a dripping body ended after 5.4 s."""
+    with serving(_Drip) as url:
+        oauth = make_oauth(http, url, timeout_s=3.0)
+        started = time.monotonic()
+        with pytest.raises(ProviderUnavailable, match="did not answer in time"):
+            refresh(kind, oauth, "def50200-old")
+        elapsed = time.monotonic() - started
+    assert 3.0 <= elapsed <= 3.0 + 0.05 + 0.05, elapsed

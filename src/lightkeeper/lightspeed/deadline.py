@@ -10,6 +10,9 @@ nothing is left. The body is read chunk by chunk against the same deadline.
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -61,12 +64,50 @@ def post_within(
         if answer.is_stream_consumed:  # answered from memory (a test transport): nothing left to wait for
             return answer
         raw = bytearray()
-        for chunk in answer.iter_raw():
-            if budget.left() <= 0:
-                raise httpx2.ReadTimeout("the request's total deadline (HTTP_TIMEOUT_S) passed", request=answer.request)
-            raw += chunk
+        # httpcore fixes the body's read timeout when the body starts: a body dripping a byte just inside it
+        # could outlast the budget by as much again. At the deadline a timer ends the socket, and the blocked
+        # read returns at once.
+        with _Cutter(answer, budget.left()) as cutter:
+            try:
+                for chunk in answer.iter_raw():
+                    if budget.left() <= 0:
+                        raise httpx2.ReadTimeout(_PASSED, request=answer.request)
+                    raw += chunk
+            except httpx2.TransportError:
+                if cutter.fired:
+                    raise httpx2.ReadTimeout(_PASSED, request=answer.request) from None
+                raise
     # A complete response from the raw bytes: decoding (gzip …) happens as for any response.
     return httpx2.Response(answer.status_code, headers=answer.headers, content=bytes(raw), request=answer.request)
+
+
+_PASSED = "the request's total deadline (HTTP_TIMEOUT_S) passed"
+
+
+class _Cutter:
+    """Shuts the answer's socket down when ``seconds`` have passed, unless the block ended first."""
+
+    def __init__(self, answer: httpx2.Response, seconds: float) -> None:
+        stream = answer.extensions.get("network_stream")
+        info = getattr(stream, "get_extra_info", None)
+        sock = info("socket") if callable(info) else None
+        self._sock = sock if isinstance(sock, socket.socket) else None
+        self.fired = False
+        self._timer = threading.Timer(max(0.0, seconds), self._cut)
+        self._timer.daemon = True
+
+    def _cut(self) -> None:
+        if self._sock is not None:
+            self.fired = True
+            with contextlib.suppress(OSError):  # closed already: nothing is in flight on it
+                socket.socket.shutdown(self._sock, socket.SHUT_RDWR)  # TLS sockets too: their reads end
+
+    def __enter__(self) -> _Cutter:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._timer.cancel()
 
 
 __all__ = ["post_within"]
