@@ -29,6 +29,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from .apikeys import ALL_SCOPES, DEFAULT_NAME, ApiKey, ApiKeyError, parse_api_keys
 from .cron import check_cron
 from .errors import ConfigError
 from .keys import parse_key, split_keys
@@ -68,6 +69,7 @@ _RULES: dict[str, str] = {
     "log_level": "must be one of DEBUG, INFO, WARNING, ERROR",
     "log_format": "must be text or json",
     "lightkeeper_dev": "must be true or false",
+    "lightkeeper_docs": "must be true or false",
     "lightkeeper_app_name": "must be 1 to 100 characters",
     "lightkeeper_max_body_bytes": "must be an integer from 1024 to 1073741824",
     "lightkeeper_max_stock_body_bytes": "must be an integer from 1024 to 1073741824",
@@ -78,6 +80,8 @@ _RULES: dict[str, str] = {
     "notify_retry_base_s": "must be a number > 0 and <= 86400",
     "notify_retry_cap_s": "must be a number > 0 and <= 86400",
     "notify_give_up_s": "must be an integer >= 1",
+    "notify_timeout_s": "must be a number > 0 and <= 300",
+    "notify_retention_days": "must be an integer from 1 to 3650",
 }
 
 # Set only while load_settings() builds from a mapping it has already gathered: then the environment and
@@ -110,6 +114,10 @@ class Settings(BaseSettings):
     lightspeed_scope: str = "employee:all"
     lightkeeper_public_url: str = ""  # empty: the origin of the redirect URI (see public_url)
     lightkeeper_api_key: SecretStr = SecretStr("")
+    # Named keys with scopes: NAME:SCOPE[,SCOPE...]:KEY entries separated by ";" (see apikeys.py).
+    lightkeeper_api_keys: SecretStr = SecretStr("")
+    # Serve /docs and /redoc (they load scripts from a CDN): off unless asked for.
+    lightkeeper_docs: bool = False
     # What the confirm page of a connect link calls the app the merchant is connecting to.
     lightkeeper_app_name: str = Field("lightkeeper", min_length=1, max_length=100)
     # Request bodies above these are refused with 413 as they stream in (chunked ones too).
@@ -166,6 +174,11 @@ class Settings(BaseSettings):
     notify_retry_cap_s: float = Field(3600.0, gt=0, le=86_400, allow_inf_nan=False)
     # ... until the event is this old: then it is `dead` (`lightkeeper events retry ID` sends it again).
     notify_give_up_s: int = Field(259_200, ge=1)
+    # The total deadline of one webhook attempt: connect, send and read the answer together. The delivery lease
+    # is derived from it (notify/delivery.py), so it always outlasts the attempt.
+    notify_timeout_s: float = Field(10.0, gt=0, le=300, allow_inf_nan=False)
+    # Delivered and dead events are deleted from the outbox this many days after they settled.
+    notify_retention_days: int = Field(30, ge=1, le=3650)
 
     @classmethod
     def settings_customise_sources(
@@ -204,11 +217,11 @@ class Settings(BaseSettings):
         # Bases get paths appended ("/auth/oauth/token"), so a trailing slash would double up.
         return _check_http_url(value).rstrip("/") if value else value
 
-    @field_validator("lightspeed_oauth_url", "lightspeed_api_url", "notify_webhook_url")
+    @field_validator("lightspeed_oauth_url", "lightspeed_api_url", "notify_webhook_url", "lightkeeper_public_url")
     @classmethod
     def _tls(cls, value: str) -> str:
-        # Client secret, codes and tokens (or signed alerts about merchants) travel to these: plain http only
-        # to the simulator or a receiver on this machine.
+        # Client secret, codes and tokens (or signed alerts about merchants, or connect links and the merchant's
+        # cookies) travel to these: plain http only to the simulator, a receiver or a local run on this machine.
         if value and urlsplit(value).scheme.lower() != "https" and not is_loopback_host(urlsplit(value).hostname):
             raise ValueError(_TLS_RULE)
         return value
@@ -217,7 +230,16 @@ class Settings(BaseSettings):
     @classmethod
     def _api_key(cls, value: SecretStr) -> SecretStr:
         if value.get_secret_value() and len(value.get_secret_value()) < API_KEY_MIN_CHARS:
-            raise ValueError(f"must be at least {API_KEY_MIN_CHARS} characters (`lightkeeper gen-key` makes one)")
+            raise ValueError(f"must be at least {API_KEY_MIN_CHARS} characters (`lightkeeper gen-api-key` makes one)")
+        return value
+
+    @field_validator("lightkeeper_api_keys")
+    @classmethod
+    def _api_keys(cls, value: SecretStr) -> SecretStr:
+        try:
+            parse_api_keys(value.get_secret_value())
+        except ApiKeyError as exc:  # names the entry's position, never its key
+            raise ValueError(str(exc)) from None
         return value
 
     @field_validator("notify_webhook_secret")
@@ -272,6 +294,13 @@ class Settings(BaseSettings):
         """Origins a connect page may link back to: the public URL's and LIGHTKEEPER_RETURN_TO_ORIGINS."""
         extra = {_origin(o.strip()) for o in self.lightkeeper_return_to_origins.split(",") if o.strip()}
         return frozenset({_origin(self.public_url), *extra})
+
+    @property
+    def api_keys(self) -> tuple[ApiKey, ...]:
+        """Every accepted key: ``LIGHTKEEPER_API_KEY`` (named ``default``, every scope), then the named ones."""
+        single = self.lightkeeper_api_key.get_secret_value()
+        named = parse_api_keys(self.lightkeeper_api_keys.get_secret_value())
+        return (ApiKey(DEFAULT_NAME, ALL_SCOPES, single), *named) if single else named
 
     @property
     def public_url(self) -> str:

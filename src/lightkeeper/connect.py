@@ -292,6 +292,15 @@ def _link_refused(rejection: Rejection) -> ConnectFlowError:
     return ConnectFlowError(message, code=code)
 
 
+def fit_label(text: str | None) -> str | None:
+    """A label from Lightspeed's words (an account name may be longer than ``LABEL_MAX``): shortened to fit, with
+    an ellipsis, and without NUL, so that minting a link for it never fails."""
+    if text is None:
+        return None
+    cleaned = text.replace("\x00", "").strip()
+    return cleaned if len(cleaned) <= LABEL_MAX else cleaned[: LABEL_MAX - 1].rstrip() + "\u2026"
+
+
 def _check_label(label: str | None) -> str | None:
     """The label as stored: stripped, None when blank; refused when too long or holding NUL."""
     if label is None or not label.strip():
@@ -311,4 +320,5 @@ __all__ = [
     "ConnectService",
     "StartedSession",
     "digest",
+    "fit_label",
 ]

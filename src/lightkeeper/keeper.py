@@ -10,9 +10,11 @@ which is how tests run the real code against fakes at the seams.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import os
 import socket
+import ssl
 import threading
 import uuid
 from collections.abc import Mapping
@@ -26,13 +28,14 @@ from .clock import Clock, utcnow
 from .config import Settings
 from .connect import ConnectLink, ConnectService, StartedSession
 from .crypto import TokenCipher
-from .errors import ConfigError, ConnectionNotFound
+from .errors import ConnectionNotFound
 from .health import Health, SchedulerProbe
 from .health import check as check_health
 from .lightspeed import ApiClient, OAuthClient
 from .lightspeed.api_pacing import ApiPacer
 from .lightspeed.pacing import Pacer
 from .lightspeed.senders import AiohttpSender
+from .lightspeed.tls import trust
 from .metrics import DatabaseCollector, DatabaseSummary, unwatch_database, watch_database
 from .notify import Notifier
 from .proxy import Proxy, Upstream
@@ -99,14 +102,16 @@ class Keeper:
         self.settings = settings
         self.clock = clock
         self.owner = owner or worker_id()
-        # With NOTIFY_WEBHOOK_URL, connection changes write webhook events to the outbox (a store handed in
-        # keeps its own choice).
-        self.store = store or Store.from_url(settings.database_url, record_events=bool(settings.notify_webhook_url))
+        # Connection changes write their webhook events to the outbox in every process, in the transaction of
+        # the change; only their delivery depends on NOTIFY_WEBHOOK_URL (``notifier``).
+        self.store = store or Store.from_url(settings.database_url)
         self.cipher = TokenCipher.from_texts(
             settings.token_encryption_key.get_secret_value(), settings.token_encryption_old_keys.get_secret_value()
         )
+        # One TLS trust for every client of Lightspeed (``lightspeed.tls``): httpx2's and aiohttp's.
+        self.tls = trust()
         self.http = httpx2.Client(
-            transport=transport, timeout=settings.http_timeout_s, headers={"User-Agent": USER_AGENT}
+            verify=self.tls, transport=transport, timeout=settings.http_timeout_s, headers={"User-Agent": USER_AGENT}
         )
         self.oauth = OAuthClient(
             http=self.http,
@@ -148,7 +153,7 @@ class Keeper:
             max_retry_after=settings.refresh_max_retry_after_s,
             http_timeout=settings.http_timeout_s,
             # Runs send through aiohttp (docs/ARCHITECTURE.md); a transport handed in is used for every request.
-            open_sender=_aiohttp_sender if transport is None else None,
+            open_sender=functools.partial(_aiohttp_sender, tls=self.tls) if transport is None else None,
         )
         self.tokens = TokenProvider(
             self.refresher,
@@ -160,7 +165,7 @@ class Keeper:
         self.proxy = Proxy(
             tokens=self.tokens,
             pacer=self.api_pacer,
-            upstream=Upstream(user_agent=USER_AGENT, timeout_s=settings.proxy_timeout_s),
+            upstream=Upstream(user_agent=USER_AGENT, timeout_s=settings.proxy_timeout_s, tls=self.tls),
             api_url=settings.lightspeed_api_url,
             write_cost=settings.lightspeed_write_cost,
             max_wait_s=settings.proxy_max_wait_s,
@@ -175,12 +180,8 @@ class Keeper:
         )
         # Who ticks the refresh job (embedded schedulers or pg_cron), when, and whether.
         self.schedule = schedule_service(settings, self.store, clock=clock)
-        # Sends the outbox's webhook events; None when NOTIFY_WEBHOOK_URL is unset (then none are written).
-        self.notifier = (
-            Notifier(self.store.events, settings, clock=clock, owner=self.owner, user_agent=USER_AGENT)
-            if settings.notify_webhook_url
-            else None
-        )
+        # The outbox's upkeep (error sweep, giving up, pruning) and, with NOTIFY_WEBHOOK_URL, its delivery.
+        self.notifier = Notifier(self.store.events, settings, clock=clock, owner=self.owner, user_agent=USER_AGENT)
         # /metrics (and worker --metrics-port) read these gauges from the database: every replica agrees.
         self.gauges = DatabaseCollector(self._database_summary, statuses=[s.value for s in Status], now=clock)
         watch_database(self.gauges)
@@ -397,26 +398,23 @@ class Keeper:
 
     def retry_event(self, event_id: str) -> EventRecord:
         """Send one event again now, whatever its status; its record after the attempt (``last_error``
-        says why it failed). ``EventNotFound`` for an unknown id, ``EventBusy`` if it is being sent."""
-        if self.notifier is None:
-            raise ConfigError("NOTIFY_WEBHOOK_URL is not set, so no event can be sent")
+        says why it failed). ``EventNotFound`` for an unknown id, ``EventBusy`` if it is being sent (an event
+        is never in flight twice), ``ConfigError`` when NOTIFY_WEBHOOK_URL is unset."""
         return self.notifier.retry(event_id)
 
     def deliver_events(self) -> int:
-        """One delivery round here and now: the ``connection.error`` sweep, then every due event; how many
-        attempts were made (0 when NOTIFY_WEBHOOK_URL is unset)."""
-        return self.notifier.deliver() if self.notifier is not None else 0
+        """One round here and now: the ``connection.error`` sweep, the outbox's tidying (give up, prune), then
+        every due event; how many attempts were made (0 when NOTIFY_WEBHOOK_URL is unset)."""
+        return self.notifier.deliver()
 
     def start_notifier(self) -> bool:
-        """Deliver events in the background (``serve``, ``worker``) until ``stop_notifier`` or ``close``;
-        False when NOTIFY_WEBHOOK_URL is unset."""
-        if self.notifier is not None:
-            self.notifier.start()
-        return self.notifier is not None
+        """Look after the outbox in the background (``serve``, ``worker``) until ``stop_notifier`` or ``close``,
+        and deliver its events when NOTIFY_WEBHOOK_URL is set; whether this process delivers."""
+        self.notifier.start()
+        return self.notifier.delivers
 
     def stop_notifier(self) -> None:
-        if self.notifier is not None:
-            self.notifier.stop()
+        self.notifier.stop()
 
     # -- the encryption keys -----------------------------------------------------------------------------
     def rotate_keys(
@@ -463,8 +461,7 @@ class Keeper:
 
     def close(self) -> None:
         unwatch_database(self.gauges)
-        if self.notifier is not None:
-            self.notifier.close()
+        self.notifier.close()
         self.http.close()
         self.store.close()
 
@@ -477,8 +474,8 @@ class Keeper:
         self.close()
 
 
-def _aiohttp_sender(limit: int) -> AiohttpSender:
-    return AiohttpSender(user_agent=USER_AGENT, limit=limit)
+def _aiohttp_sender(limit: int, *, tls: ssl.SSLContext) -> AiohttpSender:
+    return AiohttpSender(user_agent=USER_AGENT, limit=limit, tls=tls)
 
 
 __all__ = ["USER_AGENT", "Keeper", "schedule_service", "worker_id"]

@@ -119,6 +119,15 @@ HTTP_SECONDS = Histogram(
     "Time to answer requests, by route template and method.",
     ["route", "method"],
 )
+#: The methods counted by name; any other (a client may send any token as a method) counts as OTHER.
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+API_KEY_REQUESTS = Counter(
+    "lightkeeper_api_key_requests",
+    "Requests that presented a configured API key, by the key's name (never its value) and whether its scopes "
+    "allowed them (allowed, insufficient_scope).",
+    ["key", "result"],
+)
+API_KEY_RESULTS = ("allowed", "insufficient_scope")
 
 PROXY_REQUESTS = Counter(
     "lightkeeper_proxy_requests",
@@ -164,8 +173,24 @@ def scheduler_ticked() -> None:
 
 
 def count_request(route: str, method: str, status: int, seconds: float) -> None:
-    HTTP_REQUESTS.labels(route, method, str(status)).inc()
-    HTTP_SECONDS.labels(route, method).observe(seconds)
+    """One answered request. Every label comes from a closed set: ``route`` is a template (the caller's
+    job), ``method`` one of ``HTTP_METHODS`` or OTHER, ``status`` an HTTP status code."""
+    label = method if method in HTTP_METHODS else "OTHER"
+    code = str(status) if 100 <= status <= 599 else "other"
+    HTTP_REQUESTS.labels(route, label, code).inc()
+    HTTP_SECONDS.labels(route, label).observe(seconds)
+
+
+def known_api_keys(names: Iterable[str]) -> None:
+    """Export the configured keys' series from 0 (the names are the only values the ``key`` label takes)."""
+    for name in names:
+        for result in API_KEY_RESULTS:
+            API_KEY_REQUESTS.labels(name, result)
+
+
+def count_api_key(name: str, result: str) -> None:
+    """A request that presented the key named ``name``; ``result`` is one of ``API_KEY_RESULTS``."""
+    API_KEY_REQUESTS.labels(name, result if result in API_KEY_RESULTS else "allowed").inc()
 
 
 def count_proxied(method: str, status: int, *, wait_s: float | None, upstream_s: float | None) -> None:
@@ -327,10 +352,12 @@ __all__ = [
     "DatabaseCollector",
     "DatabaseSummary",
     "Reason",
+    "count_api_key",
     "count_proxied",
     "count_refresh",
     "count_request",
     "failure_reason",
+    "known_api_keys",
     "observe_refresh_seconds",
     "observe_run",
     "scheduler_ticked",

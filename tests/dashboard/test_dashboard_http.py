@@ -110,15 +110,17 @@ def test_a_wrong_key_is_refused_and_logged_without_the_key(
 
 
 @sqlite_only
-def test_after_repeated_wrong_keys_even_the_right_one_waits_a_minute(operator: Operator) -> None:
-    for _ in range(MAX_FAILURES):
+def test_after_repeated_wrong_keys_even_the_right_one_waits_a_second(operator: Operator) -> None:
+    # Issue 19: the wait was a minute; it is 1 s from the MAX_FAILURES-th failure (tests/dashboard/test_throttle.py).
+    for _ in range(MAX_FAILURES - 1):
         assert operator.sign_in("not-the-key").status_code == 401
+    assert operator.sign_in("not-the-key").status_code == 429
 
     blocked = operator.sign_in()
-    assert blocked.status_code == 429 and "Wait a minute" in blocked.text
+    assert blocked.status_code == 429 and blocked.headers["retry-after"] == "1"
     assert "lk_dashboard" not in set_cookies(blocked)
 
-    operator.server.clock.advance(seconds=61)
+    operator.server.clock.advance(seconds=1)
     assert operator.sign_in().status_code == 303
 
 

@@ -136,3 +136,24 @@ def test_a_token_endpoint_that_never_answers_ends_the_run_at_the_deadline(
     run = keeper.refresh()
     assert (run.status, run.errors) == (RunStatus.COMPLETED, 1)
     assert time.monotonic() - started <= 2 + 0.5  # the run's record is closed within 0.5 s of the deadline
+
+
+def test_retry_after_in_one_process_binds_the_slots_another_was_given(
+    make_keeper: KeeperFactory, sim: SimulatorControl
+) -> None:
+    """Two processes (two Keepers, each its own pacer) on one run: the 429 one of them gets holds the other's
+    slots too, including those it was handed before the hold came (it reads the hold right before sending)."""
+    first = make_keeper(REFRESH_DELAY_MS=str(DELAY_MS), REFRESH_CONCURRENCY="4")
+    second = make_keeper(REFRESH_DELAY_MS=str(DELAY_MS), REFRESH_CONCURRENCY="4")
+    seed_connections(first, sim, 12, user_prefix="hold2")
+    sim.inject_fault("token", "rate_limit", retry_after=2)
+    run = first.begin_run(trigger="manual")
+    started = time.monotonic()
+    workers = [threading.Thread(target=keeper.execute_run, args=(run,)) for keeper in (first, second)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+    assert first.store.runs.get(run.id).refreshed == 12  # type: ignore[union-attr]
+    assert min(sim.refresh_times()) >= started + 2.0 - 0.05, [t - started for t in sim.refresh_times()]
+    assert min(gaps(sim)) >= 0.9 * DELAY_MS / 1000, gaps(sim)

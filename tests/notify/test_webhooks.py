@@ -226,12 +226,13 @@ def test_an_error_that_recovers_before_notify_error_after_s_sends_nothing(
     assert keeper.events() == [] and receiver.requests == []
 
 
-def test_without_a_webhook_url_nothing_is_written_or_sent(make_keeper: KeeperFactory, sim: SimulatorControl) -> None:
+def test_without_a_webhook_url_events_are_written_not_sent(make_keeper: KeeperFactory, sim: SimulatorControl) -> None:
     keeper = make_keeper()
     expire(keeper, sim)
 
-    assert keeper.events() == [] and keeper.deliver_events() == 0
-    assert keeper.connections()[0].alert is None
+    assert [e.type for e in keeper.events()] == ["connection.expired"] and keeper.deliver_events() == 0
+    assert only(keeper.events()).status is EventStatus.PENDING and only(keeper.events()).attempts == 0
+    assert keeper.connections()[0].alert == "expired"
 
 
 def test_no_token_or_secret_in_any_event_header_record_or_log(

@@ -33,8 +33,10 @@ def parse(text: str) -> Samples:
     }
 
 
-def scrape(url: str) -> Samples:
-    response = httpx2.get(url, timeout=10)
+def scrape(url: str, key: str | None = None) -> Samples:
+    """``url``'s samples; ``key`` for the app port's ``/metrics``, which needs one with the ``read`` scope."""
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    response = httpx2.get(url, headers=headers, timeout=10)
     assert response.status_code == 200, response.text
     return parse(response.text)
 

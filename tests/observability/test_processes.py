@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx2
 
 from lightkeeper.metrics import OUTCOME_REASONS
-from tests.acceptance.conftest import WEB_START_TIMEOUT_S, WEB_STOP_TIMEOUT_S, Lightkeeper, wait_for
+from tests.acceptance.conftest import API_KEY, WEB_START_TIMEOUT_S, WEB_STOP_TIMEOUT_S, Lightkeeper, wait_for
 
 from .conftest import Samples, sample, scrape
 
@@ -46,12 +46,13 @@ def test_a_fresh_serve_exports_every_series_at_zero(cli: Lightkeeper, tmp_path: 
         def up() -> bool:
             assert process.poll() is None, log.read_text()
             try:
-                return httpx2.get(f"{cli.origin}/metrics", timeout=5).status_code == 200
+                return httpx2.get(f"{cli.origin}/healthz", timeout=5).status_code == 200
             except httpx2.TransportError:
                 return False
 
-        wait_for(up, timeout=WEB_START_TIMEOUT_S, what="serve to answer /metrics")
-        samples = scrape(f"{cli.origin}/metrics")
+        wait_for(up, timeout=WEB_START_TIMEOUT_S, what="serve to answer /healthz")
+        assert httpx2.get(f"{cli.origin}/metrics", timeout=5).status_code == 401  # the app port's needs a key
+        samples = scrape(f"{cli.origin}/metrics", API_KEY)
         health = httpx2.get(f"{cli.origin}/healthz", timeout=5).json()
     finally:
         stop(process)

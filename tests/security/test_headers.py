@@ -7,7 +7,7 @@ import httpx2
 
 from lightkeeper.simulator import SimulatorControl
 from tests.security.conftest import Flow, consent, sqlite_only
-from tests.web.conftest import AppServer
+from tests.web.conftest import AppServer, ServeApp, new_api_key
 
 FIXED = {
     "x-frame-options": "DENY",
@@ -61,8 +61,9 @@ def test_every_page_and_every_answer_carries_the_headers(
 
 
 @sqlite_only
-def test_the_interactive_docs_cannot_be_framed_either(app_server: AppServer) -> None:
-    docs = httpx2.get(f"{app_server.url}/docs", timeout=10)
+def test_the_interactive_docs_cannot_be_framed_either(serve_app: ServeApp) -> None:
+    with serve_app(LIGHTKEEPER_API_KEY=new_api_key(), LIGHTKEEPER_DOCS="1") as server:  # off by default (issue 19)
+        docs = httpx2.get(f"{server.url}/docs", timeout=10)
     assert docs.status_code == 200
     assert docs.headers["content-security-policy"] == "frame-ancestors 'none'"
     assert docs.headers["x-frame-options"] == "DENY"

@@ -294,7 +294,7 @@ def test_api_key_must_be_at_least_32_characters() -> None:
     assert len(short) == 31
     message = error_of({**GOOD, "LIGHTKEEPER_API_KEY": short})
     assert message == (
-        "Invalid settings: LIGHTKEEPER_API_KEY (must be at least 32 characters (`lightkeeper gen-key` makes one))"
+        "Invalid settings: LIGHTKEEPER_API_KEY (must be at least 32 characters (`lightkeeper gen-api-key` makes one))"
     )
     assert short not in message
     key = load_settings({**GOOD, "LIGHTKEEPER_API_KEY": short + "y"}).lightkeeper_api_key
@@ -335,9 +335,14 @@ def test_https_and_loopback_lightspeed_urls_are_accepted(url: str) -> None:
     assert settings.lightspeed_oauth_url == url.rstrip("/")
 
 
-def test_the_redirect_uri_and_public_url_may_stay_plain_http() -> None:
-    env = {"LIGHTSPEED_REDIRECT_URI": "http://shop.example/cb", "LIGHTKEEPER_PUBLIC_URL": "http://shop.example"}
+def test_the_redirect_uri_may_stay_plain_http_but_not_a_public_url_on_another_host() -> None:
+    # Issue 19: a plain-http public URL elsewhere than this machine sends cookies without Secure and connect links
+    # in clear text; it is refused as the Lightspeed URLs are.
+    env = {"LIGHTSPEED_REDIRECT_URI": "http://shop.example/cb"}
     assert load_settings({**GOOD, **env}).public_url == "http://shop.example"
+    with pytest.raises(ConfigError, match=r"LIGHTKEEPER_PUBLIC_URL \(must be an https:// URL"):
+        load_settings({**GOOD, **env, "LIGHTKEEPER_PUBLIC_URL": "http://shop.example"})
+    assert load_settings({**GOOD, "LIGHTKEEPER_PUBLIC_URL": "http://localhost:8000"}).public_url.startswith("http:")
 
 
 @pytest.mark.parametrize(

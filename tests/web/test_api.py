@@ -157,12 +157,15 @@ def test_api_is_disabled_without_a_key_and_opened_by_dev_mode(serve_app: ServeAp
 
 
 @sqlite_only
-def test_health_metrics_schema_and_pages_need_no_key(app_server: AppServer) -> None:
+def test_health_and_pages_need_no_key_but_metrics_and_the_schema_do(app_server: AppServer) -> None:
     with app_server.anonymous() as client:
         assert client.get("/healthz").status_code == 200
-        assert client.get("/metrics").status_code == 200
-        assert client.get("/openapi.json").status_code == 200
+        assert_error(client.get("/metrics"), 401, "unauthorized")  # issue 19: a key with the read scope
+        assert_error(client.get("/openapi.json"), 401, "unauthorized")
+        assert client.get("/docs").status_code == 404  # off unless LIGHTKEEPER_DOCS=1
         assert client.get("/connect-lightspeed").status_code == 401  # a page: it needs the browser session
+    assert app_server.client.get("/metrics").status_code == 200
+    assert app_server.client.get("/openapi.json").status_code == 200
 
 
 # -- connect sessions --------------------------------------------------------------------------------

@@ -35,6 +35,8 @@ class Slots(Protocol):
 
     def pending(self, name: str) -> float: ...
 
+    def hold_left(self, name: str) -> float: ...
+
 
 class LocalSlots:
     """Send slots of one process, in memory (the same contract as ``store.PacingRepo``)."""
@@ -42,6 +44,7 @@ class LocalSlots:
     def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
         self._monotonic = monotonic
         self._next: dict[str, float] = {}
+        self._holds: dict[str, float] = {}
         self._lock = threading.Lock()
 
     def take(self, name: str, interval_s: float) -> float:
@@ -53,7 +56,13 @@ class LocalSlots:
 
     def hold(self, name: str, seconds: float) -> None:
         with self._lock:
-            self._next[name] = max(self._next.get(name, 0.0), self._monotonic() + seconds)
+            until = self._monotonic() + seconds
+            self._next[name] = max(self._next.get(name, 0.0), until)
+            self._holds[name] = max(self._holds.get(name, 0.0), until)
+
+    def hold_left(self, name: str) -> float:
+        with self._lock:
+            return max(0.0, self._holds.get(name, 0.0) - self._monotonic())
 
     def pending(self, name: str) -> float:
         with self._lock:
@@ -135,17 +144,28 @@ class Pacer:
         with self._hold_lock:
             return self._hold_until
 
-    async def on_time(self, slot: float, take: Callable[[], Awaitable[float]]) -> float:
-        """Wait for ``slot``: the last step before a request leaves. A slot that a hold (``Retry-After``) came to
-        cover after it was handed out, or that the caller reached later than ``margin_s`` (a slow claim, a lock,
-        a stalled loop), is exchanged for a new one from ``take``; the slot the request leaves on."""
+    def read_hold(self) -> float:
+        """Read the shared hold (any process's ``Retry-After``) into this process's view; its end, monotonic."""
+        left = self._slots.hold_left(self._name)
+        with self._hold_lock:
+            if left > 0:  # none on: the view stays as it was (now is no hold)
+                self._hold_until = max(self._hold_until, self._monotonic() + left)
+            return self._hold_until
+
+    async def on_time(
+        self, slot: float, take: Callable[[], Awaitable[float]], read_hold: Callable[[], Awaitable[float]]
+    ) -> float:
+        """Wait for ``slot``: the last step before a request leaves. A slot that a hold (``Retry-After``, from
+        any process: ``read_hold`` reads it right before the send) came to cover after it was handed out, or that
+        the caller reached later than ``margin_s`` (a slow claim, a lock, a stalled loop), is exchanged for a new
+        one from ``take``; the slot the request leaves on."""
         while True:
             if self.held_until() > slot:
                 slot = await take()
                 continue
             await self.sleep_until_async(slot)
-            if self.held_until() > slot:
-                continue  # a hold arrived while we slept: it binds this slot too
+            if await read_hold() > slot:
+                continue  # a hold came while we waited: it binds this slot too
             if self.interval_s > 0 and self._monotonic() - slot > self.margin_s:
                 slot = await take()  # too late: sent now, it would leave less than the spacing after the next
                 continue

@@ -1,8 +1,11 @@
 """One webhook attempt at a time, each under its event's delivery lease.
 
 The lease is taken by the database's clock and fenced by a token (``store/events.py``): two processes never
-send the same attempt, and an outcome lands only under the lease it was given. An attempt starts only if the
-lease has at least the send timeout left, so a lease never runs out while its request is in flight.
+send the same attempt, and an outcome lands only under the lease it was given. One attempt has a total deadline,
+``NOTIFY_TIMEOUT_S`` (connect, send and read together, ``deadline.py``); the lease is derived from it
+(``NOTIFY_TIMEOUT_S`` + ``LEASE_MARGIN_S``), and an attempt starts only if the lease has the whole deadline and
+``CUT_SLACK_S`` left. So a lease never runs out while its request is in flight, and an event is never in flight
+twice: ``events retry`` on an event being sent is refused (``EventBusy``).
 
 Failures back off ``NOTIFY_RETRY_BASE_S`` x 2^(n-1) after the n-th attempt, capped at ``NOTIFY_RETRY_CAP_S``;
 the last retry lands on the event's ``NOTIFY_GIVE_UP_S`` deadline, and a failure then makes it ``dead``.
@@ -22,16 +25,19 @@ from ..clock import Clock
 from ..config import Settings
 from ..errors import EventBusy, EventNotFound
 from ..store import EventLease, EventRecord, EventsRepo, EventStatus
+from .deadline import Deadline
 from .signing import SIGNATURE_HEADER, sign
 
 log = logging.getLogger(__name__)
 
 EVENT_ID_HEADER = "X-Lightkeeper-Event-Id"
 ATTEMPT_HEADER = "X-Lightkeeper-Attempt"
-#: A receiver gets this long to answer; slow ones are retried like failed ones.
+#: A receiver gets this long to answer, in all (NOTIFY_TIMEOUT_S's default); slow ones are retried like failed ones.
 SEND_TIMEOUT_S = 10.0
-#: The delivery lease: well over the send timeout, so a lease never runs out while its request is in flight.
-EVENT_LEASE = timedelta(seconds=60)
+#: The delivery lease is the send deadline plus this: time for the claim to return and the outcome to be written.
+LEASE_MARGIN_S = 50.0
+#: An attempt starts only with this much lease left beyond its deadline (the cut at the deadline takes a moment).
+CUT_SLACK_S = 1.0
 #: 2^60 x any base is far past every cap: the exponent stops there instead of overflowing a float.
 _MAX_DOUBLINGS = 60
 
@@ -42,23 +48,26 @@ class DeliveryPolicy:
 
     url: str
     secret: str = field(repr=False)
-    error_after: timedelta
     retry_base_s: float
     retry_cap_s: float
     give_up: timedelta
     timeout_s: float = SEND_TIMEOUT_S
-    lease: timedelta = EVENT_LEASE
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DeliveryPolicy:
         return cls(
             url=settings.notify_webhook_url,
             secret=settings.notify_webhook_secret.get_secret_value(),
-            error_after=timedelta(seconds=settings.notify_error_after_s),
             retry_base_s=settings.notify_retry_base_s,
             retry_cap_s=settings.notify_retry_cap_s,
             give_up=timedelta(seconds=settings.notify_give_up_s),
+            timeout_s=settings.notify_timeout_s,
         )
+
+    @property
+    def lease(self) -> timedelta:
+        """The delivery lease, derived from the deadline so that it always outlasts an attempt."""
+        return timedelta(seconds=self.timeout_s + LEASE_MARGIN_S)
 
     def backoff(self, attempts: int) -> timedelta:
         """How long to wait after the ``attempts``-th failed attempt."""
@@ -76,7 +85,7 @@ class DeliveryPolicy:
 
 
 class Deliverer:
-    """Sweeps for ``connection.error`` alerts and sends due events, one lease at a time."""
+    """Sends due events, one lease at a time (the outbox's upkeep is ``upkeep.Upkeep``'s)."""
 
     def __init__(
         self, events: EventsRepo, http: httpx2.Client, policy: DeliveryPolicy, *, clock: Clock, owner: str
@@ -86,11 +95,6 @@ class Deliverer:
         self._policy = policy
         self._clock = clock
         self._owner = owner
-
-    def sweep(self) -> int:
-        """Write ``connection.error`` for connections in ``error`` longer than ``NOTIFY_ERROR_AFTER_S``."""
-        now = self._clock()
-        return len(self._events.sweep_errors(errored_before=now - self._policy.error_after, now=now))
 
     def deliver_due(self, *, limit: int = 100, stop: threading.Event | None = None) -> int:
         """Attempt due events until none is due, ``limit`` were attempted or ``stop`` is set; how many."""
@@ -112,12 +116,13 @@ class Deliverer:
             raise EventBusy(f"event {event_id} is being sent by another process right now; try again in a minute")
         self._attempt(lease)
         record = self._events.get(event_id)
-        assert record is not None, "events are never deleted"
+        if record is None:  # pruned meanwhile: only settled events past NOTIFY_RETENTION_DAYS are
+            raise EventNotFound(f"there is no event {event_id}")
         return record
 
     def _attempt(self, lease: EventLease) -> None:
         record = lease.record
-        if lease.seconds_left() < self._policy.timeout_s:  # the lease could run out mid-request
+        if lease.seconds_left() < self._policy.timeout_s + CUT_SLACK_S:  # the lease could run out mid-request
             self._events.unclaim(record.id, lease.token)
             log.warning("event %s: lease too short to send; left for the next round", record.id)
             return
@@ -140,17 +145,35 @@ class Deliverer:
             EVENT_ID_HEADER: lease.record.id,
             ATTEMPT_HEADER: str(lease.attempt),
         }
+        deadline = Deadline(self._policy.timeout_s)
+        timed_out = f"timed out (NOTIFY_TIMEOUT_S, {self._policy.timeout_s:g} s)"
         try:
             # Streamed and closed unread: a receiver's answer is its status, whatever body it sends.
-            with self._http.stream(
-                "POST", self._policy.url, content=body, headers=headers, timeout=self._policy.timeout_s
-            ) as response:
+            with (
+                deadline,
+                self._http.stream(
+                    "POST",
+                    self._policy.url,
+                    content=body,
+                    headers=headers,
+                    timeout=self._policy.timeout_s,
+                    extensions={"trace": deadline.trace},
+                ) as response,
+            ):
                 status = response.status_code
         except httpx2.TimeoutException:
-            return "timed out"
+            return timed_out
         except httpx2.HTTPError as exc:
-            return f"could not be sent ({type(exc).__name__})"
+            return timed_out if deadline.passed else f"could not be sent ({type(exc).__name__})"
         return None if 200 <= status < 300 else f"the receiver answered HTTP {status}"
 
 
-__all__ = ["ATTEMPT_HEADER", "EVENT_ID_HEADER", "EVENT_LEASE", "SEND_TIMEOUT_S", "Deliverer", "DeliveryPolicy"]
+__all__ = [
+    "ATTEMPT_HEADER",
+    "CUT_SLACK_S",
+    "EVENT_ID_HEADER",
+    "LEASE_MARGIN_S",
+    "SEND_TIMEOUT_S",
+    "Deliverer",
+    "DeliveryPolicy",
+]

@@ -1,4 +1,8 @@
-"""``Notifier``: webhook delivery wired from settings, as ``Keeper`` holds it when NOTIFY_WEBHOOK_URL is set."""
+"""``Notifier``: the webhook outbox's upkeep and delivery wired from settings, as ``Keeper`` holds it.
+
+Every process has one: the upkeep (``connection.error`` sweep, giving up and pruning) runs with or without
+NOTIFY_WEBHOOK_URL; delivery only with it (``delivers``).
+"""
 
 from __future__ import annotations
 
@@ -6,14 +10,16 @@ import httpx2
 
 from ..clock import Clock
 from ..config import Settings
+from ..errors import ConfigError
 from ..store import EventRecord, EventsRepo
 from .delivery import Deliverer, DeliveryPolicy
-from .loop import POLL_S, DeliveryLoop
+from .loop import DeliveryLoop
+from .upkeep import Tidied, Upkeep, UpkeepPolicy
 
 
 class Notifier:
-    """Sends the outbox's events: a round now (``deliver``), one event again (``retry``), or in the
-    background (``start``/``stop``)."""
+    """Looks after the outbox and sends its events: a round now (``deliver``), one event again (``retry``), or
+    in the background (``start``/``stop``)."""
 
     def __init__(
         self,
@@ -24,20 +30,43 @@ class Notifier:
         owner: str,
         user_agent: str,
         transport: httpx2.BaseTransport | None = None,
-        poll_s: float = POLL_S,
+        poll_s: float | None = None,
     ) -> None:
-        policy = DeliveryPolicy.from_settings(settings)
-        # Its own client: the webhook receiver is not Lightspeed, and shares neither transport nor pool.
-        self.http = httpx2.Client(transport=transport, headers={"User-Agent": user_agent}, follow_redirects=False)
-        self.deliverer = Deliverer(events, self.http, policy, clock=clock, owner=owner)
-        self.loop = DeliveryLoop(self.deliverer, poll_s=poll_s)
+        self.upkeep = Upkeep(events, UpkeepPolicy.from_settings(settings), clock=clock)
+        self.http: httpx2.Client | None = None
+        self.deliverer: Deliverer | None = None
+        if settings.notify_webhook_url:
+            # Its own client: the webhook receiver is not Lightspeed, and shares neither transport nor pool. No
+            # keep-alive: each attempt opens its connection, which its deadline watches (``deadline``).
+            self.http = httpx2.Client(
+                transport=transport,
+                headers={"User-Agent": user_agent},
+                follow_redirects=False,
+                limits=httpx2.Limits(max_keepalive_connections=0),
+            )
+            self.deliverer = Deliverer(
+                events, self.http, DeliveryPolicy.from_settings(settings), clock=clock, owner=owner
+            )
+        self.loop = DeliveryLoop(self.upkeep, self.deliverer, poll_s=poll_s)
+
+    @property
+    def delivers(self) -> bool:
+        """Whether this process sends events (NOTIFY_WEBHOOK_URL is set)."""
+        return self.deliverer is not None
 
     def deliver(self) -> int:
-        """One round here and now: the error sweep, then every due event; how many attempts were made."""
-        self.deliverer.sweep()
-        return self.deliverer.deliver_due()
+        """One round here and now: the error sweep, tidying, then every due event; how many attempts were made
+        (0 without a webhook)."""
+        self.upkeep.sweep()
+        self.upkeep.tidy()
+        return self.deliverer.deliver_due() if self.deliverer is not None else 0
+
+    def tidy(self) -> Tidied:
+        return self.upkeep.tidy()
 
     def retry(self, event_id: str) -> EventRecord:
+        if self.deliverer is None:
+            raise ConfigError("NOTIFY_WEBHOOK_URL is not set, so no event can be sent")
         return self.deliverer.retry(event_id)
 
     def start(self) -> None:
@@ -48,7 +77,8 @@ class Notifier:
 
     def close(self) -> None:
         self.loop.stop()
-        self.http.close()
+        if self.http is not None:
+            self.http.close()
 
 
 __all__ = ["Notifier"]

@@ -201,7 +201,7 @@ class Refresher:
     async def _on_time(self, lease: Lease, slot: float, calls: DatabaseCalls) -> None:
         """Wait for the pacing slot, the last step before sending (``Pacer.on_time``); ``_NotSent`` when a new
         slot ate so much of the lease that less than a request's worth is left."""
-        await self.pacer.on_time(slot, lambda: calls(self.pacer.reserve))
+        await self.pacer.on_time(slot, lambda: calls(self.pacer.reserve), lambda: calls(self.pacer.read_hold))
         if not self._lease_outlives_a_request(lease):
             raise _NotSent
 

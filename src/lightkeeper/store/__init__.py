@@ -40,10 +40,11 @@ from .sessions import Rejection, SessionRepo
 class Store:
     """The database, by table."""
 
-    def __init__(self, engine: Engine, *, record_events: bool = False) -> None:
+    def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        # record_events: connection changes write webhook events to the outbox (NOTIFY_WEBHOOK_URL is set).
-        self.connections = ConnectionRepo(engine, record_events=record_events)
+        # Connection changes write their webhook events to the outbox in every process (delivery is the
+        # notifier's, with NOTIFY_WEBHOOK_URL).
+        self.connections = ConnectionRepo(engine)
         self.events = EventsRepo(engine)
         self.runs = RunRepo(engine)
         self.sessions = SessionRepo(engine)
@@ -53,8 +54,8 @@ class Store:
         self.keys = KeyScan(engine)  # ciphertexts by key id, across tables (key rotation)
 
     @classmethod
-    def from_url(cls, url: str, *, record_events: bool = False) -> Store:
-        return cls(make_engine(url), record_events=record_events)
+    def from_url(cls, url: str) -> Store:
+        return cls(make_engine(url))
 
     @property
     def can_listen(self) -> bool:

@@ -92,15 +92,16 @@ _BY_ID = select(t).where(t.c.id == bindparam("connection_id"))
 
 
 class ConnectionRepo:
-    def __init__(self, engine: Engine, *, record_events: bool = False) -> None:
+    def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        #: Whether state changes write webhook events (NOTIFY_WEBHOOK_URL is set); otherwise none is written.
-        self.record_events = record_events
         #: The claim statement of each shape (one connection or all, due-based or not), built once.
         self._claims: dict[tuple[bool, bool], Prepared] = {}
         # A refresh's own statements (its claim above, its save and its run's tally) skip SQLAlchemy's
         # per-execution work: see ``prepared``.
-        self._save = Prepared(engine, _SAVE)
+        # Every process writes the webhook events of the changes it makes, whether or not it delivers them:
+        # the save returns the row's alert, and an alerted row gets its ``connection.recovered`` (rare).
+        self._save = Prepared(engine, _SAVE_RETURNING_ALERT, returns=events.EVENT_COLUMNS)
+        self._recovered = events.RawRecovery(engine)
         self._tallies = {outcome: Prepared(engine, statement) for outcome, statement in _TALLY.items()}
 
     # -- reading -------------------------------------------------------------------------------------
@@ -178,8 +179,7 @@ class ConnectionRepo:
             stmt = stmt.on_conflict_do_update(index_elements=[t.c.user_id, t.c.account_id], set_=fresh)
             row = conn.execute(stmt.returning(*events.EVENT_COLUMNS)).one()
             connection_id = int(row.id)
-            if self.record_events:  # a reconnect after an alert
-                events.record_recovered(conn, row, now)
+            events.record_recovered(conn, row, now)  # a reconnect after an alert
             access, refresh = encrypt(connection_id)
             conn.execute(
                 update(t)
@@ -319,18 +319,12 @@ class ConnectionRepo:
         params = {"s_id": connection_id, "s_lease": lease_token, "s_version": version, "s_next": version + 1}
         params |= {"s_access": tokens.access_token, "s_refresh": tokens.refresh_token}
         params |= {"s_expires": tokens.expires_at, "s_now": now}
-        if not self.record_events:
-            with transaction(self._engine) as cursor:
-                changed = self._save.run(cursor, params) > 0
-                if changed and tally is not None:
-                    self._tallies[tally.outcome].run(cursor, {"t_run": tally.run_id, "t_n": 1})
-            return changed
-        with self._engine.begin() as conn:  # a refresh after an alert tells the host app the connection recovered
-            row = conn.execute(_SAVE_RETURNING_ALERT, params).first()
-            if changed := row is not None:
-                events.record_recovered(conn, row, now)
+        with transaction(self._engine) as cursor:
+            row = self._save.first(cursor, params)
+            if changed := row is not None:  # a refresh after an alert tells the host app the connection recovered
+                self._recovered.record(cursor, row, now)
             if changed and tally is not None:
-                _count(conn, tally)
+                self._tallies[tally.outcome].run(cursor, {"t_run": tally.run_id, "t_n": 1})
         return changed
 
     def mark_expired(
@@ -344,13 +338,12 @@ class ConnectionRepo:
         tally: Tally | None = None,
     ) -> bool:
         """Dead refresh token: the tokens stay (useless but harmless) until the merchant reconnects."""
-        alert = {"alert": events.ALERT_EXPIRED} if self.record_events else {}
         return self._update(
             fenced(connection_id, lease_token, version),
             tally=tally,
-            event=partial(events.record_event, event_type=EventType.EXPIRED, now=now) if alert else None,
+            event=partial(events.record_event, event_type=EventType.EXPIRED, now=now),
             error_since=None,
-            **alert,
+            alert=events.ALERT_EXPIRED,
             status=Status.EXPIRED.value,
             last_error=error,
             next_attempt_at=None,

@@ -14,17 +14,20 @@ import builtins
 import json
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Row, Update, case, func, insert, literal, select, update
+from sqlalchemy import Connection, Engine, Row, Update, bindparam, case, delete, func, insert, literal, select, update
+from sqlalchemy.engine.interfaces import DBAPICursor
 from sqlalchemy.sql.elements import ColumnElement
 
 from . import dialect
 from .dialect import UTCDateTime
 from .leases import LeaseGrant, lease_free
+from .prepared import Prepared
 from .records import EventRecord, EventStatus, EventType, Status
 from .schema import connections as c
 from .schema import events as t
@@ -39,6 +42,10 @@ ALERT_EXPIRED = "expired"
 ALERT_ERROR = "error"
 #: At most this many connections are flagged by one error sweep (the next sweep takes the rest).
 SWEEP_BATCH = 100
+#: At most this many events are given up, and this many deleted, by one tidying round.
+TIDY_BATCH = 500
+#: ``last_error`` of an event given up while nobody had tried to send it.
+GAVE_UP = "not delivered within NOTIFY_GIVE_UP_S: no serve or worker with NOTIFY_WEBHOOK_URL sent it"
 
 
 @dataclass(frozen=True)
@@ -84,23 +91,27 @@ def event_body(event_id: str, event_type: EventType, row: Row[Any], now: datetim
     return json.dumps(document, separators=(",", ":"))
 
 
+def event_values(row: Any, event_type: EventType, now: datetime) -> dict[str, Any]:
+    """The outbox row of a new event about ``row`` (``EVENT_COLUMNS``, by attribute), due at once."""
+    event_id = new_event_id()
+    return {
+        "id": event_id,
+        "type": event_type.value,
+        "version": EVENT_VERSION,
+        "connection_id": row.id,
+        "body": event_body(event_id, event_type, row, now),
+        "status": EventStatus.PENDING.value,
+        "attempts": 0,
+        "next_attempt_at": now,
+        "created_at": now,
+    }
+
+
 def record_event(conn: Connection, row: Row[Any], event_type: EventType, now: datetime) -> str:
     """Add an event about ``row`` (``EVENT_COLUMNS``) to the outbox in the caller's transaction, due at once."""
-    event_id = new_event_id()
-    conn.execute(
-        insert(t).values(
-            id=event_id,
-            type=event_type.value,
-            version=EVENT_VERSION,
-            connection_id=row.id,
-            body=event_body(event_id, event_type, row, now),
-            status=EventStatus.PENDING.value,
-            attempts=0,
-            next_attempt_at=now,
-            created_at=now,
-        )
-    )
-    return event_id
+    values = event_values(row, event_type, now)
+    conn.execute(insert(t).values(**values))
+    return str(values["id"])
 
 
 def record_recovered(conn: Connection, row: Row[Any], now: datetime) -> str | None:
@@ -110,6 +121,27 @@ def record_recovered(conn: Connection, row: Row[Any], now: datetime) -> str | No
         return None
     conn.execute(update(c).where(c.c.id == row.id).values(alert=None))
     return record_event(conn, row, EventType.RECOVERED, now)
+
+
+class RawRecovery:
+    """``record_recovered`` on a driver cursor, for the save of a refresh (``prepared``): the common case (no
+    alert) costs nothing beyond the save's RETURNING; an alerted row gets its flag cleared and its event."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._clear = Prepared(engine, update(c).where(c.c.id == bindparam("r_id")).values(alert=None))
+        columns = {name: bindparam(f"e_{name}", type_=t.c[name].type) for name in _INSERTED}
+        self._insert = Prepared(engine, insert(t).values(columns))
+
+    def record(self, cursor: DBAPICursor, row: Mapping[str, Any], now: datetime) -> str | None:
+        if row["alert"] is None:
+            return None
+        self._clear.run(cursor, {"r_id": row["id"]})
+        values = event_values(SimpleNamespace(**row), EventType.RECOVERED, now)
+        self._insert.run(cursor, {f"e_{name}": values[name] for name in _INSERTED})
+        return str(values["id"])
+
+
+_INSERTED = ("id", "type", "version", "connection_id", "body", "status", "attempts", "next_attempt_at", "created_at")
 
 
 #: Adds the outbox event of a connection's change, in its transaction, given the changed row (``EVENT_COLUMNS``).
@@ -186,6 +218,30 @@ class EventsRepo:
             rows = conn.execute(stmt).all()
             return [record_event(conn, row, EventType.ERROR, now) for row in rows]
 
+    # -- tidying: the outbox does not grow without end ----------------------------------------------------
+    def give_up_stale(self, *, created_before: datetime, limit: int = TIDY_BATCH) -> int:
+        """Make ``dead`` the ``pending`` events created before ``created_before`` that nobody is sending (at
+        most ``limit``): where no process delivers, events would otherwise wait for ever; how many."""
+        with self._engine.begin() as conn:
+            stale = (t.c.status == EventStatus.PENDING.value) & (t.c.created_at < created_before)
+            stale = stale & lease_free(dialect.now(conn), t)
+            ids = _locked_ids(conn, stale, limit)
+            if not ids:
+                return 0
+            reason = func.coalesce(t.c.last_error, literal(GAVE_UP))
+            dead = {"status": EventStatus.DEAD.value, "next_attempt_at": None, "last_error": reason}
+            return conn.execute(update(t).where(t.c.id.in_(ids), stale).values(dead)).rowcount
+
+    def prune(self, *, settled_before: datetime, limit: int = TIDY_BATCH) -> int:
+        """Delete ``delivered`` and ``dead`` events settled before ``settled_before`` (at most ``limit``): a
+        delivered one when it was delivered, a dead one at its last attempt, or its creation if it had none."""
+        with self._engine.begin() as conn:
+            settled = func.coalesce(t.c.delivered_at, t.c.last_attempt_at, t.c.created_at)
+            old = t.c.status.in_([EventStatus.DELIVERED.value, EventStatus.DEAD.value]) & (settled < settled_before)
+            old = old & lease_free(dialect.now(conn), t)
+            ids = _locked_ids(conn, old, limit)
+            return conn.execute(delete(t).where(t.c.id.in_(ids), old)).rowcount if ids else 0
+
     # -- delivery leases ------------------------------------------------------------------------------
     def claim_next(self, *, owner: str, lease: timedelta, now: datetime) -> EventLease | None:
         """Lease the oldest due ``pending`` event and count the attempt it is claimed for; None if none is due."""
@@ -235,6 +291,14 @@ class EventsRepo:
             return conn.execute(update(t).where(ours).values(**values, **_RELEASE)).rowcount > 0
 
 
+def _locked_ids(conn: Connection, which: ColumnElement[bool], limit: int) -> builtins.list[str]:
+    """At most ``limit`` ids of events matching ``which``, locked for this transaction (rows another one holds
+    are skipped). Read first and then used as a list: a ``LIMIT`` inside ``IN (…)`` may be evaluated more than
+    once by PostgreSQL, and so touch more rows than the limit."""
+    query = select(t.c.id).where(which).limit(limit).with_for_update(skip_locked=True)
+    return [str(row.id) for row in conn.execute(query)]
+
+
 def _errored(conn: Connection, errored_before: datetime) -> ColumnElement[bool]:
     return (
         (c.c.status == Status.ERROR.value)
@@ -263,12 +327,16 @@ __all__ = [
     "ALERT_EXPIRED",
     "EVENT_COLUMNS",
     "EVENT_VERSION",
+    "GAVE_UP",
+    "TIDY_BATCH",
     "Event",
     "EventLease",
     "EventsRepo",
+    "RawRecovery",
     "error_since",
     "event_body",
     "event_time",
+    "event_values",
     "new_event_id",
     "record_event",
     "record_recovered",

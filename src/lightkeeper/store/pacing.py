@@ -44,13 +44,27 @@ class PacingRepo:
         with self._engine.begin() as conn:
             self._ensure(conn, name)
             until = dialect.epoch(conn) + seconds
-            conn.execute(update(t).where(t.c.name == name).values(next_at=dialect.greatest(conn, t.c.next_at, until)))
+            conn.execute(
+                update(t)
+                .where(t.c.name == name)
+                .values(
+                    next_at=dialect.greatest(conn, t.c.next_at, until),
+                    hold_until=dialect.greatest(conn, t.c.hold_until, until),
+                )
+            )
 
     def pending(self, name: str) -> float:
         """Seconds until the limiter lets a request go, without taking a slot (0 when free)."""
         with self._engine.connect() as conn:
             wait = conn.execute(select(t.c.next_at - dialect.epoch(conn)).where(t.c.name == name)).scalar()
         return max(0.0, float(wait or 0.0))
+
+    def hold_left(self, name: str) -> float:
+        """Seconds until the latest ``Retry-After`` hold ends (0 when none is on): read right before a send, since
+        a hold binds the slots handed out before it came too."""
+        with self._engine.connect() as conn:
+            left = conn.execute(select(t.c.hold_until - dialect.epoch(conn)).where(t.c.name == name)).scalar()
+        return max(0.0, float(left or 0.0))
 
     @staticmethod
     def _ensure(conn: Connection, name: str) -> None:

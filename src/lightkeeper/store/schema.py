@@ -157,6 +157,9 @@ pacing = Table(
     # which the next request may be sent. Every process sharing the database takes its slots here.
     Column("name", Text, primary_key=True),
     Column("next_at", Float, nullable=False, server_default="0"),
+    # The end of the latest Retry-After hold (same clock): a slot handed out before the hold came is bound by it
+    # too, so a sender reads it right before it sends.
+    Column("hold_until", Float, nullable=False, server_default="0"),
 )
 
 api_buckets = Table(

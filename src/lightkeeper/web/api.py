@@ -1,4 +1,6 @@
-"""The JSON API under ``/api/``, for the host app's backend. Every route needs the bearer key.
+"""The JSON API under ``/api/``, for the host app's backend. Every route needs a bearer key with its scope
+(``auth.ROUTE_SCOPES``: listings ``read``; links and disconnect ``connect``; the token route ``tokens``; the proxy
+and stock routes ``proxy``; ``POST /api/refresh`` ``refresh``; ``admin`` has them all).
 
 Errors are ``{"code", "message"}`` with a stable code (see ``errors.py``); no answer ever holds a token
 except ``POST /api/connections/{id}/token``, whose whole point is one.
@@ -54,6 +56,7 @@ class RefreshIn(BaseModel):
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "Missing or wrong API key (`unauthorized`)"},
+    403: {"model": ErrorBody, "description": "The key lacks this route's scope (`insufficient_scope`, names it)"},
     422: {"model": ErrorBody, "description": "Malformed request (`validation_error`)"},
     503: {"model": ErrorBody, "description": "API disabled (`api_disabled`) or Lightspeed unavailable"},
 }
@@ -126,21 +129,27 @@ def router(keeper: Keeper) -> APIRouter:
 
 
 # Only so that /openapi.json declares the bearer scheme; ``ApiKeyCheck`` does the (constant-time) comparison.
-_BEARER = HTTPBearer(auto_error=False, scheme_name="apiKey", description="`Authorization: Bearer $LIGHTKEEPER_API_KEY`")
+_BEARER = HTTPBearer(
+    auto_error=False,
+    scheme_name="apiKey",
+    description="`Authorization: Bearer <key>`: `LIGHTKEEPER_API_KEY`, or a key of `LIGHTKEEPER_API_KEYS` with the "
+    "route's scope",
+)
 
 
 def authorize(keeper: Keeper) -> Any:
-    """The API's dependency: declares the key in the schema and checks it again, in case a route is ever
-    served without ``ApiKeyMiddleware`` (which refuses such requests before their body is read)."""
+    """The API's dependency: declares the key in the schema and checks it (and its scope) again, in case a
+    route is ever served without ``ApiKeyMiddleware`` (which refuses such requests before their body is read)."""
     guard = ApiKeyCheck(keeper.settings)
 
     # async: it does no I/O, and a sync dependency would cost every API call a thread-pool hop.
     async def check(
         request: Request, _declared: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)] = None
     ) -> None:
-        refusal = guard.refusal(request.headers, request.client.host if request.client else None)
-        if refusal is not None:
-            raise refusal
+        client = request.client.host if request.client else None
+        decision = guard.decide(request.method, request.scope["path"], request.headers, client)
+        if decision.error is not None:
+            raise decision.error
 
     return check
 

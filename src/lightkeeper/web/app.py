@@ -23,7 +23,8 @@ from .request_metrics import RequestMetricsMiddleware
 
 DESCRIPTION = """Keeps Lightspeed Retail OAuth connections alive.
 
-Every `/api/` route needs `Authorization: Bearer $LIGHTKEEPER_API_KEY`. Errors are JSON
+Every `/api/` route needs `Authorization: Bearer <key>` with the route's scope (`LIGHTKEEPER_API_KEY` has them
+all; keys of `LIGHTKEEPER_API_KEYS` have theirs; a key without it gets 403 `insufficient_scope`). Errors are JSON
 `{"code", "message"}` with a stable `code`. Times are RFC 3339 in UTC with microseconds:
 `2026-11-30T18:00:00.000000Z`, as `lightkeeper … --json` prints them."""
 
@@ -34,7 +35,16 @@ def create_app(keeper: Keeper) -> FastAPI:
         yield
         await keeper.proxy.upstream.aclose()  # the proxy's connections belong to this event loop
 
-    app = FastAPI(title="lightkeeper", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    # The interactive docs load scripts from a CDN on this origin (where operators paste keys): off unless asked.
+    docs = keeper.settings.lightkeeper_docs
+    app = FastAPI(
+        title="lightkeeper",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+    )
     app.state.keeper = keeper
     errors.install(app)
     app.include_router(pages.router(keeper))
@@ -57,6 +67,7 @@ def create_app(keeper: Keeper) -> FastAPI:
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:
+        # Needs a key with the ``read`` scope (ApiKeyMiddleware); ``worker --metrics-port`` serves its own port.
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -18,13 +18,22 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from markupsafe import Markup
 
+from ..connect import fit_label
 from ..errors import ConnectionNotFound
 from ..keeper import Keeper
 from ..store import ConnectionRecord, EventRecord, RunRecord, Status
 from ..views import ConnectionView, EventView, RunView
 from .auth import client_host
 from .chart import outcome_chart
-from .dashboard_auth import COOKIE_PATH, FORM_COOKIE, SESSION_COOKIE, SESSION_TTL, Access, DashboardAuth, Visitor
+from .dashboard_auth import (
+    COOKIE_PATH,
+    FORM_COOKIE,
+    SESSION_COOKIE,
+    SESSION_TTL,
+    Access,
+    DashboardAuth,
+    Visitor,
+)
 from .templating import templates
 
 log = logging.getLogger(__name__)
@@ -37,7 +46,12 @@ EVENTS_SHOWN = 50
 LISTED = 50
 _ATTENTION = (Status.EXPIRED, Status.ERROR)
 _REFUSALS = {
-    Access.OFF: (503, "The dashboard is off", "Set LIGHTKEEPER_API_KEY to use it (or LIGHTKEEPER_DEV=1 locally)."),
+    Access.OFF: (
+        503,
+        "The dashboard is off",
+        "Set LIGHTKEEPER_API_KEY or an admin key in LIGHTKEEPER_API_KEYS to use it (or LIGHTKEEPER_DEV=1 locally).",
+    ),
+    Access.NO_SCOPE: (403, "This key cannot open the dashboard", "The dashboard needs a key with the admin scope."),
     Access.NOT_LOCAL: (
         403,
         "The dashboard answers this machine only",
@@ -57,12 +71,18 @@ def router(keeper: Keeper) -> APIRouter:
         visitor = auth.visitor(request)
         if visitor.access.allowed:
             return pages.board(request, visitor)
-        status = 401 if visitor.access is Access.WRONG_KEY else 200
-        return pages.refusal(request, visitor) or pages.login(request, status=status)
+        response = pages.refusal(request, visitor) or pages.login(
+            request, status=_LOGIN_STATUS.get(visitor.access, 200)
+        )
+        if visitor.access is Access.BAD_SESSION:  # malformed, forged, ended or of a removed key: forget it
+            response.delete_cookie(
+                SESSION_COOKIE, path=COOKIE_PATH, secure=auth.secure, httponly=True, samesite="strict"
+            )
+        return response
 
     @board.post("/dashboard/login")
     def login(request: Request, key: Annotated[str, Form()] = "", csrf: Annotated[str, Form()] = "") -> Response:
-        """Sign in with the API key: a session cookie, then back to the dashboard (303)."""
+        """Sign in with a key that has the admin scope: a session cookie, then back to the dashboard (303)."""
         visitor = auth.visitor(request)
         if (refused := pages.refusal(request, visitor)) is not None:
             return refused
@@ -71,10 +91,12 @@ def router(keeper: Keeper) -> APIRouter:
 
     @board.post("/dashboard/logout")
     def logout(request: Request, csrf: Annotated[str, Form()] = "") -> Response:
-        """Forget this browser's session (a copied cookie lasts until it expires or the key changes)."""
+        """End this browser's session, on the server too: a copy of its cookie is refused from now on."""
         visitor = auth.visitor(request)
         if visitor.access is Access.SESSION:
             keeper.check_csrf(visitor.form_secret, csrf, purpose=LOGOUT_PURPOSE)
+            auth.end_session(visitor.form_secret)
+            log.info("dashboard sign-out of key %r from %s", visitor.key_name, client_host(request.scope))
         response = _back()
         response.delete_cookie(SESSION_COOKIE, path=COOKIE_PATH, secure=auth.secure, httponly=True, samesite="strict")
         return response
@@ -117,7 +139,10 @@ class _Pages:
         return self._with_form_cookie(request, response, cookie)
 
     def refusal(self, request: Request, visitor: Visitor) -> Response | None:
-        """The page of a dashboard that is off or not for this client; None when the login form applies."""
+        """The page of a dashboard that is off or not for this client, or of a client that must wait; None when
+        the login form applies."""
+        if visitor.access is Access.THROTTLED:
+            return self.throttled(request, visitor.retry_after or 1)
         if visitor.access not in _REFUSALS:
             return None
         status, title, message = _REFUSALS[visitor.access]
@@ -127,18 +152,24 @@ class _Pages:
         context = {"title": title, "message": message}
         return templates.TemplateResponse(request, "dashboard_message.html", context, status_code=status)
 
+    def throttled(self, request: Request, retry_after: int) -> Response:
+        error = f"Too many wrong keys. Wait {retry_after} s and try again."
+        response = self.login(request, status=429, error=error)
+        response.headers["Retry-After"] = str(retry_after)
+        return response
+
     def sign_in(self, request: Request, key: str) -> Response:
         address = client_host(request.scope) or "an unknown address"
-        if self.auth.throttle.blocked(address):
-            log.warning("dashboard sign-in refused (too many wrong keys) from %s", address)
-            return self.login(request, status=429, error="Too many wrong keys. Wait a minute and try again.")
-        if not self.auth.key_matches(key):
-            self.auth.throttle.failed(address)
-            log.warning("dashboard sign-in refused (wrong key) from %s", address)  # never the key given
+        tried = self.auth.attempt(address, key, how="sign-in")  # logs every refusal, never the key
+        if tried.refused == "throttled":
+            return self.throttled(request, tried.retry_after or 1)
+        if tried.refused == "no_scope":
+            return self.login(request, status=403, error="That key has no admin scope: it cannot open the dashboard.")
+        if tried.key is None:
             return self.login(request, status=401, error="That is not the API key.")
-        log.info("dashboard sign-in from %s", address)
+        log.info("dashboard sign-in with key %r from %s", tried.key.name, address)
         response = _back()
-        self._set_cookie(response, SESSION_COOKIE, self.auth.new_session())
+        self._set_cookie(response, SESSION_COOKIE, self.auth.new_session(tried.key))
         return response
 
     def minted(self, request: Request, connection_id: int) -> Response:
@@ -146,7 +177,7 @@ class _Pages:
             record = self.keeper.connection(connection_id)
         except ConnectionNotFound:
             return self.message(request, 404, "No such connection", f"There is no connection {connection_id}.")
-        link = self.keeper.create_link(record.user_id, label=record.account_name)
+        link = self.keeper.create_link(record.user_id, label=fit_label(record.account_name))
         log.info("dashboard: connect link created for connection %s", connection_id)  # never the link
         context = {"url": link.url, "expires_at": _when(link.expires_at), "connection": _row(record)}
         return templates.TemplateResponse(request, "dashboard_link.html", context, status_code=201)
@@ -160,6 +191,10 @@ class _Pages:
         max_age = int(SESSION_TTL.total_seconds())
         secure = self.auth.secure
         response.set_cookie(name, value, max_age, path=COOKIE_PATH, secure=secure, httponly=True, samesite="strict")
+
+
+#: The status of the login form for a visitor who is not (or no longer) signed in.
+_LOGIN_STATUS = {Access.SIGN_IN: 200, Access.BAD_SESSION: 401, Access.WRONG_KEY: 401}
 
 
 def _overview(keeper: Keeper) -> dict[str, Any]:

@@ -1,50 +1,74 @@
-"""Who may see the operator dashboard: a signed-in browser, a script with the API key, or a dev run.
+"""Who may see the operator dashboard: a signed-in browser, a script with an ``admin`` key, or a dev run.
 
-A browser signs in once with the API key and then carries ``lk_dashboard``: an expiry and an HMAC of it,
-keyed by a secret derived from the API key. Nothing is stored, so every process behind a load balancer
-accepts it, and changing the key signs every browser out. Scripts send ``Authorization: Bearer <key>``.
-Without a key the dashboard behaves as the API does: off, or (``LIGHTKEEPER_DEV=1``) open to this machine
-only, never through a proxy.
+A browser signs in once with a key that has the ``admin`` scope and then carries ``lk_dashboard``:
+``EXPIRES.NAME.FINGERPRINT.SESSION_ID.MAC``. The MAC is keyed by a secret of the sessions' own, derived from
+``TOKEN_ENCRYPTION_KEY`` (never from an API key), so every process on the same configuration accepts it. The
+cookie keeps the key's name and a fingerprint of the key (an HMAC under that secret, so it reveals nothing of
+the key): a session is valid only while an ``admin`` key of that name with that fingerprint is configured, so
+removing or rotating the key ends its sessions. Logging out records the session's id as ended in this process.
+Anything malformed is simply not a session (401), never an error. Scripts send ``Authorization: Bearer <key>``.
+Without a key the dashboard behaves as the API does: off, or (``LIGHTKEEPER_DEV=1``) open to this machine only,
+never through a proxy.
 
-Failed sign-ins are counted per client address in this process: past ``MAX_FAILURES`` within ``WINDOW``,
-further tries are refused unchecked until the window has passed, so the key cannot be guessed at speed.
+Failed sign-ins (the form's and wrong bearer keys alike) are counted per client address in this process. From
+the ``MAX_FAILURES``-th failure on, each one blocks the address for 1 s, then 2, 4, 8 and at most ``MAX_WAIT_S``
+(10 s); while blocked, tries are answered 429 with ``Retry-After``, unchecked. Once the wait has passed a correct
+key is accepted (and clears the count): nobody, not even everyone behind one proxy address, is locked out for
+longer than 10 s, and a key still cannot be guessed at speed. Each refusal is logged with the word "refused" and
+the address, never the key.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-from collections import deque
+import logging
+import math
+import re
+import secrets
+import threading
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from enum import StrEnum
 from urllib.parse import urlsplit
 
 from starlette.requests import Request
 
+from ..apikeys import ApiKey, KeyRing, Scope
 from ..clock import Clock
 from ..config import Settings, is_loopback_host
-from .auth import PROXY_HEADERS
+from .auth import PROXY_HEADERS, client_host
+
+log = logging.getLogger(__name__)
 
 SESSION_COOKIE = "lk_dashboard"
 #: A random value set before sign-in: the login form's (and a dev run's forms') CSRF tokens bind to it.
 FORM_COOKIE = "lk_dashboard_form"
 COOKIE_PATH = "/dashboard"
 SESSION_TTL = timedelta(hours=12)
+#: The failure from which on an address waits before its next try.
 MAX_FAILURES = 5
-WINDOW = timedelta(minutes=1)
-#: More addresses than this with recent failures: the oldest are forgotten (memory stays bounded).
+#: The longest wait: nobody is locked out for longer.
+MAX_WAIT_S = 10
+#: An address whose last failure is this old starts again from zero.
+FORGET_AFTER = timedelta(minutes=15)
+#: More addresses (or ended sessions) than this: the oldest are forgotten (memory stays bounded).
 MAX_TRACKED = 10_000
+_SESSION = re.compile(r"([0-9]{1,12})\.([a-z0-9_-]{1,64})\.([0-9a-f]{16})\.([A-Za-z0-9_-]{16,64})\.([0-9a-f]{64})")
+_SESSION_MAX_CHARS = 256
 
 
 class Access(StrEnum):
     """How a request stands with the dashboard."""
 
     SESSION = "session"  # a signed-in browser
-    BEARER = "bearer"  # a script with the API key
+    BEARER = "bearer"  # a script with an admin key
     DEV = "dev"  # no key, LIGHTKEEPER_DEV=1, from this machine
     SIGN_IN = "sign_in"  # show the login form
-    WRONG_KEY = "wrong_key"  # a bearer key was sent, and it is not the key
+    BAD_SESSION = "bad_session"  # a session cookie that is not (or no longer) valid: 401 and the login form
+    WRONG_KEY = "wrong_key"  # a bearer key was sent, and it is no key
+    NO_SCOPE = "no_scope"  # a bearer key without the admin scope
+    THROTTLED = "throttled"  # too many wrong keys from this address: wait ``retry_after``
     OFF = "off"  # no key and not a dev run
     NOT_LOCAL = "not_local"  # a dev run asked from elsewhere, or through a proxy
 
@@ -58,35 +82,63 @@ class Visitor:
     access: Access
     #: What this visitor's CSRF tokens bind to: the session cookie when signed in, else the form cookie.
     form_secret: str
+    #: The name of the key this visitor is using (signed in with, or sent), for the log.
+    key_name: str | None = None
+    #: Seconds to wait, when throttled.
+    retry_after: int | None = None
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One try of a key at the dashboard: the admin key it is, or why not (and how long to wait)."""
+
+    key: ApiKey | None
+    refused: str | None = None  # "wrong_key", "no_scope", "throttled"
+    retry_after: int | None = None
+
+
+@dataclass(frozen=True)
+class Session:
+    expires: int
+    name: str
+    fingerprint: str
+    session_id: str
 
 
 class DashboardAuth:
     """The dashboard's one decision, and the signed session cookie it rests on."""
 
     def __init__(self, settings: Settings, clock: Clock) -> None:
-        self._key = settings.lightkeeper_api_key.get_secret_value().encode()
+        self._ring = KeyRing(settings.api_keys)
         self._dev = settings.lightkeeper_dev
         self._clock = clock
-        # A secret of the dashboard's own: a cookie's MAC never reveals anything usable as the key.
-        self._secret = hmac.new(self._key, b"lightkeeper dashboard session v1", hashlib.sha256).digest()
+        self._secret = _session_secret(settings)
         self.secure = not _local_http(settings.public_url)
         self.throttle = LoginThrottle(clock)
+        self._ended: dict[str, int] = {}  # session id -> its expiry: sessions logged out in this process
+        self._lock = threading.Lock()
+
+    @property
+    def needs_key(self) -> bool:
+        return bool(self._ring)
+
+    # -- who is asking ---------------------------------------------------------------------------------
 
     def visitor(self, request: Request) -> Visitor:
-        session = request.cookies.get(SESSION_COOKIE, "")
-        access = self._access(request, session)
-        secret = session if access is Access.SESSION else request.cookies.get(FORM_COOKIE, "")
-        return Visitor(access, secret)
-
-    def _access(self, request: Request, session: str) -> Access:
-        if not self._key:
-            return self._keyless(request)
+        form = request.cookies.get(FORM_COOKIE, "")
+        if not self._ring:
+            return Visitor(self._keyless(request), form)
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() == "bearer" and self.key_matches(given):
-            return Access.BEARER
-        if self.session_valid(session):
-            return Access.SESSION
-        return Access.WRONG_KEY if scheme else Access.SIGN_IN
+        if scheme:
+            tried = self.attempt(_address(request), given if scheme.lower() == "bearer" else "", how="bearer key")
+            return Visitor(_bearer_access(tried), form, tried.key.name if tried.key else None, tried.retry_after)
+        cookie = request.cookies.get(SESSION_COOKIE)
+        if cookie is None:
+            return Visitor(Access.SIGN_IN, form)
+        session = self.session(cookie)
+        if session is None:
+            return Visitor(Access.BAD_SESSION, form)
+        return Visitor(Access.SESSION, cookie, session.name)
 
     def _keyless(self, request: Request) -> Access:
         if not self._dev:
@@ -95,51 +147,151 @@ class DashboardAuth:
         local = is_loopback_host(client) and not any(name in request.headers for name in PROXY_HEADERS)
         return Access.DEV if local else Access.NOT_LOCAL
 
-    @property
-    def needs_key(self) -> bool:
-        return bool(self._key)
+    def attempt(self, address: str, presented: str, *, how: str) -> Attempt:
+        """Try ``presented`` (from the login form, or a bearer header) for ``address``; every refusal is logged."""
+        wait = self.throttle.wait(address)
+        if wait is not None:
+            log.warning("dashboard %s refused (too many wrong keys; retry in %d s) from %s", how, wait, address)
+            return Attempt(None, "throttled", wait)
+        key = self._ring.match(presented)
+        if key is None:
+            block = self.throttle.failed(address)
+            log.warning("dashboard %s refused (wrong key) from %s", how, address)  # never the key given
+            return Attempt(None, "throttled" if block else "wrong_key", block)
+        if not key.allows(Scope.ADMIN):
+            log.warning("dashboard %s refused (key %r lacks the admin scope) from %s", how, key.name, address)
+            return Attempt(key, "no_scope")
+        self.throttle.succeeded(address)
+        return Attempt(key)
 
-    def key_matches(self, given: str) -> bool:
-        # compare_digest on bytes: constant time, and any text compares without an exception.
-        return bool(self._key) and hmac.compare_digest(given.encode(), self._key)
+    # -- sessions ----------------------------------------------------------------------------------------
 
-    def new_session(self) -> str:
-        """A session cookie's value, valid for ``SESSION_TTL`` from now."""
+    def new_session(self, key: ApiKey) -> str:
+        """A session cookie's value for ``key``, valid for ``SESSION_TTL`` from now."""
         expires = int((self._clock() + SESSION_TTL).timestamp())
-        return f"{expires}.{self._mac(expires)}"
+        body = f"{expires}.{key.name}.{self._fingerprint(key)}.{secrets.token_urlsafe(24)}"
+        return f"{body}.{self._mac(body)}"
+
+    def session(self, value: str) -> Session | None:
+        """The session ``value`` is, while it is valid; None for anything else (malformed, forged, expired,
+        logged out, or its key removed or rotated)."""
+        session = self._signed(value)
+        if session is None or session.expires <= self._clock().timestamp():
+            return None
+        with self._lock:
+            if session.session_id in self._ended:
+                return None
+        current = any(
+            key.name == session.name
+            and key.allows(Scope.ADMIN)
+            and hmac.compare_digest(self._fingerprint(key), session.fingerprint)
+            for key in self._ring.keys
+        )
+        return session if current else None
 
     def session_valid(self, value: str) -> bool:
-        expires, _, mac = value.partition(".")
-        if not expires.isdigit() or not self._key:
-            return False
-        fresh = int(expires) > self._clock().timestamp()
-        return hmac.compare_digest(mac.encode(), self._mac(int(expires)).encode()) and fresh
+        return self.session(value) is not None
 
-    def _mac(self, expires: int) -> str:
-        return hmac.new(self._secret, f"lk_dashboard:{expires}".encode(), hashlib.sha256).hexdigest()
+    def end_session(self, value: str) -> None:
+        """Log a session out on the server side: its cookie is refused from now on, in this process."""
+        session = self._signed(value)
+        if session is None:
+            return
+        now = self._clock().timestamp()
+        with self._lock:
+            for ended, expires in list(self._ended.items()):
+                if expires <= now:
+                    del self._ended[ended]
+            self._ended[session.session_id] = session.expires
+            while len(self._ended) > MAX_TRACKED:
+                del self._ended[next(iter(self._ended))]
+
+    def _signed(self, value: str) -> Session | None:
+        if len(value) > _SESSION_MAX_CHARS:
+            return None
+        found = _SESSION.fullmatch(value)
+        if found is None:
+            return None
+        expires, name, fingerprint, session_id, mac = found.groups()
+        body = value[: -len(mac) - 1]
+        if not hmac.compare_digest(mac, self._mac(body)):
+            return None
+        return Session(int(expires), name, fingerprint, session_id)
+
+    def _mac(self, body: str) -> str:
+        return hmac.new(self._secret, f"lk_dashboard:v2:{body}".encode(), hashlib.sha256).hexdigest()
+
+    def _fingerprint(self, key: ApiKey) -> str:
+        return hmac.new(self._secret, b"fingerprint:" + key.secret.encode(), hashlib.sha256).hexdigest()[:16]
+
+
+def _bearer_access(tried: Attempt) -> Access:
+    if tried.refused is None:
+        return Access.BEARER
+    return {"throttled": Access.THROTTLED, "no_scope": Access.NO_SCOPE}.get(tried.refused, Access.WRONG_KEY)
 
 
 class LoginThrottle:
     """Failed sign-ins per client address, in this process; a blocked address is refused unchecked."""
 
+    @dataclass
+    class _Record:
+        failures: int = 0
+        last: float = 0.0
+        blocked_until: float = 0.0
+
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
-        self._failures: dict[str, deque[datetime]] = {}
+        self._records: dict[str, LoginThrottle._Record] = {}
+        self._lock = threading.Lock()
+
+    def wait(self, address: str) -> int | None:
+        """Whole seconds ``address`` must still wait, or None when it may try."""
+        with self._lock:
+            record = self._records.get(address)
+            left = record.blocked_until - self._now() if record else 0.0
+        return max(1, math.ceil(left)) if left > 0 else None
+
+    def failed(self, address: str) -> int | None:
+        """Count a failure; the seconds ``address`` is now blocked for (from the ``MAX_FAILURES``-th), or None."""
+        now = self._now()
+        with self._lock:
+            record = self._records.pop(address, None)
+            if record is None or now - record.last > FORGET_AFTER.total_seconds():
+                record = LoginThrottle._Record()
+            record.failures += 1
+            record.last = now
+            wait = None
+            if record.failures >= MAX_FAILURES:
+                wait = min(MAX_WAIT_S, 2 ** min(record.failures - MAX_FAILURES, 8))
+                record.blocked_until = now + wait
+            self._records[address] = record  # the most recent last: the oldest are forgotten first
+            while len(self._records) > MAX_TRACKED:
+                del self._records[next(iter(self._records))]
+        return wait
+
+    def succeeded(self, address: str) -> None:
+        with self._lock:
+            self._records.pop(address, None)
 
     def blocked(self, address: str) -> bool:
-        return address in self._failures and len(self._recent(address)) >= MAX_FAILURES
+        return self.wait(address) is not None
 
-    def failed(self, address: str) -> None:
-        self._failures.setdefault(address, deque(maxlen=MAX_FAILURES))
-        self._recent(address).append(self._clock())
-        if len(self._failures) > MAX_TRACKED:
-            del self._failures[next(iter(self._failures))]  # the address that failed first, long ago
+    def _now(self) -> float:
+        return self._clock().timestamp()
 
-    def _recent(self, address: str) -> deque[datetime]:
-        times = self._failures[address]
-        while times and times[0] <= self._clock() - WINDOW:
-            times.popleft()
-        return times
+
+def _address(request: Request) -> str:
+    return client_host(request.scope) or "an unknown address"
+
+
+def _session_secret(settings: Settings) -> bytes:
+    """The sessions' own signing secret: derived from ``TOKEN_ENCRYPTION_KEY`` (shared by every process, and
+    never from an API key); a random one for this process when there is no encryption key."""
+    text = settings.token_encryption_key.get_secret_value()
+    if not text:
+        return secrets.token_bytes(32)
+    return hmac.new(text.encode(), b"lightkeeper dashboard sessions v2", hashlib.sha256).digest()
 
 
 def _local_http(url: str) -> bool:
@@ -152,10 +304,11 @@ __all__ = [
     "COOKIE_PATH",
     "FORM_COOKIE",
     "MAX_FAILURES",
+    "MAX_WAIT_S",
     "SESSION_COOKIE",
     "SESSION_TTL",
-    "WINDOW",
     "Access",
+    "Attempt",
     "DashboardAuth",
     "LoginThrottle",
     "Visitor",

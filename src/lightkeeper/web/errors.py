@@ -55,9 +55,10 @@ class ErrorBody(BaseModel):
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, *, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
+        self.headers = headers or {}
 
 
 def _classify(exc: LightkeeperError) -> ApiError:
@@ -94,7 +95,8 @@ def flow_status(exc: ConnectFlowError) -> int:
 
 def json_error(error: ApiError) -> JSONResponse:
     # RFC 6750: a 401 says which scheme it wants.
-    headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
+    headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else {}
+    headers |= error.headers
     return JSONResponse({"code": error.code, "message": error.message}, status_code=error.status, headers=headers)
 
 

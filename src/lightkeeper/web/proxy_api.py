@@ -3,8 +3,8 @@
 The route checks what it can before anything is sent (the path's confinement, the query's characters), hands
 the request to ``Proxy.forward`` (token, bucket, send, retries), and streams Lightspeed's answer back as it
 comes. A caller that goes away cancels the request to Lightspeed, whether it is still waiting for the answer's
-headers or reading its body. One log line a request: method, connection, path (never the query, which may
-hold customer data), status, waits and duration.
+headers or reading its body. One log line a request: method, connection, the API key's name (never its value),
+path (never the query, which may hold customer data), status, waits and duration.
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ def router(keeper: Keeper, auth: Any) -> APIRouter:
 
 
 async def _proxy(keeper: Keeper, request: Request, connection_id: int) -> Response:
-    trace = _Trace(request.method, connection_id)
+    trace = _Trace(request.method, connection_id, key=request.scope.get("state", {}).get("api_key"))
     try:
         trace.path, call = await _call(request, connection_id)
         answer = await _until_disconnect(keeper.proxy.forward(call), request, call.body)
@@ -290,6 +290,7 @@ class _Trace:
 
     method: str
     connection_id: int
+    key: str | None = None  # the API key's name, never its value
     path: str = ""
     started: float = field(default_factory=time.perf_counter)
 
@@ -301,6 +302,7 @@ class _Trace:
             fields = {
                 "method": self.method,
                 "connection_id": self.connection_id,
+                "key": self.key,
                 "path": self.path,
                 "status": status,
                 "wait_ms": _ms(wait_s),

@@ -3,7 +3,8 @@
 The label is the template the router matched, never the path: a path carries ids and the connect flow's
 one-time tokens, and one series per id would grow without bound. A request no route handled is
 ``<unmatched>``: an unknown path, or one refused before routing (a wrong API key, a body too large), so
-a burst of 401s shows as ``<unmatched>`` with status 401.
+a burst of 401s shows as ``<unmatched>`` with status 401. The method is one of ``metrics.HTTP_METHODS`` or
+``OTHER`` (h11 hands the app any token as a method, 8 KB long if a client likes): every label is from a closed set.
 """
 
 from __future__ import annotations

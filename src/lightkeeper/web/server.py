@@ -26,17 +26,27 @@ def _config(app: Any, **kwargs: Any) -> uvicorn.Config:
     return uvicorn.Config(app, access_log=False, log_config=None, log_level="warning", **kwargs)
 
 
-def run(app: Any, *, host: str, port: int) -> None:
-    """Serve until SIGINT/SIGTERM (uvicorn handles both gracefully)."""
-    uvicorn.Server(_config(app, host=host, port=port)).run()
+def run(app: Any, *, host: str, port: int, forwarded_allow_ips: str | None = None) -> None:
+    """Serve until SIGINT/SIGTERM (uvicorn handles both gracefully). ``forwarded_allow_ips``: the proxies whose
+    ``X-Forwarded-For`` is believed (uvicorn's default: ``$FORWARDED_ALLOW_IPS``, else loopback)."""
+    uvicorn.Server(_config(app, host=host, port=port, forwarded_allow_ips=forwarded_allow_ips)).run()
 
 
 class BackgroundServer:
     """Serves ``app`` on a daemon thread; ``url`` is known once entered."""
 
-    def __init__(self, app: Any, *, host: str = "127.0.0.1", port: int = 0, sock: socket.socket | None = None):
+    def __init__(
+        self,
+        app: Any,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        sock: socket.socket | None = None,
+        **options: Any,
+    ):
+        """``options``: more of uvicorn's settings, e.g. ``http="h11"``."""
         self._sock = sock or bind(host, port)
-        self._server = uvicorn.Server(_config(app))
+        self._server = uvicorn.Server(_config(app, **options))
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True)
         host_, port_ = self._sock.getsockname()[:2]
         self.url = f"http://{host_}:{port_}"

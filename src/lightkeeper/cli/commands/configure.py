@@ -1,4 +1,4 @@
-"""``check-config`` and ``gen-key``."""
+"""``check-config``, ``gen-key`` and ``gen-api-key``."""
 
 from __future__ import annotations
 
@@ -112,6 +112,15 @@ def gen_key() -> None:
     typer.echo(generate_key())
 
 
+def gen_api_key() -> None:
+    """Print a new random API key (43 URL-safe characters): for LIGHTKEEPER_API_KEY, or as the KEY of a
+    LIGHTKEEPER_API_KEYS entry (NAME:SCOPE[,SCOPE...]:KEY)."""
+    from ...apikeys import generate_api_key
+
+    typer.echo(generate_api_key())
+
+
 def register(app: typer.Typer) -> None:
     app.command("check-config")(check_config)
     app.command("gen-key")(gen_key)
+    app.command("gen-api-key")(gen_api_key)

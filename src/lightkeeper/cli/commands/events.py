@@ -81,7 +81,7 @@ def print_events(views: Sequence[EventView]) -> None:
             ]
             for r in rows
         ),
-        empty="none yet (events are written when NOTIFY_WEBHOOK_URL is set)",
+        empty="none yet (a connection that expires, errors or recovers writes one)",
     )
 
 

@@ -20,6 +20,14 @@ def serve(
     host: Host = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
     scheduler: Annotated[bool, typer.Option(help="Also run the scheduler (like `worker`).")] = True,
+    forwarded_allow_ips: Annotated[
+        str | None,
+        typer.Option(
+            "--forwarded-allow-ips",
+            help="Addresses of the reverse proxies whose X-Forwarded-For names the client (uvicorn's option; "
+            "default: $FORWARDED_ALLOW_IPS, else 127.0.0.1,::1).",
+        ),
+    ] = None,
 ) -> None:
     """Run the web app (connect flow, OAuth callback, health, metrics) and the scheduler."""
     from ... import web
@@ -36,7 +44,8 @@ def serve(
             thread.start()
         keeper.start_notifier()  # webhook alerts, when NOTIFY_WEBHOOK_URL is set; stopped by keeper.close()
         try:
-            web.run(web.create_app(keeper), host=host, port=port)  # returns on SIGTERM / SIGINT
+            # returns on SIGTERM / SIGINT
+            web.run(web.create_app(keeper), host=host, port=port, forwarded_allow_ips=forwarded_allow_ips)
         finally:
             worker.request_stop()  # in-flight refreshes finish; unstarted claims are handed back
             if scheduler:
