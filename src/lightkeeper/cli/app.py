@@ -7,6 +7,7 @@ Exit codes: 0 done (a run that completed counts, even with failed connections), 
 from __future__ import annotations
 
 import sys
+from typing import Annotated
 
 import typer
 
@@ -22,6 +23,24 @@ app = typer.Typer(
     add_completion=False,
 )
 commands.register(app)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from ..version import __version__
+
+        print(f"lightkeeper {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the installed version and exit."),
+    ] = False,
+) -> None:
+    """Keeps Lightspeed Retail OAuth connections alive."""
 
 
 def main(argv: list[str] | None = None) -> None:
