@@ -63,7 +63,8 @@ class RunExecutor:
         """Run a refresh from start to end in this process and return its final record (``stop``: see
         ``execute``)."""
         begun = self.begin(trigger=trigger, connection_id=connection_id, due_before=due_before)
-        return self.execute(begun, progress=progress, stop=stop)
+        # Stopped in the foreground (Ctrl-C), the run is over for whoever started it: close it.
+        return self.execute(begun, progress=progress, stop=stop, hand_back=False)
 
     def begin(self, *, trigger: str, connection_id: int | None = None, due_before: datetime | None = None) -> RunRecord:
         """Record a run starting now (or the full run already going, to join); ``execute`` works on it.
@@ -91,12 +92,15 @@ class RunExecutor:
         *,
         progress: ProgressCallback | None = None,
         stop: threading.Event | None = None,
+        hand_back: bool = True,
     ) -> RunRecord:
         """Work on a run (started here or elsewhere) until it is over, then close it.
 
         The run is closed as completed by whichever participant sees nothing left to claim and nothing in
-        flight. A participant that fails unexpectedly, or is asked to ``stop``, leaves the run to the others;
-        only the last one to leave closes it. ``invalid_client`` fails the run for everyone.
+        flight. A participant that fails unexpectedly, or is asked to ``stop``, leaves the run to the others.
+        The last one to leave after a ``stop`` hands the run back (``hand_back``: it stays ``running`` for a
+        successor, as in a rolling restart of workers, and is shown ``interrupted`` once its heartbeat is stale
+        if none comes) or closes it ``interrupted`` at once. ``invalid_client`` fails the run for everyone.
         """
         stop = stop or threading.Event()
         with self._keys_checked_lock:
@@ -118,7 +122,7 @@ class RunExecutor:
             raise
         left = self._leave(run.id)
         if not finished:
-            if left == 0:  # asked to stop, and nobody else works on it: close it rather than leave it running
+            if left == 0 and not hand_back:  # asked to stop, nobody else works on it, and no successor is due
                 message = "stopped before it finished: what it did not reach is refreshed by the next run"
                 return self._finish(run.id, RunStatus.INTERRUPTED, message)
             return self.store.runs.get(run.id) or run
