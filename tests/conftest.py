@@ -55,6 +55,15 @@ def sim(simulator_server: SimulatorServer) -> Iterator[SimulatorControl]:
         burst_limit=10,
         access_token_ttl=3600,
         redirect_uri=REDIRECT_URI,
+        # X-Series: every knob back to its default (the session's server is shared by every test).
+        x_access_token_ttl=86_400,
+        x_expires_in_skew_s=518_400,
+        x_refresh_idle_s=30 * 86_400,
+        x_code_ttl=600,
+        x_reuse_revokes_family=True,
+        x_token_limit_per_min=None,
+        x_window_s=300,
+        x_registers=1,
     )
     yield control
     control.clear_faults()

@@ -24,8 +24,9 @@ from urllib.parse import urlencode
 from .clock import Clock
 from .crypto import TokenCipher, verifier_context
 from .errors import ConnectFlowError, InvalidClient, InvalidGrant, LightkeeperError, ProviderError
-from .lightspeed import Account, ApiClient, OAuthClient, TokenSet, account_id_from_jwt, new_pkce, new_state
-from .store import ConnectionRecord, ConnectSession, Rejection, Store
+from .lightspeed import TokenSet, new_pkce, new_state
+from .lightspeed.providers import Provider, Providers
+from .store import ConnectionRecord, ConnectSession, OAuthState, Rejection, Store
 from .vault import TokenVault
 
 log = logging.getLogger(__name__)
@@ -110,29 +111,46 @@ class ConnectService:
         store: Store,
         cipher: TokenCipher,
         vault: TokenVault,
-        oauth: OAuthClient,
-        api: ApiClient,
+        providers: Providers,
         clock: Clock,
         public_url: str,
     ) -> None:
-        self.store, self.oauth, self.api, self.clock = store, oauth, api, clock
+        self.store, self.providers, self.clock = store, providers, clock
         self._cipher = cipher
         self._vault = vault
         self.public_url = public_url.rstrip("/")
 
     # -- links ---------------------------------------------------------------------------------------
-    def create_link(self, user_id: str, *, return_to: str | None = None, label: str | None = None) -> ConnectLink:
-        """A one-time URL that sends ``user_id`` to Lightspeed's consent page, via a confirm page naming
-        ``label`` (the host app's words for whose store this is; default: the user id)."""
+    def create_link(
+        self, user_id: str, *, return_to: str | None = None, label: str | None = None, provider: str | None = None
+    ) -> ConnectLink:
+        """A one-time URL that sends ``user_id`` to the consent page of ``provider`` (default: the only one
+        configured, else R-Series), via a confirm page naming ``label`` (the host app's words for whose store
+        this is; default: the user id). ``ConfigError`` for a provider that is not configured."""
         if not user_id.strip():
             raise ConnectFlowError("a user id is required", code="validation_error")
         label = _check_label(label)
+        chosen = self._provider(provider)
         token, now = secrets.token_urlsafe(32), self.clock()
         expires_at = now + LINK_TTL
         self.store.sessions.create_session(
-            token_hash=digest(token), user_id=user_id, return_to=return_to, label=label, now=now, expires_at=expires_at
+            token_hash=digest(token),
+            user_id=user_id,
+            return_to=return_to,
+            label=label,
+            now=now,
+            expires_at=expires_at,
+            provider=chosen.name,
         )
         return ConnectLink(f"{self.public_url}{START_PATH}?{urlencode({'session': token})}", expires_at)
+
+    def _provider(self, name: str | None) -> Provider:
+        if name is None:
+            return self.providers.default()
+        try:
+            return self.providers[name]
+        except LightkeeperError as exc:  # unknown, or not configured here
+            raise ConnectFlowError(str(exc), code="provider_not_configured") from exc
 
     def preview(self, session_token: str) -> ConnectSession:
         """What the confirm page shows about a link; changes nothing (scanners and previews GET links)."""
@@ -150,7 +168,7 @@ class ConnectService:
         )
         if isinstance(session, Rejection):
             raise _link_refused(session)
-        authorize_url = self.authorize_url(session.user_id, session_id=session.id)
+        authorize_url = self.authorize_url(session.user_id, session_id=session.id, provider=session.provider)
         return StartedSession(session.user_id, authorize_url, browser_token, browser_expires_at, session.return_to)
 
     def browser_session(self, browser_token: str) -> ConnectSession | None:
@@ -173,8 +191,10 @@ class ConnectService:
         """The CSRF purpose of one link's confirm form: its token passes for no other link."""
         return f"confirm:{digest(session_token)}"
 
-    def authorize_url(self, user_id: str, *, session_id: int) -> str:
-        """Record a fresh state + PKCE verifier for ``user_id`` and build the authorize URL."""
+    def authorize_url(self, user_id: str, *, session_id: int, provider: str | None = None) -> str:
+        """Record a fresh state + PKCE verifier for ``user_id`` and build ``provider``'s authorize URL (default:
+        the session's provider)."""
+        chosen = self.providers[provider or self._session_provider(session_id)]
         state, (verifier, challenge), now = new_state(), new_pkce(), self.clock()
         state_hash = digest(state)
         self.store.sessions.create_state(
@@ -184,8 +204,13 @@ class ConnectService:
             code_verifier=self._cipher.encrypt_text(verifier, context=verifier_context(state_hash)),
             now=now,
             expires_at=now + STATE_TTL,
+            provider=chosen.name,
         )
-        return self.oauth.authorize_url(state=state, code_challenge=challenge)
+        return chosen.authorize_url(state=state, code_challenge=challenge)
+
+    def _session_provider(self, session_id: int) -> str:
+        found = self.store.sessions.session_provider(session_id)
+        return found if found is not None else self.providers.default().name
 
     # -- callback ------------------------------------------------------------------------------------
     def complete(self, params: Mapping[str, str], *, browser_token: str) -> ConnectionRecord:
@@ -201,12 +226,40 @@ class ConnectService:
             raise ConnectFlowError(
                 "The sign-in response has no state, so it cannot be trusted. Start again.", code="state_missing"
             )
-        user_id, verifier = self._consume_state(state, browser_token)
+        provider, account, (user_id, verifier) = self._use_state(state, browser_token, params)
         code = params.get("code", "")
         if not code:
             raise ConnectFlowError("Lightspeed sent no authorization code. Start again.", code="code_missing")
-        tokens = self._exchange(code, verifier)
-        return self._store_connection(user_id, tokens)
+        tokens = self._exchange(provider, code, verifier, account)
+        return self._store_connection(user_id, provider, tokens, account)
+
+    def _use_state(
+        self, state: str, browser_token: str, params: Mapping[str, str]
+    ) -> tuple[Provider, str | None, tuple[str, str]]:
+        """The provider that issued the state, the account its callback names (checked before the state is used,
+        so a crafted one changes nothing), and the state's user and verifier."""
+        found = self._peek_state(state, browser_token)
+        provider = self._state_provider(found)
+        account = provider.callback_account(params)  # X-Series' domain_prefix: refused before anything is sent
+        return provider, account, self._consume_state(state, browser_token)
+
+    def _peek_state(self, state: str, browser_token: str) -> OAuthState:
+        found = self.store.sessions.peek_state(digest(state), self.clock())
+        if not isinstance(found, Rejection) and not self._same_browser(found.session_id, browser_token):
+            found = Rejection.FOREIGN  # left unused: a stranger cannot burn the rightful browser's sign-in
+        if isinstance(found, Rejection):
+            code, message = _STATE_REJECTIONS[found]
+            raise ConnectFlowError(message, code=code)
+        return found
+
+    def _state_provider(self, found: OAuthState) -> Provider:
+        try:
+            return self.providers[found.provider]
+        except LightkeeperError as exc:  # configured when the flow started, no longer
+            raise ConnectFlowError(
+                "This app no longer connects to this Lightspeed platform, so nothing was connected.",
+                code="client_misconfigured",
+            ) from exc
 
     def _consume_state(self, state: str, browser_token: str) -> tuple[str, str]:
         """The state's user and PKCE verifier, once, and only for the browser session it was issued to."""
@@ -226,12 +279,12 @@ class ConnectService:
         session = self.browser_session(browser_token)
         return session_id is not None and session is not None and session.id == session_id
 
-    def _exchange(self, code: str, verifier: str) -> TokenSet:
+    def _exchange(self, provider: Provider, code: str, verifier: str, account: str | None) -> TokenSet:
         try:
-            return self.oauth.exchange_code(code, code_verifier=verifier)
+            return provider.exchange_code(code, code_verifier=verifier, account=account)
         except InvalidGrant as exc:
             raise ConnectFlowError(
-                "Lightspeed refused the authorization code (it is valid once, for 60 seconds). Start again.",
+                "Lightspeed refused the authorization code (it is valid once, for a short time). Start again.",
                 code="exchange_failed",
             ) from exc
         except InvalidClient as exc:
@@ -246,8 +299,10 @@ class ConnectService:
                 code="provider_unavailable",
             ) from exc
 
-    def _store_connection(self, user_id: str, tokens: TokenSet) -> ConnectionRecord:
-        account_id = account_id_from_jwt(tokens.access_token) or self._lookup(tokens).account_id
+    def _store_connection(
+        self, user_id: str, provider: Provider, tokens: TokenSet, account: str | None
+    ) -> ConnectionRecord:
+        account_id = self._identify(provider, tokens, account)
         now = self.clock()
         connection_id = self.store.connections.upsert_connected(
             user_id=user_id,
@@ -256,29 +311,33 @@ class ConnectService:
             encrypt=lambda cid: self._vault.seal_pair(cid, tokens),
             expires_at=tokens.expires_at,
             now=now,
+            provider=provider.name,
+            strict_rotation=provider.strict_rotation,
         )
-        self._name_account(connection_id, tokens)  # only now is the new access token used
+        self._name_account(connection_id, provider, tokens, account_id)  # only now is the new access token used
         record = self.store.connections.get(connection_id)
         assert record is not None
-        log.info("connection %s: account %s connected for user %s", connection_id, account_id, user_id)
+        log.info(
+            "connection %s: %s account %s connected for user %s", connection_id, provider.name, account_id, user_id
+        )
         return record
 
-    def _lookup(self, tokens: TokenSet) -> Account:
+    def _identify(self, provider: Provider, tokens: TokenSet, account: str | None) -> str:
         try:
-            return self.api.account(tokens.access_token)
+            return provider.identify(tokens, account)
         except ProviderError as exc:
             raise ConnectFlowError(
                 "Lightspeed did not say which account this is. Please try again in a minute.",
                 code="provider_unavailable",
             ) from exc
 
-    def _name_account(self, connection_id: int, tokens: TokenSet) -> None:
+    def _name_account(self, connection_id: int, provider: Provider, tokens: TokenSet, account_id: str) -> None:
         try:
-            account = self.api.account(tokens.access_token)
+            name = provider.account_name(tokens, account_id)
         except LightkeeperError as exc:  # the connection works; the name can wait for a later look-up
             log.warning("connection %s: account name look-up failed: %s", connection_id, exc)
             return
-        self.store.connections.set_account_name(connection_id, account.name, self.clock())
+        self.store.connections.set_account_name(connection_id, name, self.clock())
 
 
 def _denied(error: str) -> ConnectFlowError:

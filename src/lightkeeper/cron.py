@@ -26,4 +26,10 @@ def check_cron(expression: str) -> str:
     return normalised
 
 
-__all__ = ["check_cron"]
+def next_tick(expression: str, now: datetime) -> datetime:
+    """The first fire time after ``now``."""
+    tick: datetime = croniter(expression, now).get_next(datetime)
+    return tick
+
+
+__all__ = ["check_cron", "next_tick"]

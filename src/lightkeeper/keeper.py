@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
+from typing import Any
 
 import httpx2
 
@@ -31,13 +32,13 @@ from .crypto import TokenCipher
 from .errors import ConnectionNotFound
 from .health import Health, SchedulerProbe
 from .health import check as check_health
-from .lightspeed import ApiClient, OAuthClient
+from .lightspeed import ApiClient
 from .lightspeed.api_pacing import ApiPacer
-from .lightspeed.pacing import Pacer
 from .lightspeed.senders import AiohttpSender
 from .lightspeed.tls import trust
 from .metrics import DatabaseCollector, DatabaseSummary, unwatch_database, watch_database
 from .notify import Notifier
+from .providers import build_pacers, build_providers, oauth_client
 from .proxy import Proxy, Upstream
 from .refresh import (
     AccessGrant,
@@ -46,6 +47,7 @@ from .refresh import (
     RunExecutor,
     RunOptions,
     TokenProvider,
+    policy,
     stale_after_s,
 )
 from .rotation import WAIT, KeyRotation, RotationSummary
@@ -60,6 +62,7 @@ from .store import (
     RunRecord,
     Status,
     Store,
+    StrictCutoffs,
     Trigger,
     current_revision,
     ensure_current,
@@ -113,16 +116,7 @@ class Keeper:
         self.http = httpx2.Client(
             verify=self.tls, transport=transport, timeout=settings.http_timeout_s, headers={"User-Agent": USER_AGENT}
         )
-        self.oauth = OAuthClient(
-            http=self.http,
-            oauth_url=settings.lightspeed_oauth_url,
-            client_id=settings.lightspeed_client_id,
-            client_secret=settings.lightspeed_client_secret.get_secret_value(),
-            redirect_uri=settings.lightspeed_redirect_uri,
-            scope=settings.lightspeed_scope,
-            clock=clock,
-            timeout_s=settings.http_timeout_s,
-        )
+        self.oauth = oauth_client(settings, http=self.http, clock=clock)  # R-Series' /auth/oauth/*
         # Every process on this database books an account's API requests in the same bucket row.
         self.api_pacer = ApiPacer(self.store.api_buckets, client_id=settings.lightspeed_client_id)
         self.api = ApiClient(
@@ -131,22 +125,24 @@ class Keeper:
             pacer=self.api_pacer,
             write_cost=settings.lightspeed_write_cost,
         )
+        # R-Series, X-Series or both: those whose client id is set (``lightspeed.providers`` is the seam).
+        self.providers = build_providers(settings, http=self.http, oauth=self.oauth, api=self.api, clock=clock)
         self.vault = TokenVault(self.cipher)
         self.connect = ConnectService(
             store=self.store,
             cipher=self.cipher,
             vault=self.vault,
-            oauth=self.oauth,
-            api=self.api,
+            providers=self.providers,
             clock=clock,
             public_url=settings.public_url,
         )
         self.refresher = Refresher(
             store=self.store,
             vault=self.vault,
-            oauth=self.oauth,
-            # One spacing for every process sharing the database: Lightspeed limits the client as a whole.
-            pacer=Pacer(settings.refresh_delay_ms / 1000, self.store.pacing),
+            providers=self.providers,
+            # One spacing per OAuth client for every process sharing the database: Lightspeed limits each
+            # client as a whole.
+            pacers=build_pacers(settings, self.store, self.providers),
             clock=clock,
             owner=self.owner,
             lease=timedelta(seconds=settings.refresh_lease_s),
@@ -220,7 +216,9 @@ class Keeper:
         if record.status is not Status.DISCONNECTED:
             with self.tokens.leased(connection_id) as lease:
                 if lease.record.refresh_token is not None:
-                    self.oauth.revoke(self.vault.refresh_token(lease.record))
+                    # A provider with no revoke (X-Series): the tokens are only forgotten here.
+                    provider = self.refresher.provider_of(lease.record)
+                    provider.revoke(self.vault.refresh_token(lease.record), lease.record.account_id)
                 self.store.connections.disconnect(connection_id, lease_token=lease.token, now=self.clock())
         return self.store.connections.get(connection_id) or record
 
@@ -262,7 +260,19 @@ class Keeper:
         unless another process still works on it."""
         due_before = self.due_before() if due else None
         return self.runs.run(
-            trigger=trigger, connection_id=connection_id, progress=progress, due_before=due_before, stop=stop
+            trigger=trigger,
+            connection_id=connection_id,
+            progress=progress,
+            due_before=due_before,
+            strict=self.strict_cutoffs(),
+            stop=stop,
+        )
+
+    def strict_cutoffs(self) -> StrictCutoffs:
+        """Which connections of strict rotation (X-Series) a full run starting now refreshes (``policy``)."""
+        settings = self.settings
+        return policy.strict_cutoffs(
+            self.clock(), self.schedule.job().schedule, settings.token_refresh_leeway_s, settings.x_series_max_idle_s
         )
 
     def due_before(self) -> datetime | None:
@@ -274,7 +284,7 @@ class Keeper:
         """Record a run starting now (or the full run already going, to join) without working on it;
         ``execute_run`` does the work, e.g. on a background thread. Refuses an unknown or expired
         connection, and keys that decrypt nothing, before anything is recorded."""
-        return self.runs.begin(trigger=trigger, connection_id=connection_id)
+        return self.runs.begin(trigger=trigger, connection_id=connection_id, strict=self.strict_cutoffs())
 
     def execute_run(
         self,
@@ -282,10 +292,11 @@ class Keeper:
         *,
         progress: ProgressCallback | None = None,
         stop: threading.Event | None = None,
+        hand_back: bool = False,
     ) -> RunRecord:
-        """Work on a run (begun here or by any other process) until it is over or ``stop`` is set; its
-        record then. Several processes may work on one run: the last one to leave closes it."""
-        return self.runs.execute(run, progress=progress, stop=stop)
+        """Work on a run (begun anywhere) until it is over or ``stop`` is set; its record then. The last process
+        to leave closes it (``interrupted`` if stopped, unless ``hand_back``: kept open for a successor)."""
+        return self.runs.execute(run, progress=progress, stop=stop, hand_back=hand_back)
 
     def run_history(self, *, limit: int = 20) -> list[RunRecord]:
         """The newest runs first, after closing runs whose processes stopped beating (``interrupted``)."""
@@ -309,15 +320,19 @@ class Keeper:
     def start_queued_run(self) -> RunRecord | None:
         """Start the oldest run requested by SQL or pg_cron (one process wins it, the others join it
         as a running run); None when nothing is queued or another process won."""
-        return self.store.runs.activate_queued(owner=self.owner, now=self.clock(), due_before=self.due_before())
+        return self.store.runs.activate_queued(owner=self.owner, now=self.clock(), **self._cutoffs())
 
     def start_scheduled_run(self, job: Job, tick: datetime) -> RunRecord | None:
         """Record the run of one cron tick of ``job``; None if another process recorded it first.
 
         A tick that comes while a run is still going is recorded as ``skipped``, not doubled."""
         return self.store.runs.start_tick(
-            job_name=job.name, tick=tick, owner=self.owner, now=self.clock(), due_before=self.due_before()
+            job_name=job.name, tick=tick, owner=self.owner, now=self.clock(), **self._cutoffs()
         )
+
+    def _cutoffs(self) -> dict[str, Any]:
+        """An automatic run's cutoffs: ``due_before`` (REFRESH_DUE_AFTER) and ``strict`` (X-Series)."""
+        return {"due_before": self.due_before(), "strict": self.strict_cutoffs()}
 
     # -- the schedule ------------------------------------------------------------------------------------
     def refresh_job(self) -> Job:
@@ -349,10 +364,13 @@ class Keeper:
         return self.schedule.use_embedded()
 
     # -- the connect flow --------------------------------------------------------------------------------
-    def create_link(self, user_id: str, *, return_to: str | None = None, label: str | None = None) -> ConnectLink:
-        """A one-time URL, valid for an hour, that connects ``user_id``'s Lightspeed account; its confirm
-        page names ``label`` (whose store this is; default: the user id)."""
-        return self.connect.create_link(user_id, return_to=return_to, label=label)
+    def create_link(
+        self, user_id: str, *, return_to: str | None = None, label: str | None = None, provider: str | None = None
+    ) -> ConnectLink:
+        """A one-time URL, valid for an hour, that connects ``user_id``'s Lightspeed account on ``provider``
+        (``r-series`` or ``x-series``; default: the only one configured, else R-Series); its confirm page names
+        ``label`` (whose store this is; default: the user id)."""
+        return self.connect.create_link(user_id, return_to=return_to, label=label, provider=provider)
 
     def preview_link(self, link_token: str) -> ConnectSession:
         """What a link's confirm page shows; uses nothing (scanners and previews open links).
@@ -373,9 +391,10 @@ class Keeper:
         """The user behind a browser session's cookie, while the session lasts."""
         return self.connect.browser_session(browser_token)
 
-    def authorize_url(self, user_id: str, *, session_id: int) -> str:
-        """Lightspeed's consent URL for a new sign-in of ``user_id`` in a browser session (Reconnect)."""
-        return self.connect.authorize_url(user_id, session_id=session_id)
+    def authorize_url(self, user_id: str, *, session_id: int, provider: str | None = None) -> str:
+        """Lightspeed's consent URL for a new sign-in of ``user_id`` in a browser session (Reconnect), on
+        ``provider`` (default: the session's)."""
+        return self.connect.authorize_url(user_id, session_id=session_id, provider=provider)
 
     @staticmethod
     def csrf_token(cookie: str, *, purpose: str = "session") -> str:

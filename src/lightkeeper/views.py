@@ -53,6 +53,8 @@ class ConnectionView(View):
 
     id: int
     user_id: str
+    #: ``r-series`` or ``x-series``.
+    provider: str
     account_id: str
     account_name: str | None
     status: ConnectionStatus

@@ -34,6 +34,7 @@ ALLOWED: dict[str, set[str]] = {
     "health": LEAVES,
     "store": LEAVES,
     "lightspeed": LEAVES,
+    "providers": LEAVES | {"config", "lightspeed", "store"},  # the providers a deployment uses, from settings
     "vault": LEAVES | {"crypto", "store", "lightspeed"},
     "refresh": LEAVES | {"store", "lightspeed", "vault", "metrics"},
     "connect": LEAVES | {"crypto", "store", "lightspeed", "vault"},
@@ -62,6 +63,7 @@ ALLOWED: dict[str, set[str]] = {
         "health",
         "notify",
         "proxy",
+        "providers",
     },
     "scheduler": LEAVES | {"config", "store", "refresh", "metrics"},
     "web": LEAVES
@@ -99,6 +101,10 @@ ALLOWED: dict[str, set[str]] = {
     "simulator": set(),  # stands apart: a look-alike of the provider shares nothing with the client
     "__init__": LEAVES | {"config", "keeper", "store", "views"},
 }
+#: Where a provider may be named: its own module, and the registry that builds them from settings. Elsewhere
+#: code asks the ``Provider`` interface (docs/ARCHITECTURE.md, "Providers").
+PROVIDER_MODULES = {"lightspeed/rseries.py", "lightspeed/xseries.py", "providers.py"}
+PROVIDER_NAMES = {"r-series", "x-series", "R_SERIES", "X_SERIES", "RSeries", "XSeries"}
 #: Where dialect differences may be spelled out (queries and engine construction).
 DIALECT_MODULES = {"store/dialect.py", "store/engine.py"}
 #: ``keeper.<part>.<verb>`` is reaching through the facade: these layers use Keeper's own verbs.
@@ -235,10 +241,32 @@ def _keeper_chains(module: ast.Module) -> Iterator[tuple[ast.AST, str]]:
             yield node, part
 
 
+@pytest.mark.parametrize(
+    "path",
+    [p for p in modules() if relative(p) not in PROVIDER_MODULES and component(p) != "simulator"],
+    ids=relative,
+)
+def test_provider_branching_lives_in_the_provider_modules(path: Path) -> None:
+    found = [node.lineno for node in ast.walk(tree(path)) if _names_a_provider(node)]
+    assert not found, f"{relative(path)} names a provider at lines {found}: ask the Provider interface instead"
+
+
+def _names_a_provider(node: ast.AST) -> bool:
+    """A comparison with a provider's name, or a provider module's class or constant used by name."""
+    if isinstance(node, ast.Compare):
+        sides = [node.left, *node.comparators]
+        return any(isinstance(s, ast.Constant) and s.value in PROVIDER_NAMES for s in sides)
+    if isinstance(node, ast.Name | ast.alias):
+        return (node.id if isinstance(node, ast.Name) else node.name) in PROVIDER_NAMES
+    return False
+
+
 def test_the_checks_see_what_they_check() -> None:
     """The detectors find a planted example of each fault (a check that cannot fail is no check)."""
     planted = ast.parse("x = conn.dialect.name == 'sqlite'\nself.keeper.store.runs.get(1)\n")
     assert any(_branches_on_dialect(n) for n in ast.walk(planted))
+    branching = ast.parse("if record.provider == 'x-series':\n    pass\nfrom a import XSeries\n")
+    assert [n.lineno for n in ast.walk(branching) if _names_a_provider(n)] == [1, 3]
     assert [part for _, part in _keeper_chains(planted)] == ["store"]
     assert _find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _find_cycle({"a": {"b"}, "b": set()}) is None

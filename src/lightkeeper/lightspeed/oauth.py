@@ -147,6 +147,8 @@ class TokenRequest:
     redact: tuple[str, ...] = field(repr=False)
     budget_s: float
     now: datetime
+    #: The answer's field holding the access token's expiry as a unix time, for a provider that sends one.
+    expires_field: str | None = None
 
     headers: ClassVar[dict[str, str]] = _JSON
 
@@ -156,7 +158,12 @@ class TokenRequest:
 
     def parse(self, response: httpx2.Response) -> TokenSet:
         return parse_token_response(
-            response, now=self.now, previous_refresh_token=self.previous, action=self.action, redact=self.redact
+            response,
+            now=self.now,
+            previous_refresh_token=self.previous,
+            action=self.action,
+            redact=self.redact,
+            expires_field=self.expires_field,
         )
 
 

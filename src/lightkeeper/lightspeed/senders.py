@@ -20,6 +20,7 @@ import asyncio
 import ssl
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
+from typing import Protocol
 from urllib.parse import urlsplit
 from urllib.request import getproxies, proxy_bypass
 
@@ -27,7 +28,7 @@ import aiohttp
 import httpx2
 
 from lightkeeper.lightspeed.error_mapping import translate_transport_errors, unreachable
-from lightkeeper.lightspeed.oauth import OAuthClient, TokenRequest
+from lightkeeper.lightspeed.oauth import TokenRequest
 from lightkeeper.lightspeed.tls import trust
 
 #: What httpx2 can always decode: the body is handed to it undecoded (``auto_decompress=False``).
@@ -101,10 +102,16 @@ class AiohttpSender:
             return httpx2.Response(answer.status, headers=list(answer.raw_headers), content=body)
 
 
+class TokenPoster(Protocol):
+    """Sends one token request with httpx2 within its deadline (``OAuthClient``, or any provider)."""
+
+    def send(self, request: TokenRequest) -> httpx2.Response: ...
+
+
 class ThreadedSender:
     """Token requests through ``OAuthClient.send`` (httpx2) on up to ``limit`` threads of its own."""
 
-    def __init__(self, oauth: OAuthClient, *, limit: int) -> None:
+    def __init__(self, oauth: TokenPoster, *, limit: int) -> None:
         self._oauth, self._limit = oauth, max(1, limit)
         self._pool: ThreadPoolExecutor | None = None
 

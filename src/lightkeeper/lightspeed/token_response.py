@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Collection
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import httpx2
 
@@ -30,8 +30,11 @@ def parse_token_response(
     previous_refresh_token: str | None,
     action: str = "token request",
     redact: Collection[str] = (),
+    expires_field: str | None = None,
 ) -> TokenSet:
-    """The ``TokenSet`` of a token endpoint answer; ``expires_at`` is ``now`` plus its ``expires_in``.
+    """The ``TokenSet`` of a token endpoint answer; ``expires_at`` is ``now`` plus its ``expires_in``, or the
+    absolute time (unix epoch) in ``expires_field`` when the provider names one (X-Series' ``expires``: its
+    examples disagree on ``expires_in``).
 
     A missing or empty ``refresh_token`` keeps ``previous_refresh_token`` (a provider that does not rotate
     must not wipe the stored one); with no previous token either, the answer is unusable.
@@ -47,7 +50,7 @@ def parse_token_response(
     return TokenSet(
         access_token=access_token,
         refresh_token=_refresh_token(payload, previous_refresh_token, action),
-        expires_at=_expires_at(payload, access_token, now),
+        expires_at=_absolute_expiry(payload, expires_field, now) or _expires_at(payload, access_token, now),
         token_type=_token_type(payload, action),
     )
 
@@ -83,6 +86,21 @@ def _expires_at(payload: dict[str, object], access_token: str, now: datetime) ->
     if expiry is not None and now < expiry <= now + timedelta(seconds=_MAX_EXPIRES_IN):
         return expiry
     return now + FALLBACK_LIFETIME
+
+
+def _absolute_expiry(payload: dict[str, object], name: str | None, now: datetime) -> datetime | None:
+    """The epoch time in ``payload[name]`` if it lies within a year after ``now``; None otherwise (then the
+    relative lifetime decides)."""
+    if name is None:
+        return None
+    value = payload.get(name)
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        moment = datetime.fromtimestamp(float(value), UTC)
+    except (ValueError, OverflowError, OSError):
+        return None
+    return moment if now < moment <= now + timedelta(seconds=_MAX_EXPIRES_IN) else None
 
 
 def _positive_seconds(value: object) -> float | None:

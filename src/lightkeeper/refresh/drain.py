@@ -45,7 +45,8 @@ CLAIM_AHEAD_S = 0.1
 
 
 class Drain:
-    """Refreshes a run's connections until nothing is left to claim, this process must stop, or one fails.
+    """Refreshes a run's connections of one provider until nothing is left to claim, this process must stop, or
+    one fails.
 
     ``go`` runs the loop to its end on the calling thread. The first failure (``invalid_client``, a lost
     database) ends the drain: refreshes in flight finish and are written first, then ``go`` raises it.
@@ -59,8 +60,11 @@ class Drain:
         concurrency: int,
         progress: ProgressCallback | None,
         stop: threading.Event,
+        provider: str,
     ) -> None:
         self._refresher, self._run, self._concurrency = refresher, run, max(1, concurrency)
+        #: One provider's connections at a time: its OAuth client's slots pace them.
+        self._provider = provider
         self._parts = refresher.parts  # what it uses beside the refresher's verbs, explicit
         self._progress, self._stop = progress, stop
         #: Claims go up the id order from here; a worker finding nothing looks once more from the start.
@@ -101,7 +105,7 @@ class Drain:
 
     async def _one(self, sender: AsyncSender, calls: DatabaseCalls) -> bool:
         """Claim and refresh one connection; False when there is nothing left to claim."""
-        pacer = self._parts.pacer
+        pacer = self._parts.pacer(self._provider)
         slot = await calls(pacer.reserve)  # the slot before the lease: waiting for a slot never eats a lease …
         await pacer.sleep_until_async(slot - CLAIM_AHEAD_S)
         lease = await calls(self._claim)  # … but the claim is made just ahead of it, so the request leaves on time
@@ -131,6 +135,7 @@ class Drain:
             after_id=after,
             connection_id=run.connection_id,
             due_before=run.due_before,
+            provider=self._provider,
         )
 
     async def _refresh(self, lease: Lease, sender: AsyncSender, calls: DatabaseCalls, slot: float) -> None:

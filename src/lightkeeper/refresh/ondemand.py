@@ -94,7 +94,7 @@ class TokenProvider:
             if not self._needs_new(record, rejected):
                 return self._grant(record)  # someone else refreshed while we queued
             self._check_cooldown(record)
-            leased = self._acquire(connection_id)
+            leased = self._acquire(record)
             return None if leased is None else self._refresh(leased, rejected)
         finally:
             lock.release()
@@ -104,9 +104,11 @@ class TokenProvider:
             return True
         return policy.needs_refresh(record, self.parts.clock(), self.leeway)
 
-    def _acquire(self, connection_id: int) -> Lease | None:
-        """The lease, taken right after a pacing slot; None (no slot spent) while someone holds it."""
-        connections, pacer = self.parts.connections, self.parts.pacer
+    def _acquire(self, record: ConnectionRecord) -> Lease | None:
+        """The lease, taken right after a pacing slot of the connection's provider; None (no slot spent) while
+        someone holds it."""
+        connection_id, connections = record.id, self.parts.connections
+        pacer = self.parts.pacer(self.refresher.provider_of(record).name)  # ConfigError: provider not configured
         if connections.lease_live(connection_id):
             return None
         slot = pacer.reserve()

@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from ..cron import next_tick
 from ..errors import InvalidGrant, ProviderError, RateLimited
-from ..store import AUTOMATIC_TRIGGERS, ConnectionRecord
+from ..store import AUTOMATIC_TRIGGERS, ConnectionRecord, StrictCutoffs
 
 #: Backoff after consecutive transient failures: 1, 2, 4 … minutes, capped at an hour so that a
 #: schedule of every few hours always retries, while a broken connection never hammers Lightspeed.
@@ -19,6 +20,17 @@ class Outcome(StrEnum):
     EXPIRED = "expired"
     ERROR = "error"
     SKIPPED = "skipped"
+
+
+def strict_cutoffs(now: datetime, schedule: str, leeway_s: float, max_idle_s: float) -> StrictCutoffs:
+    """Which connections of strict rotation (no grace window) a full run starting at ``now`` refreshes: those
+    whose access token expires before the schedule's next tick plus ``leeway_s`` (the next run would be too
+    late), and those last refreshed more than ``max_idle_s`` ago. Each refresh of theirs risks the chain, so never
+    more often than that."""
+    tick = next_tick(schedule, now)
+    return StrictCutoffs(
+        expiring_before=tick + timedelta(seconds=leeway_s), idle_before=now - timedelta(seconds=max_idle_s)
+    )
 
 
 def backoff(failures: int) -> timedelta:

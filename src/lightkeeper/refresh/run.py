@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from ..errors import ConfigError, ConnectionExpired, ConnectionNotFound
 from ..metrics import Reason, count_refresh, observe_run
-from ..store import REFRESHABLE, RunRecord, RunStatus
+from ..store import REFRESHABLE, RunRecord, RunStatus, StrictCutoffs
 from .drain import Drain, ProgressCallback
 from .policy import AUTOMATIC_TRIGGERS, Outcome
 from .single import Refresher
@@ -58,18 +59,26 @@ class RunExecutor:
         connection_id: int | None = None,
         progress: ProgressCallback | None = None,
         due_before: datetime | None = None,
+        strict: StrictCutoffs | None = None,
         stop: threading.Event | None = None,
     ) -> RunRecord:
         """Run a refresh from start to end in this process and return its final record (``stop``: see
         ``execute``)."""
-        begun = self.begin(trigger=trigger, connection_id=connection_id, due_before=due_before)
-        # Stopped in the foreground (Ctrl-C), the run is over for whoever started it: close it.
+        begun = self.begin(trigger=trigger, connection_id=connection_id, due_before=due_before, strict=strict)
         return self.execute(begun, progress=progress, stop=stop, hand_back=False)
 
-    def begin(self, *, trigger: str, connection_id: int | None = None, due_before: datetime | None = None) -> RunRecord:
+    def begin(
+        self,
+        *,
+        trigger: str,
+        connection_id: int | None = None,
+        due_before: datetime | None = None,
+        strict: StrictCutoffs | None = None,
+    ) -> RunRecord:
         """Record a run starting now (or the full run already going, to join); ``execute`` works on it.
 
-        With ``due_before`` (a full run only), only connections last refreshed before it are refreshed."""
+        With ``due_before`` (a full run only), only connections last refreshed before it are refreshed; with
+        ``strict``, only the connections of strict rotation that need it (``store.StrictCutoffs``)."""
         if connection_id is not None:
             self._check_refreshable(connection_id)
         self.check_keys()
@@ -79,7 +88,7 @@ class RunExecutor:
             due_before = None  # one connection asked for by name is refreshed, due or not
         owner = self.parts.owner
         run = self.store.runs.start(
-            trigger=trigger, owner=owner, now=now, connection_id=connection_id, due_before=due_before
+            trigger=trigger, owner=owner, now=now, connection_id=connection_id, due_before=due_before, strict=strict
         )
         with self._keys_checked_lock:
             self._keys_checked.add(run.id)  # execute need not scan the keys again for this run
@@ -92,7 +101,7 @@ class RunExecutor:
         *,
         progress: ProgressCallback | None = None,
         stop: threading.Event | None = None,
-        hand_back: bool = True,
+        hand_back: bool = False,
     ) -> RunRecord:
         """Work on a run (started here or elsewhere) until it is over, then close it.
 
@@ -134,15 +143,29 @@ class RunExecutor:
             now = self.parts.clock()
             skipped = self.store.connections.skip_in_backoff(run.id, now, due_before=run.due_before)
             count_refresh(Outcome.SKIPPED.value, Reason.BACKOFF, skipped)
-        drain = Drain(self.refresher, run, concurrency=self.options.concurrency, progress=progress, stop=stop)
+        drains = {
+            name: Drain(
+                self.refresher, run, concurrency=self.options.concurrency, progress=progress, stop=stop, provider=name
+            )
+            for name in self.refresher.providers
+        }
         while not stop.is_set():
-            if self.store.connections.has_claimable(run.id, run.connection_id, due_before=run.due_before):
-                drain.go()
+            if (pending := self._next_provider(run, drains)) is not None:
+                drains[pending].go()
             elif not self._others_still_working(run):
                 return True
             else:
                 stop.wait(self.options.takeover_poll.total_seconds())
         return False
+
+    def _next_provider(self, run: RunRecord, providers: Iterable[str]) -> str | None:
+        """The first configured provider with a connection left to claim in this run (one at a time: each
+        provider's OAuth client has its own pacing); None when none has."""
+        connections = self.store.connections
+        for name in providers:
+            if connections.has_claimable(run.id, run.connection_id, due_before=run.due_before, provider=name):
+                return name
+        return None
 
     def _others_still_working(self, run: RunRecord) -> bool:
         """Whether to wait: other participants hold claims of this run, and the run is still open.

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -28,12 +28,13 @@ from typing import Any, Protocol, TypeVar
 
 from ..clock import Clock
 from ..errors import ConfigError, DecryptError, InvalidClient, ProviderError, UnknownKey
-from ..lightspeed import OAuthClient, TokenSet
+from ..lightspeed import TokenSet
 from ..lightspeed.oauth import AsyncSender
 from ..lightspeed.pacing import Pacer, retry_once_after, retry_once_after_async
+from ..lightspeed.providers import Provider, Providers
 from ..lightspeed.senders import ThreadedSender
 from ..metrics import Reason, count_refresh, failure_reason, observe_refresh_seconds
-from ..store import ConnectionRepo, Lease, Store, Tally
+from ..store import ConnectionRecord, ConnectionRepo, Lease, Store, Tally
 from ..vault import TokenVault
 from . import policy
 from .locks import ConnectionLocks
@@ -74,12 +75,16 @@ class RefreshParts:
 
     connections: ConnectionRepo
     vault: TokenVault
-    pacer: Pacer
+    #: Each provider's token-request spacing (its OAuth client's slot row and Retry-After hold), by name.
+    pacers: Mapping[str, Pacer]
     locks: ConnectionLocks
     clock: Clock
     owner: str
     lease: timedelta
     http_timeout: float
+
+    def pacer(self, provider: str) -> Pacer:
+        return self.pacers[provider]
 
 
 @dataclass
@@ -88,8 +93,9 @@ class Refresher:
 
     store: Store
     vault: TokenVault
-    oauth: OAuthClient
-    pacer: Pacer
+    providers: Providers
+    #: Each configured provider's pacer, by name (see ``RefreshParts.pacers``).
+    pacers: Mapping[str, Pacer]
     clock: Clock
     owner: str
     lease: timedelta = timedelta(seconds=120)
@@ -108,7 +114,7 @@ class Refresher:
         return RefreshParts(
             connections=self.store.connections,
             vault=self.vault,
-            pacer=self.pacer,
+            pacers=self.pacers,
             locks=self.locks,
             clock=self.clock,
             owner=self.owner,
@@ -120,7 +126,12 @@ class Refresher:
         """A sender for a run's token requests, ``concurrency`` at once (open it inside the run's loop)."""
         if self.open_sender is not None:
             return self.open_sender(concurrency)
-        return ThreadedSender(self.oauth, limit=concurrency)
+        # Any provider's ``send`` sends any token request: the request carries its URL and form.
+        return ThreadedSender(next(iter(self.providers.values())), limit=concurrency)
+
+    def provider_of(self, record: ConnectionRecord) -> Provider:
+        """The connection's provider; ``ConfigError`` when the deployment no longer configures it."""
+        return self.providers[record.provider]
 
     def refresh_claimed(self, lease: Lease, *, trigger: str, run_id: int | None = None) -> Outcome:
         """Refresh a connection a run claimed; with ``run_id`` the outcome is counted in that run by the
@@ -172,10 +183,12 @@ class Refresher:
     def _attempt(self, lease: Lease) -> TokenSet | Exception:
         """The new pair, or what went wrong (``_conclude`` decides what it means)."""
         try:
+            provider = self.provider_of(lease.record)
             refresh_token = self._refresh_token_to_send(lease)
+            account_id = lease.record.account_id
             return retry_once_after(
-                lambda: self._timed(self.oauth.refresh, refresh_token),
-                pacer=self.pacer,
+                lambda: self._timed(lambda token: provider.refresh(token, account_id), refresh_token),
+                pacer=self.pacers[provider.name],
                 max_wait=self.max_retry_after,
                 may_send=lambda: self._lease_outlives_a_request(lease),
             )
@@ -186,12 +199,13 @@ class Refresher:
         self, lease: Lease, sender: AsyncSender, calls: DatabaseCalls, slot: float | None
     ) -> TokenSet | Exception:
         try:
+            provider = self.provider_of(lease.record)
             refresh_token = self._refresh_token_to_send(lease)
             if slot is not None:
                 await self._on_time(lease, slot, calls)
             return await retry_once_after_async(
-                lambda: self._timed_async(sender, refresh_token),
-                pacer=self.pacer,
+                lambda: self._timed_async(provider, sender, refresh_token, lease.record.account_id),
+                pacer=self.pacers[provider.name],
                 max_wait=self.max_retry_after,
                 may_send=lambda: self._lease_outlives_a_request(lease),
             )
@@ -201,7 +215,8 @@ class Refresher:
     async def _on_time(self, lease: Lease, slot: float, calls: DatabaseCalls) -> None:
         """Wait for the pacing slot, the last step before sending (``Pacer.on_time``); ``_NotSent`` when a new
         slot ate so much of the lease that less than a request's worth is left."""
-        await self.pacer.on_time(slot, lambda: calls(self.pacer.reserve), lambda: calls(self.pacer.read_hold))
+        pacer = self.pacers[lease.record.provider]
+        await pacer.on_time(slot, lambda: calls(pacer.reserve), lambda: calls(pacer.read_hold))
         if not self._lease_outlives_a_request(lease):
             raise _NotSent
 
@@ -234,10 +249,12 @@ class Refresher:
         finally:  # failures too: a slow timeout is exactly what the histogram is for
             observe_refresh_seconds(time.monotonic() - started)
 
-    async def _timed_async(self, sender: AsyncSender, refresh_token: str) -> TokenSet:
+    async def _timed_async(
+        self, provider: Provider, sender: AsyncSender, refresh_token: str, account_id: str
+    ) -> TokenSet:
         started = time.monotonic()
         try:
-            return await self.oauth.refresh_with(sender, refresh_token)
+            return await provider.refresh_with(sender, refresh_token, account_id)
         finally:
             observe_refresh_seconds(time.monotonic() - started)
 

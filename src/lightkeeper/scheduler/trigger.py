@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 
 from croniter import croniter
 
+from ..cron import next_tick
 from ..store import EMBEDDED, Job
 
 _EPSILON = timedelta(microseconds=1)
@@ -14,12 +15,6 @@ _EPSILON = timedelta(microseconds=1)
 def latest_tick(expression: str, now: datetime) -> datetime:
     """The most recent fire time at or before ``now``."""
     tick: datetime = croniter(expression, now + _EPSILON).get_prev(datetime)
-    return tick
-
-
-def next_tick(expression: str, now: datetime) -> datetime:
-    """The first fire time after ``now``."""
-    tick: datetime = croniter(expression, now).get_next(datetime)
     return tick
 
 

@@ -47,7 +47,12 @@ class WorkerKeeper(Protocol):
     def start_queued_run(self) -> RunRecord | None: ...
     def running_runs(self) -> list[RunRecord]: ...
     def execute_run(
-        self, run: RunRecord, *, progress: ProgressCallback | None = None, stop: threading.Event | None = None
+        self,
+        run: RunRecord,
+        *,
+        progress: ProgressCallback | None = None,
+        stop: threading.Event | None = None,
+        hand_back: bool = False,
     ) -> RunRecord: ...
 
 
@@ -120,7 +125,8 @@ class Worker:
         for run in self.keeper.running_runs():
             if self.stop.is_set():
                 return
-            self.keeper.execute_run(run, stop=self.stop, progress=self._progressed)
+            # Stopped (SIGTERM), it hands the run back: a successor (a rolling restart) finishes it.
+            self.keeper.execute_run(run, stop=self.stop, progress=self._progressed, hand_back=True)
 
     def _progressed(self, _outcome: object) -> None:
         self.liveness.beat()  # a long run keeps the loop in one step: each refresh done shows it alive

@@ -1,4 +1,5 @@
-"""A Lightspeed R-Series simulator: OAuth (code + rotating refresh tokens), a tiny API, fault knobs.
+"""A Lightspeed R-Series simulator: OAuth (code + rotating refresh tokens), a tiny API, fault knobs; and beside
+it, on the same server under ``/x``, an X-Series (formerly Vend) one (``xseries_routes.py``).
 
 It stands apart from the rest of lightkeeper (imports nothing from it) so it can exercise the real
 client code over real HTTP, in tests and in demos (``lightkeeper simulate``).

@@ -5,7 +5,8 @@ need no auth. Handlers are async so injected latency (``asyncio.sleep``) lets ma
 overlap, as they would against the real provider; how an answer is delivered (faults, holds, streamed
 bodies) lives in ``serving.py``. Every ``/API/V3`` request is logged on arrival by
 ``RequestRecorder`` (``recorder.py``) before any route sees it; a catch-all route answers the paths
-Lightspeed does not have, after charging them like any call.
+Lightspeed does not have, after charging them like any call. X-Series routes (``/x/…``, and their knobs
+under ``/_sim/x/``) live in ``xseries_routes.py`` and are mounted here, on the same app and port.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from lightkeeper.simulator.recorder import RequestRecorder
 from lightkeeper.simulator.replies import Reply, SimulatorError
 from lightkeeper.simulator.serving import api_latency, serve, sim_of, sleep_ms, to_response
 from lightkeeper.simulator.state import SimulatorState
+from lightkeeper.simulator.xseries_routes import x_knob_router, x_router
 
 oauth_router = APIRouter()
 api_router = APIRouter()
@@ -43,6 +45,8 @@ def create_app(config: SimulatorConfig | None = None, *, state: SimulatorState |
     app.include_router(oauth_router)
     app.include_router(api_router)
     app.include_router(knob_router)
+    app.include_router(x_router)
+    app.include_router(x_knob_router)
     app.add_middleware(RequestRecorder, state=app.state.simulator)
     app.add_exception_handler(SimulatorError, _simulator_error)
     return app

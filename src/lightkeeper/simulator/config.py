@@ -32,6 +32,27 @@ class SimulatorConfig:
     # ``api-burst-limiter`` (uncharged). Sliding, not calendar seconds: a client pacing per clock second fails.
     burst_limit: int = 10
 
+    # ---- X-Series (formerly Vend), served under /x (see xseries_routes.py); the token endpoint also obeys
+    # token_latency_ms and the API api_latency_ms above.
+    # Access token lifetime; the token answer's ``expires`` (unix time) is the truth.
+    x_access_token_ttl: int = 86400
+    # Added to the lifetime in the answer's ``expires_in`` only (may be negative): by default it claims 7 days
+    # while ``expires`` says 1 day, so a client that reads ``expires_in`` keeps using dead tokens.
+    x_expires_in_skew_s: int = 518400
+    # A refresh token not exchanged for longer than this is dead (invalid_grant).
+    x_refresh_idle_s: int = 30 * 86400
+    # Authorization codes are single-use and live this long.
+    x_code_ttl: int = 600
+    # Presenting an already exchanged refresh token also revokes the live pair of its connection (stricter
+    # than documented: only the replayed token is known to be dead at Lightspeed).
+    x_reuse_revokes_family: bool = True
+    # Token requests per store (domain prefix) in any sliding 60 s; more get 429 (Retry-After: HTTP date).
+    x_token_limit_per_min: int | None = None
+    # The API's fixed window per (store, client), in seconds; it starts at the first request after the last
+    # one ended. It allows ``300 * x_registers + 50`` requests.
+    x_window_s: int = 300
+    x_registers: int = 1
+
 
 # How /_sim/config coerces JSON values: (python type, may be None, must be > 0).
 _CONFIG_FIELDS: dict[str, tuple[type, bool, bool]] = {
@@ -46,7 +67,17 @@ _CONFIG_FIELDS: dict[str, tuple[type, bool, bool]] = {
     "token_latency_ms": (int, False, False),
     "api_latency_ms": (int, False, False),
     "burst_limit": (int, False, True),
+    "x_access_token_ttl": (int, False, True),
+    "x_expires_in_skew_s": (int, False, False),
+    "x_refresh_idle_s": (int, False, True),
+    "x_code_ttl": (int, False, True),
+    "x_reuse_revokes_family": (bool, False, False),
+    "x_token_limit_per_min": (int, True, True),
+    "x_window_s": (int, False, True),
+    "x_registers": (int, False, False),
 }
+# Number fields that may be negative.
+_SIGNED = frozenset({"x_expires_in_skew_s"})
 
 
 def coerce_config(name: str, value: Any) -> Any:
@@ -60,9 +91,13 @@ def coerce_config(name: str, value: Any) -> Any:
         if not isinstance(value, str):
             raise SimulatorError(400, f"{name} must be a string")
         return value
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise SimulatorError(400, f"{name} must be true or false")
+        return value
     if isinstance(value, bool) or not isinstance(value, int | float) or (kind is int and value != int(value)):
         raise SimulatorError(400, f"{name} must be a number")
-    if value < 0 or (positive and value == 0):
+    if (value < 0 and name not in _SIGNED) or (positive and value == 0):
         raise SimulatorError(400, f"{name} must be {'positive' if positive else 'non-negative'}")
     return kind(value)
 

@@ -1,4 +1,12 @@
-"""HTTP client for the simulator's ``/_sim/`` knobs, so tests and demos need not know the routes."""
+"""HTTP client for the simulator's ``/_sim/`` knobs, so tests and demos need not know the routes.
+
+X-Series (``/x/…`` on the same server; see ``xseries_routes.py``): ``seed_x``, ``x_stores``, ``add_products``,
+``x_product`` and ``x_stats``. Its counters live in ``stats()`` (the ``x_…`` keys, ``x_per_store``, and the
+stores' entries in ``per_account``: see ``xseries_knobs.py``); ``x_stats`` is a view of them. Its knobs are
+``SimulatorConfig``'s ``x_…`` fields, set with ``configure``; ``reset`` forgets X-Series state too. The knobs
+that name an account (``account``, ``advance``, ``revoke_account``, ``expire_access_tokens``,
+``authorize_mode``) take an X-Series store's account id or its domain prefix.
+"""
 
 from __future__ import annotations
 
@@ -44,15 +52,18 @@ class SimulatorControl:
 
     def stats(self) -> dict[str, Any]:
         """Counters: ``token_requests``, ``refreshes``, ``refreshes_in_grace``, ``reuse``, ``rate_limited`` (429s of
-        both limiters), ``burst_limited``, ``api_foreign_account``, ``api_disconnects``, … and ``per_account``."""
+        both limiters), ``burst_limited``, ``api_foreign_account``, ``api_disconnects``, … and ``per_account``;
+        the X-Series ``x_…`` counters and ``x_per_store`` (see ``x_stats``). Unprefixed totals are R-Series only."""
         return self._object("GET", "/stats")
 
     def reuse(self, account_id: int | str | None = None) -> int:
-        """Refresh tokens presented again after their one exchange (all accounts, or one)."""
+        """Refresh tokens presented again after their one exchange (all accounts of both series, or one:
+        an account id, or an X-Series store's domain prefix)."""
         stats = self.stats()
         if account_id is None:
-            return int(stats["reuse"])
-        return int(stats["per_account"][str(account_id)]["reuse"])
+            return int(stats["reuse"]) + int(stats["x_reuse"])
+        entry = stats["per_account"].get(str(account_id)) or stats["x_per_store"][str(account_id)]
+        return int(entry["reuse"])
 
     def refresh_times(self) -> list[float]:
         """When each refresh_token grant request arrived (the simulator's monotonic seconds), sorted.
@@ -94,7 +105,10 @@ class SimulatorControl:
         seconds: float | None = None,
         body_bytes: int | None = None,
     ) -> dict[str, Any]:
-        """Make the next ``count`` requests to ``endpoint`` (token/api/revoke) fail as ``kind``.
+        """Make the next ``count`` requests to ``endpoint`` (token/api/revoke/x_token/x_api) fail as ``kind``.
+
+        ``token`` and ``api`` faults hit the next request to that endpoint of either series; ``x_token`` and
+        ``x_api`` ones only X-Series (which answers ``Retry-After`` as an HTTP date).
 
         Kinds (``lightkeeper.simulator.faults``): ``status`` (``status``, default 503), ``timeout``
         (held ``seconds``), ``reset``, ``garbage``, ``rate_limit``; on token/revoke only ``html_401``,
@@ -194,6 +208,43 @@ class SimulatorControl:
     def item(self, account_id: int | str, item_id: int | str) -> dict[str, Any]:
         """The item as stored, including ``qoh_by_shop`` ({"0": total, "1": …, "2": …})."""
         return self._object("GET", f"/accounts/{account_id}/items/{item_id}")
+
+    # ----------------------------------------------------------- X-Series
+
+    def seed_x(self, count: int) -> list[dict[str, Any]]:
+        """``count`` (1-10000) X-Series stores, each connected by the configured client: per store
+        ``account_id``, ``name``, and its first token answer (``access_token``, ``refresh_token``, ``expires``
+        (unix time), ``expires_in`` (skewed: do not trust it), ``token_type``, ``domain_prefix``, ``scope``)."""
+        result: list[dict[str, Any]] = self._call("POST", "/x/seed", {"count": count})
+        return result
+
+    def x_stores(self) -> list[dict[str, Any]]:
+        """Every X-Series store: ``account_id``, ``domain_prefix``, ``name``, ``retailer_id``, ``outlet_ids``,
+        ``products`` (how many), ``revoked``, ``active_refresh_tokens``, ``refreshes``, ``clock_offset_seconds``."""
+        data = self._call("GET", "/x/stores")
+        if not isinstance(data, list):
+            raise TypeError("/_sim/x/stores did not answer a list")
+        return [dict(entry) for entry in data]
+
+    def add_products(self, store: int | str, count: int) -> int:
+        """Add ``count`` (1-100000) products to a store (account id or domain prefix), each with a new, higher
+        version; returns how many products it has now."""
+        return int(self._object("POST", f"/x/stores/{store}/products", {"count": count})["products"])
+
+    def x_product(self, store: int | str, product_id: str) -> dict[str, Any]:
+        """A product as stored: ``id``, ``name``, ``version``, ``inventory`` ([{outlet_id, current_amount}])."""
+        return self._object("GET", f"/x/stores/{store}/products/{product_id}")
+
+    def x_stats(self, prefix: int | str | None = None) -> dict[str, Any]:
+        """The X-Series counters: all the ``x_…`` totals (``x_refreshes``, ``x_reuse``, ``x_rate_limited``,
+        ``x_token_rate_limited``, …), or with ``prefix`` (a domain prefix or account id) that store's
+        (``refreshes``, ``invalid_grant``, ``api_requests``, ``rate_limited``, ``reuse``,
+        ``x_window_violations``, ``x_token_rate_limited``, …)."""
+        stats = self.stats()
+        if prefix is None:
+            return {key: value for key, value in stats.items() if key.startswith("x_") and key != "x_per_store"}
+        entry = stats["x_per_store"].get(str(prefix)) or stats["per_account"][str(prefix)]
+        return dict(entry)
 
 
 __all__ = ["SimulatorControl"]

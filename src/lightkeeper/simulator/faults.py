@@ -24,6 +24,14 @@ Kinds, and what the next ``count`` requests to ``endpoint`` get:
   at a time: valid JSON ``{"@attributes":{"next":"","previous":""},"Blob":"xxx…"}`` that a client or proxy
   must refuse to buffer whole.
 
+X-Series endpoints (``xseries_routes.py``) have names of their own: ``x_token`` (``/x/{prefix}/api/1.0/token``)
+and ``x_api`` (``/x/{prefix}/api/2.x/…``). A fault queued for ``x_token`` or ``x_api`` hits only X-Series; one
+queued for the plain ``token`` or ``api`` hits whichever series' endpoint is asked next (one queue, first in
+first out), so a test written for "the token endpoint" is never silently skipped by an X-Series client. A
+fault served to an X-Series endpoint answers in X-Series' terms: ``Retry-After`` (``rate_limit``, or any kind
+given ``retry_after``) is an RFC 1123 HTTP date, and an injected 401 on ``x_api`` is ``{"error":"invalid_token"}``.
+Every kind allowed on ``token`` is allowed on ``x_token``, and every kind allowed on ``api`` on ``x_api``.
+
 A "timeout" on the API, like ``api_latency_ms``, notices a client that hangs up while it waits: the wait
 ends and ``api_disconnects`` counts it.
 
@@ -34,6 +42,7 @@ from __future__ import annotations
 
 import builtins
 import json
+import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
@@ -44,13 +53,19 @@ from lightkeeper.simulator.replies import (
     Reply,
     SimulatorError,
     access_denied,
+    http_date,
     int_value,
     invalid_client,
     invalid_refresh_token,
     ls_error,
+    x_error,
 )
 
-FAULT_ENDPOINTS: tuple[str, ...] = ("token", "api", "revoke")
+FAULT_ENDPOINTS: tuple[str, ...] = ("token", "api", "revoke", "x_token", "x_api")
+X_ENDPOINTS = frozenset({"x_token", "x_api"})
+API_ENDPOINTS = frozenset({"api", "x_api"})
+# The queued endpoint names a request to each endpoint takes faults from (default: its own name only).
+_SERVED_FROM: dict[str, tuple[str, ...]] = {"x_token": ("x_token", "token"), "x_api": ("x_api", "api")}
 FAULT_KINDS: tuple[str, ...] = (
     "status",
     "timeout",
@@ -67,13 +82,13 @@ FAULT_KINDS: tuple[str, ...] = (
 )
 # Kinds that only make sense on some endpoints (the rest go anywhere).
 _KIND_ENDPOINTS: dict[str, tuple[str, ...]] = {
-    "html_401": ("token", "revoke"),
-    "invalid_grant_401": ("token", "revoke"),
-    "invalid_client_json": ("token", "revoke"),
-    "no_expires_in": ("token",),
-    "stall_after_issue": ("token",),
-    "slow_body": ("api",),
-    "large_body": ("api",),
+    "html_401": ("token", "revoke", "x_token"),
+    "invalid_grant_401": ("token", "revoke", "x_token"),
+    "invalid_client_json": ("token", "revoke", "x_token"),
+    "no_expires_in": ("token", "x_token"),
+    "stall_after_issue": ("token", "x_token"),
+    "slow_body": ("api", "x_api"),
+    "large_body": ("api", "x_api"),
 }
 # Kinds whose status is part of their definition; the listing shows it, a different one is refused.
 _KIND_STATUS: dict[str, int] = {"html_401": 401, "invalid_grant_401": 401, "invalid_client_json": 401}
@@ -150,20 +165,31 @@ class Fault:
         """Seconds of silence before each streamed chunk after the first."""
         return self.seconds if self.kind == "slow_body" else 0.0
 
-    def reply(self) -> Reply:
-        """The canned answer for the kinds that replace the real one."""
+    def reply(self, now: float | None = None) -> Reply:
+        """The canned answer for the kinds that replace the real one; ``now`` (unix time, default the real
+        clock) dates an X-Series ``Retry-After``."""
         if self.kind == "garbage":
             # Claims JSON but is cut off mid-object: the client's JSON parsing must not crash it.
             return Reply(200, '{"token_type":"Bearer","access_tok', media_type="application/json")
         if self.kind == "rate_limit":
-            headers = {"Retry-After": str(self.retry_after or 1)}
+            if self.endpoint in X_ENDPOINTS:
+                reply = x_error(429, "rate_limited", "Too many requests")
+            else:
+                reply = Reply(429, ls_error(429, "Too Many Requests", "Rate limit exceeded"))
             if self.endpoint == "api":
-                headers["X-LS-API-RateLimit-Type"] = "api-burst-limiter"
-            return Reply(429, ls_error(429, "Too Many Requests", "Rate limit exceeded"), headers)
+                reply.headers["X-LS-API-RateLimit-Type"] = "api-burst-limiter"
+            reply.headers["Retry-After"] = self._retry_after(self.retry_after or 1, now)
+            return reply
         reply = self._status_reply()
         if self.retry_after is not None:
-            reply.headers["Retry-After"] = str(self.retry_after)
+            reply.headers["Retry-After"] = self._retry_after(self.retry_after, now)
         return reply
+
+    def _retry_after(self, seconds: int, now: float | None) -> str:
+        """Seconds on R-Series; on X-Series the HTTP date ``seconds`` from ``now``."""
+        if self.endpoint not in X_ENDPOINTS:
+            return str(seconds)
+        return http_date((time.time() if now is None else now) + seconds)
 
     def _status_reply(self) -> Reply:
         if self.kind == "html_401":
@@ -175,6 +201,8 @@ class Fault:
         if self.status == 401 and self.endpoint == "api":
             # What the API answers a token it will not accept (expired, revoked, or access withdrawn).
             return access_denied()
+        if self.status == 401 and self.endpoint == "x_api":
+            return x_error(401, "invalid_token", "The access token is invalid or expired.")
         if self.status >= 500:
             # Gateways in front of the real provider answer 5xx with HTML, not OAuth JSON.
             page = f"<html><body><h1>{self.status} Simulated failure</h1></body></html>"
@@ -256,15 +284,20 @@ class FaultQueue:
         self._faults: list[Fault] = []
 
     def begin(self, endpoint: str) -> Fault | None:
-        """Count a request to ``endpoint`` and pop the fault it must suffer, if one is queued."""
+        """Count a request to ``endpoint`` and pop the fault it must suffer, if one is queued.
+
+        ``x_token`` and ``x_api`` also take the faults queued for ``token`` and ``api``; the fault handed
+        back names ``endpoint``, the one it is served on, so it answers in that endpoint's terms.
+        """
         self._stats[f"{endpoint}_requests"] += 1
+        accepted = _SERVED_FROM.get(endpoint, (endpoint,))
         for fault in self._faults:
-            if fault.endpoint == endpoint:
+            if fault.endpoint in accepted:
                 fault.count -= 1
                 if fault.count <= 0:
                     self._faults.remove(fault)
                 self._stats["faults_served"] += 1
-                return Fault(**{**asdict(fault), "count": 1})
+                return Fault(**{**asdict(fault), "endpoint": endpoint, "count": 1})
         return None
 
     def add(self, fault: Fault) -> JsonDict:
@@ -280,12 +313,14 @@ class FaultQueue:
 
 
 __all__ = [
+    "API_ENDPOINTS",
     "FAULT_ENDPOINTS",
     "FAULT_KINDS",
     "LARGE_BODY_CHUNK",
     "MAX_LARGE_BODY",
     "MIN_LARGE_BODY",
     "SLOW_BODY_CHUNKS",
+    "X_ENDPOINTS",
     "Fault",
     "FaultQueue",
     "large_body_chunks",

@@ -3,7 +3,9 @@
 Nothing here is part of the provider's behaviour: these are the levers and gauges a test uses to set up a
 situation (a revoked merchant, a clock 31 days on, 10,000 authorized accounts) and to check what a client
 did (refreshes, reuse, rate limiting). Clients and redirect URIs are registered through ``clients.py``,
-consent is set on the OAuth server, and faults are queued in ``faults.py``.
+consent is set on the OAuth server, and faults are queued in ``faults.py``. The X-Series knobs and counters
+are in ``xseries_knobs.py``; the ones here that act on an account (``revoke_account``, ``advance``,
+``expire_access_tokens``) reach an X-Series store's tokens too, named by account id or domain prefix.
 """
 
 from __future__ import annotations
@@ -18,6 +20,13 @@ from lightkeeper.simulator.items import item_json, qoh_sum
 from lightkeeper.simulator.oauth import OAuthServer
 from lightkeeper.simulator.records import Account, Records
 from lightkeeper.simulator.replies import JsonDict, SimulatorError, int_value
+from lightkeeper.simulator.xseries_knobs import (
+    active_x_refresh_tokens,
+    expire_x_access_tokens,
+    revoke_x_tokens,
+    x_account_counters,
+    x_stats,
+)
 
 # The provider-wide counters ``/_sim/stats`` reports (absent ones as 0).
 _STAT_KEYS = (
@@ -59,7 +68,8 @@ class Knobs:
     def stats(self) -> JsonDict:
         result: JsonDict = {key: self._records.stats[key] for key in _STAT_KEYS}
         accounts = self._records.accounts.values()
-        result["per_account"] = {str(a.account_id): asdict(a.counters) for a in accounts}
+        result["per_account"] = {str(a.account_id): x_account_counters(a) for a in accounts}
+        result.update(x_stats(self._records))
         return result
 
     def refresh_times(self) -> list[float]:
@@ -79,9 +89,12 @@ class Knobs:
     # ----------------------------------------------------------- accounts
 
     def _account_json(self, account: Account) -> JsonDict:
-        tokens = self._records.refresh_tokens.values()
-        active = sum(1 for t in tokens if t.account_id == account.account_id and self._records.refresh_alive(t))
-        return {
+        if account.xstore is not None:
+            active = active_x_refresh_tokens(self._records, account)
+        else:
+            tokens = self._records.refresh_tokens.values()
+            active = sum(1 for t in tokens if t.account_id == account.account_id and self._records.refresh_alive(t))
+        result: JsonDict = {
             "account_id": str(account.account_id),
             "name": account.name,
             "revoked": account.revoked,
@@ -89,6 +102,9 @@ class Knobs:
             "refreshes": account.counters.refreshes,
             "clock_offset_seconds": account.clock_offset,
         }
+        if account.xstore is not None:
+            result["domain_prefix"] = account.xstore.domain_prefix
+        return result
 
     def accounts(self) -> list[JsonDict]:
         return [self._account_json(a) for a in self._records.accounts.values()]
@@ -119,6 +135,7 @@ class Knobs:
         for token in self._records.refresh_tokens.values():
             if token.account_id == account.account_id:
                 self._records.revoke_pair(token.token)
+        revoke_x_tokens(self._records, account)
         return self._account_json(account)
 
     def add_items(self, account_id: int | str, count: int) -> JsonDict:
@@ -126,6 +143,8 @@ class Knobs:
         if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= _MAX_ADD_ITEMS:
             raise SimulatorError(400, f"count must be from 1 to {_MAX_ADD_ITEMS}")
         account = self._records.account(account_id)
+        if account.xstore is not None:
+            raise SimulatorError(400, f"account {account_id} is an X-Series store: add products instead")
         for _ in range(count):
             self._records.add_item(account, None, stocked=True)
         return {"items": sum(1 for item in account.items.values() if not item.archived)}
@@ -161,7 +180,7 @@ class Knobs:
             if token.account_id == account.account_id and not token.revoked and token.expires_at > now:
                 token.expires_at = now
                 expired += 1
-        return {"expired": expired}
+        return {"expired": expired + expire_x_access_tokens(self._records, account)}
 
 
 __all__ = ["Knobs"]

@@ -36,7 +36,7 @@ def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
-def _with_query(url: str, params: Mapping[str, str]) -> str:
+def with_query(url: str, params: Mapping[str, str]) -> str:
     """Append ``params`` to ``url`` keeping any query the registered redirect already has."""
     parts = urlsplit(url)
     query = [*parse_qsl(parts.query, keep_blank_values=True), *params.items()]
@@ -84,10 +84,14 @@ class OAuthServer:
         """Approve or deny consent; approvals go to ``account_id`` when given, else to a new account."""
         if mode not in {"approve", "deny"}:
             raise SimulatorError(400, "mode must be 'approve' or 'deny'")
-        if account_id is not None and not account_id.isdigit():
-            raise SimulatorError(400, "account_id must be an account number")
+        wanted: int | None = None
+        if account_id is not None:
+            # An X-Series store may be named by its domain prefix too (X-Series consent reads the same knob).
+            wanted = int(account_id) if account_id.isdigit() else self._records.x.stores.get(account_id)
+            if wanted is None:
+                raise SimulatorError(400, "account_id must be an account number or an X-Series domain prefix")
         self._records.authorize_mode = mode
-        self._records.authorize_account = int(account_id) if account_id else None
+        self._records.authorize_account = wanted
 
     def authorize(self, params: Mapping[str, str]) -> Reply:
         """Auto-approve (or deny) an authorization request; approval creates a new merchant account."""
@@ -105,7 +109,7 @@ class OAuthServer:
         state = {"state": params["state"]} if "state" in params else {}
         error = self._authorize_error(params)
         if error is not None:
-            return Reply(302, headers={"Location": _with_query(target, {**error, **state})})
+            return Reply(302, headers={"Location": with_query(target, {**error, **state})})
         account = self._consenting_account()
         code = AuthCode(
             code="def50200" + secrets.token_hex(96),
@@ -119,7 +123,7 @@ class OAuthServer:
             issued_at=self._records.account_now(account),
         )
         self._records.codes[code.code] = code
-        return Reply(302, headers={"Location": _with_query(target, {"code": code.code, **state})})
+        return Reply(302, headers={"Location": with_query(target, {"code": code.code, **state})})
 
     def _authorize_error(self, params: Mapping[str, str]) -> dict[str, str] | None:
         if params.get("response_type") != "code":
@@ -135,9 +139,10 @@ class OAuthServer:
         return None
 
     def _consenting_account(self) -> Account:
-        wanted = self._records.authorize_account
-        if wanted is not None and wanted in self._records.accounts:
-            return self._records.accounts[wanted]
+        wanted = self._records.accounts.get(self._records.authorize_account or -1)
+        # An X-Series store never gets an R-Series connection: consent then goes to a new R-Series account.
+        if wanted is not None and wanted.xstore is None:
+            return wanted
         return self._records.new_account()
 
     # ---------------------------------------------------------------- token
@@ -339,4 +344,4 @@ def _verifier_problem(code: AuthCode, fields: Mapping[str, str]) -> str | None:
     return None
 
 
-__all__ = ["OAuthServer"]
+__all__ = ["OAuthServer", "with_query"]

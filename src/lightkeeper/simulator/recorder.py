@@ -1,18 +1,28 @@
-"""``RequestRecorder``: the ASGI middleware that logs every ``/API/V3`` request as it arrives.
+"""``RequestRecorder``: the ASGI middleware that logs every ``/API/V3`` (and X-Series API) request as it arrives.
 
 It reads the whole body before any route runs (so ``body_bytes`` is what was sent, even to a route that
 never reads it, and the entry exists before any answer leaves), hands the entry's raw parts to
 ``SimulatorState.record_request`` (which redacts: see ``requestlog.py``), then replays the body to the app.
 The raw path is ``scope["raw_path"]`` as received, not the normalised, percent-decoded ``path``.
+X-Series API requests are ``/x/{prefix}/api/…`` ones, except ``/x/{prefix}/api/1.0/…`` (the token endpoint:
+OAuth, not API, as ``/auth/oauth/`` is not logged on R-Series).
 """
 
 from __future__ import annotations
+
+import re
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lightkeeper.simulator.state import SimulatorState
 
 API_PREFIX = "/API/V3/"
+X_API_PATH = re.compile(r"^/x/[^/]+/api/(?!1\.0/)")
+
+
+def is_api_path(path: str) -> bool:
+    """Whether a request to ``path`` goes in the request log (an R-Series or X-Series API request)."""
+    return path.startswith(API_PREFIX) or X_API_PATH.match(path) is not None
 
 
 class RequestRecorder:
@@ -24,7 +34,7 @@ class RequestRecorder:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         raw_path = bytes(scope.get("raw_path") or scope["path"].encode("utf-8")).decode("latin-1")
-        if scope["type"] != "http" or not (scope["path"].startswith(API_PREFIX) or raw_path.startswith(API_PREFIX)):
+        if scope["type"] != "http" or not (is_api_path(scope["path"]) or is_api_path(raw_path)):
             await self._app(scope, receive, send)
             return
         messages = await _read_request(receive)
@@ -57,4 +67,4 @@ def _replay(messages: list[Message], receive: Receive) -> Receive:
     return replayed
 
 
-__all__ = ["API_PREFIX", "RequestRecorder"]
+__all__ = ["API_PREFIX", "X_API_PATH", "RequestRecorder", "is_api_path"]

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from lightkeeper.simulator.config import SimulatorConfig
 from lightkeeper.simulator.items import Item, new_item, seed_items
 from lightkeeper.simulator.replies import SimulatorError, int_value
+from lightkeeper.simulator.xseries_records import XAccessToken, XRecords, XStore, new_xstore
 
 FIRST_ACCOUNT_ID = 100001
 REQUEST_LOG_SIZE = 2000
@@ -61,6 +62,8 @@ class Account:
     # client_id -> arrival times (account clock) of the API requests of the last second, oldest first.
     bursts: dict[str, deque[float]] = field(default_factory=dict)
     counters: AccountCounters = field(default_factory=AccountCounters)
+    # Set on X-Series stores only (see ``xseries_records.py``); R-Series accounts have None.
+    xstore: XStore | None = None
 
 
 @dataclass
@@ -147,6 +150,8 @@ class Records:
         self.requests: deque[dict[str, object]] = deque(maxlen=REQUEST_LOG_SIZE)
         # Signs collection cursors: a new key per reset, so a cursor from before a reset is refused too.
         self.cursor_key = secrets.token_bytes(32)
+        # X-Series codes, tokens and the stores by domain prefix (``xseries_records.py``).
+        self.x = XRecords()
 
     # ----------------------------------------------------------------- clocks
 
@@ -164,6 +169,16 @@ class Records:
         self.accounts[account.account_id] = account
         return account
 
+    def new_xstore(self) -> Account:
+        """A new X-Series store: an account with a domain prefix (``store{account_id}``) and demo products."""
+        seq = len(self.accounts) + 1
+        account_id = FIRST_ACCOUNT_ID + seq - 1
+        xstore = new_xstore(account_id)
+        account = Account(account_id, f"Demo X Store {seq}", {}, xstore=xstore)
+        self.accounts[account_id] = account
+        self.x.stores[xstore.domain_prefix] = account_id
+        return account
+
     def add_item(self, account: Account, description: str | None, *, stocked: bool) -> Item:
         """A new item with the next itemID. IDs only grow, so ``account.items`` stays in itemID order (the
         collection relies on it); ``stocked`` gives it demo stock, else none (as one created by the API).
@@ -176,8 +191,8 @@ class Records:
         return item
 
     def account(self, account_id: int | str) -> Account:
-        """The account a knob names, or ``SimulatorError`` 404."""
-        account = self.accounts.get(int_value(account_id) or -1)
+        """The account a knob names (by id, or an X-Series store by its domain prefix), or ``SimulatorError`` 404."""
+        account = self.accounts.get(int_value(account_id) or self.x.stores.get(str(account_id), -1))
         if account is None:
             raise SimulatorError(404, f"unknown account {account_id}")
         return account
@@ -198,6 +213,16 @@ class Records:
         token = self.refresh_tokens[refresh_value]
         token.revoked = True
         self.access_tokens[token.access_token].revoked = True
+
+    def x_access_valid(self, token: XAccessToken) -> bool:
+        """Whether the X-Series API would accept ``token`` now (at its own store)."""
+        account = self.accounts[token.account_id]
+        return not (token.revoked or account.revoked or self.account_now(account) >= token.expires_at)
+
+    def x_revoke_pair(self, refresh_value: str) -> None:
+        token = self.x.refresh_tokens[refresh_value]
+        token.revoked = True
+        self.x.access_tokens[token.access_token].revoked = True
 
 
 __all__ = [

@@ -6,7 +6,9 @@ the canned failures (``faults.py``) build their answers from the same bodies.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from email.utils import formatdate
 from typing import Any
 
 JsonDict = dict[str, Any]
@@ -73,6 +75,17 @@ def page(status: int, message: str) -> Reply:
     return Reply(status, f"<html><body><h1>Error</h1><p>{message}</p></body></html>", media_type="text/html")
 
 
+def http_date(epoch: float) -> str:
+    """RFC 1123 date (``Wed, 07 Dec 2026 12:00:05 GMT``) of ``epoch`` rounded UP to the second: a client
+    that waits until then is never early. X-Series' ``Retry-After`` is such a date, never seconds."""
+    return formatdate(math.ceil(epoch), usegmt=True)
+
+
+def x_error(status: int, error: str, description: str, headers: dict[str, str] | None = None) -> Reply:
+    """The X-Series error shape: ``{"error", "error_description"}`` JSON."""
+    return Reply(status, {"error": error, "error_description": description}, dict(headers or {}))
+
+
 def int_value(value: object) -> int | None:
     """Lightspeed sends numbers as strings; accept ints and integer strings, nothing else."""
     if isinstance(value, bool):
@@ -95,6 +108,7 @@ __all__ = [
     "Reply",
     "SimulatorError",
     "access_denied",
+    "http_date",
     "int_value",
     "invalid_client",
     "invalid_refresh_token",
@@ -102,4 +116,5 @@ __all__ = [
     "ls_error",
     "oauth_error",
     "page",
+    "x_error",
 ]

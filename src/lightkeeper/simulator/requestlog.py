@@ -1,4 +1,4 @@
-"""The request log (``/_sim/requests``): what reached ``/API/V3``, as received, minus the secrets.
+"""The request log (``/_sim/requests``): what reached ``/API/V3`` (or the X-Series API), as received, minus the secrets.
 
 A gauge for tests of what a client or proxy really sends the provider: method, raw path and query as they
 arrived (not normalised), every header in order, the body's size. Every request is logged, refused ones
@@ -6,6 +6,8 @@ included, the last ``REQUEST_LOG_SIZE`` kept. Token values are never stored: an 
 becomes ``Bearer <valid token of account N>`` when it carries an access token the API accepts right now,
 else ``<not a valid access token>``; any known token found elsewhere (a query, another header) is replaced by
 ``<access token of account N>`` / ``<refresh token of account N>``, so the log itself can be printed freely.
+X-Series API requests (``/x/{prefix}/api/…`` but ``/api/1.0/…``, the OAuth area) are logged the same way,
+their tokens labelled with their store's account id.
 """
 
 from __future__ import annotations
@@ -57,15 +59,20 @@ def _bearer_value(value: str) -> str | None:
 
 def _bearer_account(records: Records, value: str) -> str | None:
     """The account of the access token the header carries, valid or not (an expired one still says whose)."""
-    token = records.access_tokens.get(_bearer_value(value) or "")
+    bearer = _bearer_value(value) or ""
+    token = records.access_tokens.get(bearer) or records.x.access_tokens.get(bearer)
     return None if token is None else str(token.account_id)
 
 
 def _redacted_authorization(records: Records, value: str) -> str:
-    token = records.access_tokens.get(_bearer_value(value) or "")
-    if token is None or not records.access_valid(token):
-        return NOT_VALID
-    return f"Bearer <valid token of account {token.account_id}>"
+    bearer = _bearer_value(value) or ""
+    token = records.access_tokens.get(bearer)
+    x_token = records.x.access_tokens.get(bearer)
+    if token is not None and records.access_valid(token):
+        return f"Bearer <valid token of account {token.account_id}>"
+    if x_token is not None and records.x_access_valid(x_token):
+        return f"Bearer <valid token of account {x_token.account_id}>"
+    return NOT_VALID
 
 
 def _scrubbed(records: Records, text: str) -> str:
@@ -80,6 +87,12 @@ def _label(records: Records, candidate: str) -> str:
     refresh = records.refresh_tokens.get(candidate)
     if refresh is not None:
         return f"<refresh token of account {refresh.account_id}>"
+    x_access = records.x.access_tokens.get(candidate)
+    if x_access is not None:
+        return f"<access token of account {x_access.account_id}>"
+    x_refresh = records.x.refresh_tokens.get(candidate)
+    if x_refresh is not None:
+        return f"<refresh token of account {x_refresh.account_id}>"
     return candidate
 
 

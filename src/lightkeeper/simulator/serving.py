@@ -17,7 +17,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from lightkeeper.simulator.faults import Fault
+from lightkeeper.simulator.faults import API_ENDPOINTS, Fault
 from lightkeeper.simulator.replies import Reply
 from lightkeeper.simulator.state import SimulatorState
 
@@ -137,14 +137,14 @@ async def serve(request: Request, endpoint: str, handler: Handler) -> Response:
         reply = fault.alter(await handler())
         if fault.streams:
             return _streamed(request, fault, reply)
-        if fault.holds and endpoint == "api":
+        if fault.holds and endpoint in API_ENDPOINTS:
             await api_wait(request, fault.seconds, wakes=True)
         elif fault.holds:
             await hold(sim, fault.seconds)
         return to_response(reply)
     if fault.kind == "reset":
         return await _reset_connection(request)
-    return to_response(fault.reply())
+    return to_response(fault.reply(sim.now()))
 
 
 __all__ = ["Handler", "api_latency", "api_wait", "hold", "serve", "sim_of", "sleep_ms", "to_response"]

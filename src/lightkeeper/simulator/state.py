@@ -13,6 +13,9 @@ against it should pass against the real thing. The rules live by responsibility:
 - ``requestlog.py``: the redacted log of what reached ``/API/V3`` (fed by ``recorder.py``, an ASGI middleware).
 - ``faults.py``: injected failures; ``replies.py``: the answer bodies.
 - ``knobs.py``: the ``/_sim/`` levers and gauges; ``records.py``: the data they all share.
+- X-Series (formerly Vend), under ``/x``: ``xseries_oauth.py`` (connect, token with strict rotation),
+  ``xseries_api.py`` (the window limit and products), ``xseries_knobs.py`` (seeding, counters),
+  ``xseries_records.py`` (its records), ``xseries_routes.py`` (its HTTP face).
 
 This module only composes them. Every public method takes ``self._lock``, because uvicorn runs handlers
 concurrently and tests read the state from another thread; the parts never lock, they assume it is held.
@@ -34,6 +37,10 @@ from lightkeeper.simulator.oauth import OAuthServer
 from lightkeeper.simulator.records import AccessToken, Clock, Records, RefreshToken
 from lightkeeper.simulator.replies import JsonDict, Reply
 from lightkeeper.simulator.requestlog import log_entry
+from lightkeeper.simulator.xseries_api import XApiCall, XApiServer
+from lightkeeper.simulator.xseries_knobs import XKnobs
+from lightkeeper.simulator.xseries_oauth import XOAuthServer
+from lightkeeper.simulator.xseries_records import XAccessToken, XRefreshToken
 
 
 class SimulatorState:
@@ -61,9 +68,12 @@ class SimulatorState:
         self._api = ApiServer(self._records)
         self._faults = FaultQueue(self._records.stats)
         self._knobs = Knobs(self._records, self._oauth)
+        self._x_oauth = XOAuthServer(self._records)
+        self._x_api = XApiServer(self._records)
+        self._x_knobs = XKnobs(self._records, self._x_oauth)
 
-    # The tokens issued since the last reset, read (under ``_lock``) by the web and acceptance test
-    # fixtures to check that no page or answer leaks one.
+    # The tokens issued since the last reset (X-Series ones apart), read (under ``_lock``) by the web and
+    # acceptance test fixtures to check that no page or answer leaks one.
     @property
     def _refresh_tokens(self) -> dict[str, RefreshToken]:
         return self._records.refresh_tokens
@@ -71,6 +81,14 @@ class SimulatorState:
     @property
     def _access_tokens(self) -> dict[str, AccessToken]:
         return self._records.access_tokens
+
+    @property
+    def _x_refresh_tokens(self) -> dict[str, XRefreshToken]:
+        return self._records.x.refresh_tokens
+
+    @property
+    def _x_access_tokens(self) -> dict[str, XAccessToken]:
+        return self._records.x.access_tokens
 
     # --------------------------------------------------------------- OAuth
 
@@ -149,6 +167,44 @@ class SimulatorState:
         with self._lock:
             self._records.stats["api_disconnects"] += 1
 
+    # ------------------------------------------------------------ X-Series
+
+    def x_connect(self, params: Mapping[str, str]) -> Reply:
+        """``GET /x/connect``: the consent page, answered at once as the authorize knob says."""
+        with self._lock:
+            return self._x_oauth.connect(params)
+
+    def x_token(self, prefix: str, fields: Mapping[str, str], *, content_type: str, epoch: int | None = None) -> Reply:
+        """``POST /x/{prefix}/api/1.0/token``; ``content_type`` is the body's media type (lower case);
+        ``epoch`` as for ``token``: a request from before a ``reset`` is answered 503 and changes nothing."""
+        with self._lock:
+            if epoch is not None and epoch != self._epoch:
+                return Reply(503, {"error": "temporarily_unavailable", "error_description": "simulator was reset"})
+            return self._x_oauth.token(prefix, fields, content_type=content_type)
+
+    def x_api(self, call: XApiCall) -> Reply:
+        """Any request under ``/x/{prefix}/api/`` but the token endpoint (see ``xseries_api.py``)."""
+        with self._lock:
+            return self._x_api.handle(call)
+
+    def seed_x(self, count: int) -> list[JsonDict]:
+        """``count`` new X-Series stores, each connected by the configured client, with their first pairs."""
+        with self._lock:
+            return self._x_knobs.seed(count)
+
+    def x_stores(self) -> list[JsonDict]:
+        with self._lock:
+            return self._x_knobs.stores()
+
+    def add_products(self, store: int | str, count: int) -> JsonDict:
+        """``count`` more products for a store (account id or domain prefix); ``{"products": n}``."""
+        with self._lock:
+            return self._x_knobs.add_products(store, count)
+
+    def x_product(self, store: int | str, product_id: str) -> JsonDict:
+        with self._lock:
+            return self._x_knobs.product(store, product_id)
+
     # --------------------------------------------------------- request log
 
     def record_request(
@@ -218,6 +274,11 @@ class SimulatorState:
             self._init_state()
             self._wake_generation += 1
             self._epoch += 1
+
+    def now(self) -> float:
+        """The simulator's unix time (``advance_all`` included; no account's own offset)."""
+        with self._lock:
+            return self._records.now()
 
     @property
     def epoch(self) -> int:

@@ -31,6 +31,7 @@ from .records import (
     RunRecord,
     RunStatus,
     Status,
+    StrictCutoffs,
     Trigger,
 )
 from .runs import JOB_NAME, NOTIFY_CHANNEL, RunRepo
@@ -108,6 +109,7 @@ __all__ = [
     "Status",
     "Store",
     "StoredVerifier",
+    "StrictCutoffs",
     "Tally",
     "Trigger",
     "current_revision",

@@ -159,8 +159,10 @@ class ConnectionRepo:
         encrypt: EncryptPair,
         expires_at: datetime,
         now: datetime,
+        provider: str = "r-series",
+        strict_rotation: bool = False,
     ) -> int:
-        """Insert or reconnect (user, account) with a fresh token pair, in one transaction."""
+        """Insert or reconnect (user, provider, account) with a fresh token pair, in one transaction."""
         fresh = {
             "status": Status.CONNECTED.value,
             "last_error": None,
@@ -175,8 +177,9 @@ class ConnectionRepo:
         if account_name is not None:
             fresh["account_name"] = account_name
         with self._engine.begin() as conn:
-            stmt = dialect.insert(conn, t).values(user_id=user_id, account_id=account_id, created_at=now, **fresh)
-            stmt = stmt.on_conflict_do_update(index_elements=[t.c.user_id, t.c.account_id], set_=fresh)
+            row_id = {"user_id": user_id, "provider": provider, "account_id": account_id}
+            stmt = dialect.insert(conn, t).values(**row_id, strict_rotation=strict_rotation, created_at=now, **fresh)
+            stmt = stmt.on_conflict_do_update(index_elements=[t.c.user_id, t.c.provider, t.c.account_id], set_=fresh)
             row = conn.execute(stmt.returning(*events.EVENT_COLUMNS)).one()
             connection_id = int(row.id)
             events.record_recovered(conn, row, now)  # a reconnect after an alert
@@ -220,14 +223,17 @@ class ConnectionRepo:
         after_id: int = 0,
         connection_id: int | None = None,
         due_before: datetime | None = None,
+        provider: str = "r-series",
     ) -> Lease | None:
-        """Lease the next refreshable connection (by id, above ``after_id``) this run has not handled yet.
+        """Lease the next refreshable connection of ``provider`` (by id, above ``after_id``) this run has not
+        handled yet (one provider at a time: each provider's client has its own pacing).
 
         One row, right before its refresh: no row waits leased behind others. One statement, so it is
         atomic on SQLite too; on PostgreSQL ``SKIP LOCKED`` lets replicas claim side by side.
         """
         grant = LeaseGrant.new(lease.total_seconds())
         params = {"run_id": run_id, "after_id": after_id, "owner": owner, "lease_token": grant.token}
+        params["provider"] = provider
         params |= {"connection_id": connection_id, "due_before": due_before}
         params |= dialect.time_params(self._engine, lease_s=grant.seconds)
         claim = self._claim_statement(one=connection_id is not None, due=due_before is not None)
@@ -243,12 +249,20 @@ class ConnectionRepo:
         return claim
 
     def has_claimable(
-        self, run_id: int, connection_id: int | None = None, *, due_before: datetime | None = None
+        self,
+        run_id: int,
+        connection_id: int | None = None,
+        *,
+        due_before: datetime | None = None,
+        provider: str | None = None,
     ) -> bool:
-        """Whether ``claim_next`` would find a row now (a cheap look before taking a pacing slot)."""
+        """Whether ``claim_next`` would find a row now (of ``provider``, or any), a cheap look before taking a
+        pacing slot."""
         with self._engine.connect() as conn:
             query = select(t.c.id).where(claimable(dialect.now(conn), run_id, due_before), run_is_running(run_id))
             query = query.limit(1)
+            if provider is not None:
+                query = query.where(t.c.provider == provider)
             if connection_id is not None:
                 query = query.where(t.c.id == connection_id)
             return conn.execute(query).first() is not None

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Integer, Table, Update, and_, bindparam, or_, select, update
+from sqlalchemy import Connection, Engine, Integer, Table, Update, and_, bindparam, not_, or_, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from . import dialect
@@ -114,18 +114,47 @@ def claimable(
 
 def left_in(run_id: Any, due_before: Any | None, status: ColumnElement[str] = t.c.status) -> ColumnElement[bool]:
     """Refreshable, due, and not yet handled by this run (whether or not someone holds it now)."""
-    return and_(refreshable_and_due(due_before, status), not_done_in(run_id))
+    return and_(refreshable_and_due(due_before, status, run_id=run_id), not_done_in(run_id))
 
 
-def refreshable_and_due(due_before: Any | None, status: ColumnElement[str] = t.c.status) -> ColumnElement[bool]:
-    """A connection a refresh would work on (``connected`` or ``error``), last refreshed before ``due_before``
-    (any, for None). A due-based run counts the others as skipped when it starts; the index on
-    ``last_token_refresh_at`` finds these."""
+def refreshable_and_due(
+    due_before: Any | None, status: ColumnElement[str] = t.c.status, *, run_id: Any | None = None
+) -> ColumnElement[bool]:
+    """A connection a refresh would work on (``connected`` or ``error``) and that is due.
+
+    A connection of ordinary rotation is due when last refreshed before ``due_before`` (any, for None): a
+    due-based run counts the others as skipped when it starts; the index on ``last_token_refresh_at`` finds
+    these. One of strict rotation is due by the cutoffs of the run ``run_id`` (``strict_due``); without a run
+    (counting), by ``due_before`` as the others."""
     # Equalities, not IN: an IN list is expanded on every execution, even of a statement built once.
     refreshable = or_(*(status == value.value for value in REFRESHABLE))
-    if due_before is None:
-        return refreshable
-    return and_(refreshable, or_(t.c.last_token_refresh_at.is_(None), t.c.last_token_refresh_at < due_before))
+    by_age = _refreshed_before(due_before)
+    if run_id is None:
+        return refreshable if by_age is None else and_(refreshable, by_age)
+    ordinary = not_(t.c.strict_rotation) if by_age is None else and_(not_(t.c.strict_rotation), by_age)
+    return and_(refreshable, or_(ordinary, and_(t.c.strict_rotation, strict_due(run_id))))
+
+
+def _refreshed_before(cutoff: Any | None) -> ColumnElement[bool] | None:
+    if cutoff is None:
+        return None
+    return or_(t.c.last_token_refresh_at.is_(None), t.c.last_token_refresh_at < cutoff)
+
+
+def strict_due(run_id: Any) -> ColumnElement[bool]:
+    """A connection of strict rotation is due in run ``run_id`` when the run has no cutoffs (a run of one
+    connection), its access token expires before the run's ``expiring_before``, or it was last refreshed before
+    the run's ``idle_before``. Every refresh of such a connection risks its chain (a lost answer cannot be
+    recovered), so it is refreshed only when it must be; ``REFRESH_DUE_AFTER`` does not apply."""
+    expiring = select(runs_table.c.expiring_before).where(runs_table.c.id == run_id).scalar_subquery()
+    idle = select(runs_table.c.idle_before).where(runs_table.c.id == run_id).scalar_subquery()
+    return or_(
+        expiring.is_(None),
+        t.c.token_expires_at.is_(None),
+        t.c.token_expires_at < expiring,
+        t.c.last_token_refresh_at.is_(None),
+        t.c.last_token_refresh_at < idle,
+    )
 
 
 def not_done_in(run_id: Any) -> ColumnElement[bool]:
@@ -153,15 +182,16 @@ def fenced(connection_id: Any, lease_token: Any, version: Any) -> ColumnElement[
 
 # -- the claim statement ------------------------------------------------------------------------------------
 def claim_statement(conn: Connection | Engine, *, one: bool, due: bool) -> Update:
-    """Lease the next connection a run may claim, as one statement with bind parameters: ``run_id``,
-    ``after_id``, ``owner``, ``lease_token``, ``connection_id`` (with ``one``), ``due_before`` (with ``due``),
-    and the lease's end from ``dialect.time_params(conn, lease_s=…)``."""
+    """Lease the next connection of one provider a run may claim, as one statement with bind parameters:
+    ``run_id``, ``provider``, ``after_id``, ``owner``, ``lease_token``, ``connection_id`` (with ``one``),
+    ``due_before`` (with ``due``), and the lease's end from ``dialect.time_params(conn, lease_s=…)``."""
     run_id = bindparam("run_id", type_=Integer)
     now = dialect.now_param(conn)
     due_before = bindparam("due_before", type_=t.c.last_token_refresh_at.type) if due else None
     candidates = (
         select(t.c.id)
         .where(t.c.id > bindparam("after_id", type_=Integer))
+        .where(t.c.provider == bindparam("provider"))
         .where(claimable(now, run_id, due_before, status=dialect.no_index(conn, t.c.status)))
         .where(run_is_running(run_id))
         .order_by(t.c.id)
@@ -197,4 +227,5 @@ __all__ = [
     "ours",
     "refreshable_and_due",
     "run_is_running",
+    "strict_due",
 ]

@@ -72,6 +72,10 @@ class ConnectionRecord:
     alert: str | None = None
     #: When the row entered ``error`` (None unless it is in ``error``): ``connection.error`` waits on it.
     error_since: datetime | None = None
+    #: Which Lightspeed platform: ``r-series`` or ``x-series`` (``lightspeed.providers``).
+    provider: str = "r-series"
+    #: The provider revokes a refresh token as it issues the next: runs refresh it only when needed.
+    strict_rotation: bool = False
 
     @classmethod
     def from_row(cls, row: Any) -> ConnectionRecord:
@@ -106,12 +110,26 @@ class RunRecord:
     participants: int = 0
     #: A due-based run refreshes only connections last refreshed before this (None: every connection).
     due_before: datetime | None = None
+    #: Connections of strict rotation are refreshed only when their access token expires before this, or they
+    #: were last refreshed before ``idle_before`` (None: every one, as in a run of one connection).
+    expiring_before: datetime | None = None
+    idle_before: datetime | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> RunRecord:
         values = dict(row._mapping)
         values["status"] = RunStatus(values["status"])
         return cls(**values)
+
+
+@dataclass(frozen=True)
+class StrictCutoffs:
+    """When a full run refreshes a connection of strict rotation (no grace window: every refresh risks the chain):
+    its access token expires before ``expiring_before`` (the next tick plus the leeway), or it was last refreshed
+    before ``idle_before`` (a guard against an idle expiry nobody documents)."""
+
+    expiring_before: datetime
+    idle_before: datetime
 
 
 @dataclass(frozen=True)
@@ -191,6 +209,8 @@ class ConnectSession:
     expires_at: datetime
     #: What the confirm page names (the host app's words); None: the page shows the user id.
     label: str | None = None
+    #: The provider the link connects to.
+    provider: str = "r-series"
 
 
 @dataclass(frozen=True)
@@ -198,6 +218,8 @@ class OAuthState:
     user_id: str
     session_id: int | None
     code_verifier: str = field(repr=False)  # ciphertext
+    #: The provider whose authorize URL carried the state.
+    provider: str = "r-series"
 
 
 __all__ = [
@@ -214,5 +236,6 @@ __all__ = [
     "RunRecord",
     "RunStatus",
     "Status",
+    "StrictCutoffs",
     "Trigger",
 ]

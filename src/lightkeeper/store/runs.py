@@ -6,12 +6,12 @@ import builtins
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, case, func, insert, literal, select, update
+from sqlalchemy import Connection, Engine, and_, case, func, insert, literal, not_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from . import dialect
-from .leases import refreshable_and_due
-from .records import AUTOMATIC_TRIGGERS, DailyOutcomes, RunRecord, RunStatus, Trigger
+from .leases import refreshable_and_due, strict_due
+from .records import AUTOMATIC_TRIGGERS, DailyOutcomes, RunRecord, RunStatus, StrictCutoffs, Trigger
 from .schema import connections as connections_table
 from .schema import runs as t
 
@@ -34,10 +34,12 @@ class RunRepo:
         connection_id: int | None = None,
         job_name: str = JOB_NAME,
         due_before: datetime | None = None,
+        strict: StrictCutoffs | None = None,
     ) -> RunRecord:
         """Record a run that starts now; if a full run of the job is already going, that run (to join).
 
-        With ``due_before``, the run refreshes only connections last refreshed before it (see ``_insert``)."""
+        With ``due_before``, the run refreshes only connections last refreshed before it (see ``_insert``);
+        ``strict`` says which connections of strict rotation a full run refreshes (``leases.strict_due``)."""
         values: dict[str, object] = {
             "job_name": job_name,
             "trigger": trigger,
@@ -47,6 +49,7 @@ class RunRepo:
             "started_at": now,
             "acquired_by": owner,
             "due_before": due_before,
+            **_cutoffs(None if connection_id is not None else strict),
         }
         while True:
             if (run := self._insert(values)) is not None:
@@ -95,7 +98,14 @@ class RunRepo:
         return RunRecord.from_row(row)
 
     def start_tick(
-        self, *, job_name: str, tick: datetime, owner: str, now: datetime, due_before: datetime | None = None
+        self,
+        *,
+        job_name: str,
+        tick: datetime,
+        owner: str,
+        now: datetime,
+        due_before: datetime | None = None,
+        strict: StrictCutoffs | None = None,
     ) -> RunRecord | None:
         """The run of one cron tick, or None if another replica recorded this tick first.
 
@@ -110,6 +120,7 @@ class RunRepo:
             "created_at": now,
         }
         running = {"status": RunStatus.RUNNING.value, "started_at": now, "acquired_by": owner, "due_before": due_before}
+        running |= _cutoffs(strict)
         if (run := self._insert(base | running)) is not None:
             return run
         going = self.running_full(job_name)
@@ -117,7 +128,9 @@ class RunRepo:
         skipped = {"status": RunStatus.SKIPPED.value, "finished_at": now, "message": message}
         return self._insert(base | skipped)
 
-    def activate_queued(self, *, owner: str, now: datetime, due_before: datetime | None = None) -> RunRecord | None:
+    def activate_queued(
+        self, *, owner: str, now: datetime, due_before: datetime | None = None, strict: StrictCutoffs | None = None
+    ) -> RunRecord | None:
         """Start the oldest queued run (one replica wins it; the others join it as a running run).
 
         A request that comes while a run is going is closed as ``skipped``: the going run covers it.
@@ -141,6 +154,7 @@ class RunRepo:
                         heartbeat_at=dialect.now(conn),
                         acquired_by=owner,
                         due_before=_if_automatic(due_before),
+                        **{name: _if_full(value) for name, value in _cutoffs(strict).items()},
                     )
                     .returning(*t.c)
                 )
@@ -252,13 +266,33 @@ def _if_automatic(due_before: datetime | None) -> Any:
     return None if due_before is None else case((automatic, literal(due_before, t.c.due_before.type)), else_=None)
 
 
+def _cutoffs(strict: StrictCutoffs | None) -> dict[str, datetime | None]:
+    if strict is None:
+        return {"expiring_before": None, "idle_before": None}
+    return {"expiring_before": strict.expiring_before, "idle_before": strict.idle_before}
+
+
+def _if_full(value: datetime | None) -> Any:
+    """A strict cutoff for a queued full run; none for a run of one connection (refreshed at once)."""
+    if value is None:
+        return None
+    return case((t.c.connection_id.is_(None), literal(value, t.c.expiring_before.type)), else_=None)
+
+
 def _count_not_due(conn: Connection, run: Any) -> None:
     """A due-based full run counts the connections that are not due as skipped, once, as it starts: they are
     never claimed, so no row is written for them (a million merchants cost one COUNT, not a million UPDATEs)."""
-    if run.due_before is None or run.status != RunStatus.RUNNING.value or run.connection_id is not None:
+    if run.status != RunStatus.RUNNING.value or run.connection_id is not None:
         return
-    refreshed_since = connections_table.c.last_token_refresh_at >= run.due_before
-    not_due = select(func.count()).where(refreshable_and_due(None), refreshed_since).scalar_subquery()
+    c = connections_table.c
+    waiting = []
+    if run.due_before is not None:
+        waiting.append(and_(not_(c.strict_rotation), c.last_token_refresh_at >= run.due_before))
+    if run.expiring_before is not None:
+        waiting.append(and_(c.strict_rotation, not_(strict_due(run.id))))
+    if not waiting:
+        return
+    not_due = select(func.count()).where(refreshable_and_due(None), or_(*waiting)).scalar_subquery()
     conn.execute(update(t).where(t.c.id == run.id).values(skipped=t.c.skipped + not_due, total=t.c.total + not_due))
 
 

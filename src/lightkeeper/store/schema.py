@@ -36,6 +36,9 @@ connections = Table(
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("user_id", Text, nullable=False),
+    # Which Lightspeed platform (``lightspeed.providers``): ``r-series`` or ``x-series``.
+    Column("provider", Text, nullable=False, server_default="r-series"),
+    # For R-Series the numeric account id; for X-Series the store's domain_prefix.
     Column("account_id", Text, nullable=False),
     Column("account_name", Text),
     Column("status", Text, nullable=False),
@@ -65,7 +68,10 @@ connections = Table(
     Column("alert", Text),
     # When the row entered ``error`` (kept through further errors): ``connection.error`` waits on it.
     Column("error_since", UTCDateTime),
-    UniqueConstraint("user_id", "account_id", name="uq_lightspeed_connections_user_account"),
+    # The provider revokes a refresh token as it issues the next (no grace window): runs refresh the row only
+    # when its access token would expire before the next tick, or it has been idle too long (see ``leases``).
+    Column("strict_rotation", Boolean, nullable=False, server_default=text("false")),
+    UniqueConstraint("user_id", "provider", "account_id", name="uq_lightspeed_connections_user_provider_account"),
     Index("ix_lightspeed_connections_status", "status"),
     # Due-based runs (REFRESH_DUE_AFTER) claim only connections last refreshed before a cutoff.
     Index("ix_lightspeed_connections_last_refresh", "last_token_refresh_at"),
@@ -98,6 +104,10 @@ runs = Table(
     # A due-based run (REFRESH_DUE_AFTER, or `refresh --due`) refreshes only connections last refreshed before
     # this; the others are counted skipped when the run starts. NULL: every refreshable connection.
     Column("due_before", UTCDateTime),
+    # Connections of strict rotation are due when their access token expires before ``expiring_before`` or they
+    # were last refreshed before ``idle_before``. NULL (a run of one connection): every one is due.
+    Column("expiring_before", UTCDateTime),
+    Column("idle_before", UTCDateTime),
     UniqueConstraint("job_name", "scheduled_for", name="uq_lightkeeper_runs_tick"),
     Index("ix_lightkeeper_runs_status", "status"),
     # At most one full run of a job at a time, across every process: a second one joins it instead.
@@ -127,6 +137,8 @@ connect_sessions = Table(
     # sha256 of the one-time link token: a database leak does not hand out live links.
     Column("token_hash", Text, nullable=False, unique=True),
     Column("user_id", Text, nullable=False),
+    # The provider the merchant connects to (the confirm page and the authorize URL follow it).
+    Column("provider", Text, nullable=False, server_default="r-series"),
     Column("return_to", Text),
     # Shown on the confirm page (whose store the link connects); none: the page shows the user id.
     Column("label", Text),
@@ -144,6 +156,8 @@ oauth_states = Table(
     Column("state_hash", Text, primary_key=True),
     Column("session_id", Integer, ForeignKey("lightkeeper_connect_sessions.id", ondelete="CASCADE")),
     Column("user_id", Text, nullable=False),
+    # The provider whose authorize URL carried this state: the one callback route knows whom to ask.
+    Column("provider", Text, nullable=False, server_default="r-series"),
     Column("code_verifier", Text, nullable=False),  # ciphertext
     Column("created_at", UTCDateTime, nullable=False),
     Column("expires_at", UTCDateTime, nullable=False),

@@ -41,10 +41,12 @@ class SessionRepo:
         now: datetime,
         expires_at: datetime,
         label: str | None = None,
+        provider: str = "r-series",
     ) -> int:
         stmt = insert(s).values(
             token_hash=token_hash,
             user_id=user_id,
+            provider=provider,
             return_to=return_to,
             label=label,
             created_at=now,
@@ -55,7 +57,7 @@ class SessionRepo:
 
     def peek_session(self, token_hash: str, now: datetime) -> ConnectSession | Rejection:
         """A link as it stands, changing nothing: what the confirm page shows (a scanner's GET is harmless)."""
-        query = select(s.c.id, s.c.user_id, s.c.return_to, s.c.expires_at, s.c.label, s.c.used_at).where(
+        query = select(s.c.id, s.c.user_id, s.c.return_to, s.c.expires_at, s.c.label, s.c.provider, s.c.used_at).where(
             s.c.token_hash == token_hash
         )
         with self._engine.connect() as conn:
@@ -64,7 +66,7 @@ class SessionRepo:
             return Rejection.UNKNOWN
         if (refused := _spent(row, now)) is not None:
             return refused
-        return ConnectSession(row.id, row.user_id, row.return_to, row.expires_at, row.label)
+        return ConnectSession(row.id, row.user_id, row.return_to, row.expires_at, row.label, row.provider)
 
     def consume_session(
         self,
@@ -79,23 +81,30 @@ class SessionRepo:
             update(s)
             .where(s.c.token_hash == token_hash, s.c.used_at.is_(None), s.c.expires_at > now)
             .values(used_at=now, browser_hash=browser_hash, browser_expires_at=browser_expires_at)
-            .returning(s.c.id, s.c.user_id, s.c.return_to, s.c.expires_at, s.c.label)
+            .returning(s.c.id, s.c.user_id, s.c.return_to, s.c.expires_at, s.c.label, s.c.provider)
         )
         with self._engine.begin() as conn:
             row = conn.execute(stmt).first()
             if row is not None:
-                return ConnectSession(row.id, row.user_id, row.return_to, row.expires_at, row.label)
+                return ConnectSession(row.id, row.user_id, row.return_to, row.expires_at, row.label, row.provider)
             found = conn.execute(select(s.c.used_at).where(s.c.token_hash == token_hash)).first()
         return _rejection(found)
 
     def browser_session(self, browser_hash: str, now: datetime) -> ConnectSession | None:
         """The live browser session with this cookie, if any."""
-        query = select(s.c.id, s.c.user_id, s.c.return_to, s.c.browser_expires_at, s.c.label).where(
+        query = select(s.c.id, s.c.user_id, s.c.return_to, s.c.browser_expires_at, s.c.label, s.c.provider).where(
             s.c.browser_hash == browser_hash, s.c.browser_expires_at > now
         )
         with self._engine.connect() as conn:
             row = conn.execute(query).first()
-        return ConnectSession(row.id, row.user_id, row.return_to, row.browser_expires_at, row.label) if row else None
+        if row is None:
+            return None
+        return ConnectSession(row.id, row.user_id, row.return_to, row.browser_expires_at, row.label, row.provider)
+
+    def session_provider(self, session_id: int) -> str | None:
+        """The provider a connect session was made for (None: no such session)."""
+        with self._engine.connect() as conn:
+            return conn.execute(select(s.c.provider).where(s.c.id == session_id)).scalar()
 
     def create_state(
         self,
@@ -106,10 +115,12 @@ class SessionRepo:
         code_verifier: str,
         now: datetime,
         expires_at: datetime,
+        provider: str = "r-series",
     ) -> None:
         stmt = insert(o).values(
             state_hash=state_hash,
             user_id=user_id,
+            provider=provider,
             session_id=session_id,
             code_verifier=code_verifier,
             created_at=now,
@@ -124,7 +135,7 @@ class SessionRepo:
         A state's session never changes, so checking it here and consuming afterwards is race-free; only
         ``consume_state`` decides who uses it.
         """
-        query = select(o.c.user_id, o.c.session_id, o.c.code_verifier, o.c.used_at, o.c.expires_at).where(
+        query = select(o.c.user_id, o.c.session_id, o.c.code_verifier, o.c.provider, o.c.used_at, o.c.expires_at).where(
             o.c.state_hash == state_hash
         )
         with self._engine.connect() as conn:
@@ -133,7 +144,7 @@ class SessionRepo:
             return Rejection.UNKNOWN
         if (refused := _spent(row, now)) is not None:
             return refused
-        return OAuthState(row.user_id, row.session_id, row.code_verifier)
+        return OAuthState(row.user_id, row.session_id, row.code_verifier, row.provider)
 
     def consume_state(self, state_hash: str, now: datetime) -> OAuthState | Rejection:
         """Use an OAuth state: once, before it expires (a replayed callback is refused)."""
@@ -141,12 +152,12 @@ class SessionRepo:
             update(o)
             .where(o.c.state_hash == state_hash, o.c.used_at.is_(None), o.c.expires_at > now)
             .values(used_at=now)
-            .returning(o.c.user_id, o.c.session_id, o.c.code_verifier)
+            .returning(o.c.user_id, o.c.session_id, o.c.code_verifier, o.c.provider)
         )
         with self._engine.begin() as conn:
             row = conn.execute(stmt).first()
             if row is not None:
-                return OAuthState(row.user_id, row.session_id, row.code_verifier)
+                return OAuthState(row.user_id, row.session_id, row.code_verifier, row.provider)
             found = conn.execute(select(o.c.used_at).where(o.c.state_hash == state_hash)).first()
         return _rejection(found)
 

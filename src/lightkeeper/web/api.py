@@ -48,6 +48,12 @@ class ConnectSessionIn(BaseModel):
         pattern=NO_NUL,
         description="Whose store the link connects, as the confirm page says it (default: the user id).",
     )
+    provider: str | None = Field(
+        None,
+        max_length=40,
+        pattern=r"^[a-z0-9-]+$",
+        description="`r-series` or `x-series` (default: the only one configured, else `r-series`).",
+    )
 
 
 class RefreshIn(BaseModel):
@@ -72,7 +78,7 @@ def router(keeper: Keeper) -> APIRouter:
     def create_connect_session(body: ConnectSessionIn) -> ConnectLinkView:
         """A one-time connect link for a user; ``return_to`` must be on the allow-list."""
         _check_return_to(return_to_origins, body.return_to)
-        link = keeper.create_link(body.user_id, return_to=body.return_to, label=body.label)
+        link = keeper.create_link(body.user_id, return_to=body.return_to, label=body.label, provider=body.provider)
         return ConnectLinkView.model_validate(link)
 
     @api.get("/connections", response_model=list[ConnectionView])

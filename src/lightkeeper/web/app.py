@@ -55,7 +55,9 @@ def create_app(keeper: Keeper) -> FastAPI:
     # Outermost last: headers go on every answer, the key is checked before the body is read or counted.
     app.add_middleware(BodyLimitMiddleware, settings=keeper.settings)
     app.add_middleware(ApiKeyMiddleware, check=ApiKeyCheck(keeper.settings))
-    app.add_middleware(SecurityHeadersMiddleware, settings=keeper.settings)
+    # The confirm page's form leads to the consent page of the link's provider: each one in use is allowed.
+    origins = [origin for provider in keeper.providers.values() for origin in provider.form_origins()]
+    app.add_middleware(SecurityHeadersMiddleware, settings=keeper.settings, form_origins=origins)
     app.add_middleware(RequestMetricsMiddleware)  # outermost: sees every final status
 
     @app.get("/healthz", tags=["ops"], responses={503: {"description": "A check failed (named in `checks`)"}})

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -37,9 +38,11 @@ def style_hash(template: Path = BASE_TEMPLATE) -> str:
     return f"'sha256-{base64.b64encode(digest).decode()}'"
 
 
-def content_security_policy(settings: Settings) -> str:
+def content_security_policy(settings: Settings, form_origins: Sequence[str] = ()) -> str:
+    """The pages' policy; ``form_origins``: the consent pages' origins of the providers in use (default: the
+    R-Series OAuth origin)."""
     parts = urlsplit(settings.lightspeed_oauth_url)
-    lightspeed = f"{parts.scheme}://{parts.netloc}"
+    lightspeed = " ".join(dict.fromkeys(form_origins)) or f"{parts.scheme}://{parts.netloc}"
     return "; ".join(
         [
             "default-src 'none'",
@@ -51,9 +54,9 @@ def content_security_policy(settings: Settings) -> str:
     )
 
 
-def security_headers(settings: Settings) -> dict[str, str]:
+def security_headers(settings: Settings, form_origins: Sequence[str] = ()) -> dict[str, str]:
     return {
-        "Content-Security-Policy": content_security_policy(settings),
+        "Content-Security-Policy": content_security_policy(settings, form_origins),
         "X-Frame-Options": "DENY",
         "Referrer-Policy": "no-referrer",
         "X-Content-Type-Options": "nosniff",
@@ -62,9 +65,9 @@ def security_headers(settings: Settings) -> dict[str, str]:
 
 
 class SecurityHeadersMiddleware:
-    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+    def __init__(self, app: ASGIApp, settings: Settings, form_origins: Sequence[str] = ()) -> None:
         self.app = app
-        self.headers = security_headers(settings)
+        self.headers = security_headers(settings, form_origins)
         self.docs_headers = {**self.headers, "Content-Security-Policy": "frame-ancestors 'none'"}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -36,11 +36,12 @@ def print_connections(views: Sequence[ConnectionView]) -> None:
     rows = [view.document() for view in views]
     table(
         "Lightspeed connections",
-        ["id", "user_id", "status", "account", "token_expires_at", "last_token_refresh_at", "last_error"],
+        ["id", "user_id", "provider", "status", "account", "token_expires_at", "last_token_refresh_at", "last_error"],
         (
             [
                 r["id"],
                 r["user_id"],
+                r["provider"],
                 r["status"],
                 f"{r['account_name'] or '-'} ({r['account_id']})",
                 when(r["token_expires_at"]),
@@ -58,13 +59,17 @@ def connect_link(
     label: Annotated[
         str | None, typer.Option(help="Whose store, as the link's confirm page says it (default: the user id).")
     ] = None,
+    provider: Annotated[
+        str | None,
+        typer.Option(help="r-series or x-series (default: the only one configured, else r-series)."),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Print a one-time URL (valid 1 hour) that connects USER's Lightspeed account."""
     from ...views import ConnectLinkView
 
     with context.keeper(context.NONE) as keeper:
-        link = ConnectLinkView.model_validate(keeper.create_link(user, label=label))
+        link = ConnectLinkView.model_validate(keeper.create_link(user, label=label, provider=provider))
     document = link.document()
     if as_json:
         print_json(document)

@@ -1,46 +1,36 @@
-"""Settings from the environment (and a ``.env`` file), checked all at once.
-
-:func:`load_settings` is the entry point: it reports every missing or malformed variable in one
-:class:`~lightkeeper.errors.ConfigError`, e.g.::
-
-    Missing Lightspeed credentials: LIGHTSPEED_CLIENT_SECRET, TOKEN_ENCRYPTION_KEY;
-    invalid: REFRESH_DELAY_MS (must be an integer >= 0)
-
-(on one line). Variable names are the field names in upper case. An empty variable counts as unset, so
-``REFRESH_DELAY_MS=`` means the default and ``LIGHTSPEED_CLIENT_ID=`` means missing. Messages name
-variables and say what is wrong; they never repeat a value, since several values are secrets.
-"""
+"""The ``Settings`` model: every variable, its default, and its checks (``loading`` reads and reports them)."""
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Collection, Mapping
 from contextvars import ContextVar
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_core import ErrorDetails
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
-    DotEnvSettingsSource,
-    EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
 
-from .apikeys import ALL_SCOPES, DEFAULT_NAME, ApiKey, ApiKeyError, parse_api_keys
-from .cron import check_cron
-from .errors import ConfigError
-from .keys import parse_key, split_keys
+from ..apikeys import ALL_SCOPES, DEFAULT_NAME, ApiKey, ApiKeyError, parse_api_keys
+from ..cron import check_cron
+from ..errors import ConfigError
+from ..keys import parse_key, split_keys
 
 CLIENT_ID = "LIGHTSPEED_CLIENT_ID"
 CLIENT_SECRET = "LIGHTSPEED_CLIENT_SECRET"
+X_CLIENT_ID = "LIGHTSPEED_X_CLIENT_ID"
+X_CLIENT_SECRET = "LIGHTSPEED_X_CLIENT_SECRET"
 ENCRYPTION_KEY = "TOKEN_ENCRYPTION_KEY"
 # The guide's "Missing Lightspeed Credentials" trio, in the order messages name them.
 REQUIRE_ALL: frozenset[str] = frozenset({CLIENT_ID, CLIENT_SECRET, ENCRYPTION_KEY})
 REQUIRE_NONE: frozenset[str] = frozenset()
 _REQUIRE_ORDER = (CLIENT_ID, CLIENT_SECRET, ENCRYPTION_KEY)
+#: Where ``LIGHTSPEED_X_BASE_URL`` puts an X-Series store's domain prefix.
+X_PLACEHOLDER = "{domain_prefix}"
+
 
 _KEY_RULE = "must be 32 bytes, base64 or hex"
 _URL_RULE = "must be an http(s) URL with a host"
@@ -82,6 +72,7 @@ _RULES: dict[str, str] = {
     "notify_give_up_s": "must be an integer >= 1",
     "notify_timeout_s": "must be a number > 0 and <= 300",
     "notify_retention_days": "must be an integer from 1 to 3650",
+    "x_series_max_idle_s": "must be a number of seconds from 3600 to 2505600 (29 days)",
 }
 
 # Set only while load_settings() builds from a mapping it has already gathered: then the environment and
@@ -112,6 +103,18 @@ class Settings(BaseSettings):
     lightspeed_api_url: str = "https://api.lightspeedapp.com"
     lightspeed_redirect_uri: str = "http://127.0.0.1:8000/oauth/callback"
     lightspeed_scope: str = "employee:all"
+    # X-Series (formerly Vend): in use when its client id is set. One callback route serves both providers (the
+    # state says which one started the flow), so its redirect URI defaults to LIGHTSPEED_REDIRECT_URI.
+    lightspeed_x_client_id: str = ""
+    lightspeed_x_client_secret: SecretStr = SecretStr("")
+    lightspeed_x_redirect_uri: str = ""
+    lightspeed_x_connect_url: str = "https://secure.retail.lightspeed.app/connect"
+    # Each store's host: {domain_prefix} is replaced by the store's (checked) prefix. Token endpoint: base +
+    # /api/1.0/token; API: base + /api/2.0/.
+    lightspeed_x_base_url: str = "https://{domain_prefix}.retail.lightspeed.app"
+    # Runs refresh an X-Series connection only when its token would expire before the next tick (plus the
+    # leeway) or when it was last refreshed longer ago than this: every X-Series refresh risks its chain.
+    x_series_max_idle_s: int = Field(14 * 86_400, ge=3600, le=29 * 86_400)
     lightkeeper_public_url: str = ""  # empty: the origin of the redirect URI (see public_url)
     lightkeeper_api_key: SecretStr = SecretStr("")
     # Named keys with scopes: NAME:SCOPE[,SCOPE...]:KEY entries separated by ";" (see apikeys.py).
@@ -211,6 +214,28 @@ class Settings(BaseSettings):
     def _lower(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
 
+    @field_validator("lightspeed_x_base_url")
+    @classmethod
+    def _x_base_url(cls, value: str) -> str:
+        # The store's prefix is put in place of the placeholder: exactly one, and nothing else to fill in.
+        if value.count(X_PLACEHOLDER) != 1 or "{" in value.replace(X_PLACEHOLDER, ""):
+            raise ValueError("must contain {domain_prefix} once, e.g. https://{domain_prefix}.retail.lightspeed.app")
+        sample = value.replace(X_PLACEHOLDER, "store")
+        _check_http_url(sample)
+        if urlsplit(sample).query or urlsplit(sample).fragment:
+            raise ValueError("must not have a query or fragment")
+        if urlsplit(sample).scheme.lower() != "https" and not is_loopback_host(urlsplit(sample).hostname):
+            raise ValueError(_TLS_RULE)
+        return value.rstrip("/")
+
+    @field_validator("lightspeed_x_connect_url")
+    @classmethod
+    def _x_connect_url(cls, value: str) -> str:
+        _check_http_url(value)
+        if urlsplit(value).scheme.lower() != "https" and not is_loopback_host(urlsplit(value).hostname):
+            raise ValueError(_TLS_RULE)
+        return value
+
     @field_validator("lightspeed_oauth_url", "lightspeed_api_url", "lightkeeper_public_url")
     @classmethod
     def _base_url(cls, value: str) -> str:
@@ -249,7 +274,7 @@ class Settings(BaseSettings):
             raise ValueError(f"must be at least {WEBHOOK_SECRET_MIN_CHARS} characters")
         return value
 
-    @field_validator("lightspeed_redirect_uri", "notify_webhook_url")
+    @field_validator("lightspeed_redirect_uri", "lightspeed_x_redirect_uri", "notify_webhook_url")
     @classmethod
     def _exact_url(cls, value: str) -> str:
         # Kept byte for byte: the redirect URI must equal the client's registration.
@@ -290,6 +315,20 @@ class Settings(BaseSettings):
     # --- derived values ---
 
     @property
+    def x_redirect_uri(self) -> str:
+        """X-Series' redirect URI: ``LIGHTSPEED_X_REDIRECT_URI``, else ``LIGHTSPEED_REDIRECT_URI``."""
+        return self.lightspeed_x_redirect_uri or self.lightspeed_redirect_uri
+
+    @property
+    def uses_r_series(self) -> bool:
+        """R-Series is in use when its client id is set, or when no provider's is (the default)."""
+        return bool(self.lightspeed_client_id) or not self.lightspeed_x_client_id
+
+    @property
+    def uses_x_series(self) -> bool:
+        return bool(self.lightspeed_x_client_id)
+
+    @property
     def return_to_origins(self) -> frozenset[str]:
         """Origins a connect page may link back to: the public URL's and LIGHTKEEPER_RETURN_TO_ORIGINS."""
         extra = {_origin(o.strip()) for o in self.lightkeeper_return_to_origins.split(",") if o.strip()}
@@ -325,8 +364,10 @@ class Settings(BaseSettings):
         unknown = sorted(set(fields) - set(type(self).model_fields))
         if unknown:
             raise TypeError(f"unknown settings: {', '.join(unknown)}")
+        from .loading import validate  # loading builds on this module: imported when used
+
         current = {name: getattr(self, name) for name in type(self).model_fields}
-        return _validate({**current, **fields}, require=REQUIRE_NONE)
+        return validate({**current, **fields}, require=REQUIRE_NONE)
 
 
 def _origin(url: str) -> str:
@@ -366,134 +407,18 @@ def _is_key(text: str) -> bool:
     return True
 
 
-# --- loading -----------------------------------------------------------------------------------------
-
-
-def load_settings(
-    env: Mapping[str, str] | None = None,
-    *,
-    env_file: str | None = ".env",
-    require: Collection[str] = REQUIRE_ALL,
-) -> Settings:
-    """Settings from ``env`` alone when given, else from the environment over ``env_file``.
-
-    ``require`` names which of the three credentials must be set (:data:`REQUIRE_ALL` or a subset such as
-    ``{"TOKEN_ENCRYPTION_KEY"}``). Every problem is reported in one :class:`ConfigError`.
-    """
-    unknown = set(require) - REQUIRE_ALL
-    if unknown:
-        raise ValueError(f"require may only name {', '.join(_REQUIRE_ORDER)}")
-    raw = _from_mapping(env) if env is not None else _from_environment(env_file)
-    return _validate(raw, require=require)
-
-
-def _from_mapping(env: Mapping[str, str]) -> dict[str, Any]:
-    fields = Settings.model_fields
-    return {key.lower(): value for key, value in env.items() if key.lower() in fields}
-
-
-def _from_environment(env_file: str | None) -> dict[str, Any]:
-    # pydantic-settings' own sources, so names, case and empty values follow its rules; the process
-    # environment wins over the file, as it does for Settings().
-    values: dict[str, Any] = {}
-    if env_file is not None:
-        values.update(DotEnvSettingsSource(Settings, env_file=env_file)())
-    values.update(EnvSettingsSource(Settings)())
-    return {key: value for key, value in values.items() if key in Settings.model_fields}
-
-
-def _validate(raw: Mapping[str, Any], *, require: Collection[str]) -> Settings:
-    present = {name: value for name, value in raw.items() if not _is_blank(value)}
-    missing = [name for name in _REQUIRE_ORDER if name in require and name.lower() not in present]
-    settings, invalid = _build(present)
-    if settings is not None and (problem := lease_problem(settings)):
-        invalid.append(problem)
-    if settings is not None and (problem := webhook_problem(settings)):
-        invalid.append(problem)
-    if settings is None or missing or invalid:
-        raise ConfigError(_message(missing, invalid))
-    return settings
-
-
-def lease_problem(settings: Settings) -> str | None:
-    """Why ``REFRESH_LEASE_S`` cannot cover one refresh's worst case, or None.
-
-    A refresh may send twice (once more after a ``Retry-After`` it waits out), each send taking up to
-    ``HTTP_TIMEOUT_S``: a shorter lease could run out while its refresh is in flight, and another process
-    would then spend the same refresh token (invariant 1).
-    """
-    worst = 2 * settings.http_timeout_s + settings.refresh_max_retry_after_s
-    if settings.refresh_lease_s >= worst:
-        return None
-    return (
-        f"REFRESH_LEASE_S ({settings.refresh_lease_s:g} s is shorter than one refresh's worst case: "
-        f"2 x HTTP_TIMEOUT_S ({settings.http_timeout_s:g} s) + REFRESH_MAX_RETRY_AFTER_S "
-        f"({settings.refresh_max_retry_after_s:g} s) = {worst:g} s)"
-    )
-
-
-def webhook_problem(settings: Settings) -> str | None:
-    """Why the webhook settings cannot work together, or None: every event is signed, so a URL needs a
-    secret, and a retry delay capped below its base would never grow."""
-    if settings.notify_webhook_url and not settings.notify_webhook_secret.get_secret_value():
-        return "NOTIFY_WEBHOOK_SECRET (must be set when NOTIFY_WEBHOOK_URL is: every event is signed with it)"
-    if settings.notify_retry_cap_s < settings.notify_retry_base_s:
-        return "NOTIFY_RETRY_CAP_S (must be at least NOTIFY_RETRY_BASE_S)"
-    return None
-
-
-def _build(values: Mapping[str, Any]) -> tuple[Settings | None, list[str]]:
-    """The model from ``values`` alone, or None and the description of each invalid field."""
-    token = _ISOLATED.set(True)
-    try:
-        return Settings(**values), []
-    except ValidationError as exc:
-        return None, _describe(exc)
-    finally:
-        _ISOLATED.reset(token)
-
-
-def _is_blank(value: Any) -> bool:
-    text = value.get_secret_value() if isinstance(value, SecretStr) else value
-    return isinstance(text, str) and not text.strip()
-
-
-def _describe(exc: ValidationError) -> list[str]:
-    """``"NAME (what is wrong)"`` per invalid field, in declaration order, without any value."""
-    reasons: dict[str, str] = {}
-    for error in exc.errors(include_input=False, include_url=False):
-        field = str(error["loc"][0]) if error["loc"] else ""
-        reasons.setdefault(field, _reason(field, error))
-    order = list(Settings.model_fields)
-    ordered = sorted(reasons, key=lambda name: order.index(name) if name in order else len(order))
-    return [f"{name.upper()} ({reasons[name]})" for name in ordered]
-
-
-def _reason(field: str, error: ErrorDetails) -> str:
-    if error["type"] == "value_error":
-        # Our validators' own words, written never to include the value.
-        return str(error.get("ctx", {}).get("error", "is not valid"))
-    if field in _RULES:
-        return _RULES[field]
-    return "has an invalid value"  # pydantic's text is generic; never risk a secret in it
-
-
-def _message(missing: list[str], invalid: list[str]) -> str:
-    parts = []
-    if missing:
-        parts.append(f"Missing Lightspeed credentials: {', '.join(missing)}")
-    if invalid:
-        parts.append(f"{'invalid' if missing else 'Invalid settings'}: {', '.join(invalid)}")
-    return "; ".join(parts)
-
-
 __all__ = [
+    "API_KEY_MIN_CHARS",
+    "CLIENT_ID",
+    "CLIENT_SECRET",
+    "DUE_AFTER_MAX_S",
+    "ENCRYPTION_KEY",
     "REQUIRE_ALL",
     "REQUIRE_NONE",
+    "WEBHOOK_SECRET_MIN_CHARS",
+    "X_CLIENT_ID",
+    "X_CLIENT_SECRET",
+    "X_PLACEHOLDER",
     "Settings",
-    "check_cron",
     "is_loopback_host",
-    "lease_problem",
-    "load_settings",
-    "webhook_problem",
 ]

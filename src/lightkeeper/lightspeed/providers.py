@@ -1,0 +1,124 @@
+"""The provider seam: what differs between Lightspeed's retail platforms, behind one interface.
+
+R-Series (``rseries``) and X-Series (``xseries``, formerly Vend) each implement ``Provider``: the authorize URL
+and the callback's parameters, the token endpoint and its answer, how an account is identified and named, and
+the refresh policy (``strict_rotation``: X-Series revokes a refresh token the moment it issues the next, with no
+grace window). What is the same for every provider stays shared beside them: deadlines (``deadline``), senders,
+redaction, error mapping, pacing slots. Adding a platform means one module implementing ``Provider``, its
+settings, and its simulator mode; ``Providers`` is where the keeper finds them, by the name stored on each
+connection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Protocol
+
+import httpx2
+
+from lightkeeper.errors import ConfigError
+from lightkeeper.lightspeed.oauth import AsyncSender, TokenRequest
+from lightkeeper.lightspeed.tokens import TokenSet
+
+
+class Provider(Protocol):
+    """One Lightspeed platform, for one OAuth client registration."""
+
+    #: Stored on each connection: ``r-series``, ``x-series``.
+    name: str
+    #: What people call it: "Lightspeed R-Series".
+    title: str
+    #: The provider revokes a refresh token as it issues the next (no grace window).
+    strict_rotation: bool
+    #: The OAuth client id: pacing slots and Retry-After holds are per client.
+    client_id: str
+    #: The row of ``lightkeeper_pacing`` its token requests take their slots from.
+    slots: str
+
+    def authorize_url(self, *, state: str, code_challenge: str) -> str:
+        """Where the merchant grants access; ``state`` comes back on the callback."""
+        ...
+
+    def form_origins(self) -> tuple[str, ...]:
+        """Origins the confirm page's form may lead to (its ``form-action`` policy)."""
+        ...
+
+    def callback_account(self, params: Mapping[str, str]) -> str | None:
+        """The account the callback names (X-Series' ``domain_prefix``), checked before anything is sent;
+        None when the provider's callback names none. Raises ``ConnectFlowError`` for one that is not valid."""
+        ...
+
+    def exchange_code(self, code: str, *, code_verifier: str, account: str | None) -> TokenSet:
+        """The first pair for an authorization code (``account``: what ``callback_account`` returned)."""
+        ...
+
+    def identify(self, tokens: TokenSet, account: str | None) -> str:
+        """The account id a new pair belongs to (the callback's, the token's, or the API's word)."""
+        ...
+
+    def account_name(self, tokens: TokenSet, account_id: str) -> str:
+        """The account's name as the merchant knows it (one API call with the new access token)."""
+        ...
+
+    def refresh_request(self, refresh_token: str, account_id: str) -> TokenRequest:
+        """The token request trading ``refresh_token`` of ``account_id`` for a new pair (sent by anyone)."""
+        ...
+
+    def send(self, request: TokenRequest) -> httpx2.Response:
+        """Send a token request within its total deadline."""
+        ...
+
+    def refresh(self, refresh_token: str, account_id: str) -> TokenSet:
+        """``refresh_request`` sent here and now; the caller stores the new pair before using it."""
+        ...
+
+    async def refresh_with(self, sender: AsyncSender, refresh_token: str, account_id: str) -> TokenSet:
+        """``refresh`` from an event loop, through a run's ``sender``."""
+        ...
+
+    def revoke(self, refresh_token: str, account_id: str) -> bool:
+        """Kill the pair at the provider; False when the provider has no way to (X-Series documents none)."""
+        ...
+
+
+class Providers(Mapping[str, Provider]):
+    """The providers a deployment uses (those whose client id is set), by name, in a stable order."""
+
+    def __init__(self, providers: list[Provider], *, known: Mapping[str, str]) -> None:
+        self._by_name = {provider.name: provider for provider in providers}
+        #: Every provider lightkeeper knows, configured or not: name -> its client id setting.
+        self._known = dict(known)
+
+    def __getitem__(self, name: str) -> Provider:
+        found = self._by_name.get(name)
+        if found is not None:
+            return found
+        if name in self._known:
+            raise ConfigError(f"{name} is not configured: set {self._known[name]} (and its secret)")
+        raise ConfigError(f"unknown provider {name!r}: one of {', '.join(self._known)}")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._by_name)
+
+    def __len__(self) -> int:
+        return len(self._by_name)
+
+    @property
+    def known(self) -> tuple[str, ...]:
+        return tuple(self._known)
+
+    def default(self) -> Provider:
+        """The provider a connect link goes to when none is named: the only one configured, else R-Series'
+        (the first known)."""
+        if len(self._by_name) == 1:
+            return next(iter(self._by_name.values()))
+        return self[next(iter(self._known))]
+
+    def check(self, name: str) -> str:
+        """``name`` if it is a known provider, else ``ConfigError`` naming the known ones."""
+        if name not in self._known:
+            raise ConfigError(f"unknown provider {name!r}: one of {', '.join(self._known)}")
+        return name
+
+
+__all__ = ["Provider", "Providers"]
