@@ -3,6 +3,7 @@
     LightkeeperError                 root: catch this to catch everything we raise
     ├── ConfigError                  a setting is missing or malformed (exit code 2)
     │   └── InputError               stock input that cannot be sent (exit code 2; nothing was sent)
+    │       └── StockUnsupported     update-stock on a provider without our stock API (X-Series)
     ├── DecryptError                 tampered ciphertext, or made for another row or field
     │   └── UnknownKey               made with a key that is not configured (a config fault)
     ├── StoreError                   the database cannot be used as it is
@@ -38,6 +39,10 @@ class ConfigError(LightkeeperError):
 
 class InputError(ConfigError):
     """Stock input that cannot be sent (exit code 2: fix the file, nothing was sent)."""
+
+
+class StockUnsupported(InputError):
+    """The connection's provider has no stock API of ours (X-Series): nothing was sent; use the proxy."""
 
 
 class DecryptError(LightkeeperError):
@@ -150,6 +155,7 @@ __all__ = [
     "ProviderUnavailable",
     "RateLimited",
     "SchemaOutOfDate",
+    "StockUnsupported",
     "StoreError",
     "UnknownKey",
 ]

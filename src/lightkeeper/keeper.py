@@ -80,12 +80,6 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
-def schedule_service(settings: Settings, store: Store, *, clock: Clock = utcnow) -> ScheduleService:
-    """The refresh job's schedule service, wired from settings. ``Keeper.schedule`` is one; the CLI's
-    ``schedule`` commands build theirs on the database alone, as they need no credentials or key."""
-    return ScheduleService(store, clock=clock, default_schedule=settings.refresh_schedule)
-
-
 class Keeper:
     """lightkeeper's services for one process. Use as a context manager, or call ``close``.
 
@@ -105,8 +99,7 @@ class Keeper:
         self.settings = settings
         self.clock = clock
         self.owner = owner or worker_id()
-        # Connection changes write their webhook events to the outbox in every process, in the transaction of
-        # the change; only their delivery depends on NOTIFY_WEBHOOK_URL (``notifier``).
+        # Every process writes webhook events in the change's transaction; NOTIFY_WEBHOOK_URL: who delivers.
         self.store = store or Store.from_url(settings.database_url)
         self.cipher = TokenCipher.from_texts(
             settings.token_encryption_key.get_secret_value(), settings.token_encryption_old_keys.get_secret_value()
@@ -175,11 +168,12 @@ class Keeper:
             ),
         )
         # Who ticks the refresh job (embedded schedulers or pg_cron), when, and whether.
-        self.schedule = schedule_service(settings, self.store, clock=clock)
+        self.schedule = ScheduleService(self.store, clock=clock, default_schedule=settings.refresh_schedule)
         # The outbox's upkeep (error sweep, giving up, pruning) and, with NOTIFY_WEBHOOK_URL, its delivery.
         self.notifier = Notifier(self.store.events, settings, clock=clock, owner=self.owner, user_agent=USER_AGENT)
         # /metrics (and worker --metrics-port) read these gauges from the database: every replica agrees.
-        self.gauges = DatabaseCollector(self._database_summary, statuses=[s.value for s in Status], now=clock)
+        statuses, providers = [s.value for s in Status], self.providers.known
+        self.gauges = DatabaseCollector(self._database_summary, statuses=statuses, providers=providers, now=clock)
         watch_database(self.gauges)
         self._scheduler: SchedulerProbe | None = None
 
@@ -237,6 +231,12 @@ class Keeper:
         One read and a decrypt: it never waits and never calls Lightspeed, so async code may call it on
         its event loop and hand only a refresh to a thread."""
         return self.tokens.current(connection_id)
+
+    def check_stock(self, connection_id: int) -> ConnectionRecord:
+        """The connection, if ``update-stock`` can set its stock; else ``InputError`` (X-Series: use the proxy)."""
+        record = self.connection(connection_id)
+        self.refresher.provider_of(record).check_stock(record)
+        return record
 
     def lightspeed(self, connection_id: int) -> LightspeedSession:
         """The connection's Lightspeed API client, for ``with`` or ``async with``."""
@@ -471,7 +471,7 @@ class Keeper:
 
     def _database_summary(self) -> DatabaseSummary:
         summary = self.store.connections.status_summary()
-        return DatabaseSummary(summary.counts, summary.oldest_refresh)
+        return DatabaseSummary(summary.counts, summary.oldest_refresh, summary.by_provider)
 
     @property
     def can_listen(self) -> bool:
@@ -497,4 +497,4 @@ def _aiohttp_sender(limit: int, *, tls: ssl.SSLContext) -> AiohttpSender:
     return AiohttpSender(user_agent=USER_AGENT, limit=limit, tls=tls)
 
 
-__all__ = ["USER_AGENT", "Keeper", "schedule_service", "worker_id"]
+__all__ = ["USER_AGENT", "Keeper", "worker_id"]

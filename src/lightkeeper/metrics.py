@@ -24,7 +24,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
@@ -249,10 +249,12 @@ class DatabaseSummary:
 
     counts: Mapping[str, int]
     oldest_refresh: datetime | None
+    #: Connections per (provider, status).
+    by_provider: Mapping[tuple[str, str], int] = field(default_factory=dict)
 
 
 class DatabaseCollector(Collector):
-    """``lightkeeper_connections{status}`` and the oldest refresh token's age, read through ``read``.
+    """``lightkeeper_connections{provider,status}`` and the oldest refresh token's age, read through ``read``.
 
     One read serves every scrape for ``cache_s`` seconds; ``now`` is the clock ages are measured on.
     """
@@ -262,12 +264,13 @@ class DatabaseCollector(Collector):
         read: Callable[[], DatabaseSummary],
         *,
         statuses: Iterable[str],
+        providers: Iterable[str],
         now: Callable[[], datetime],
         cache_s: float = DATABASE_CACHE_S,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._read, self._now, self._cache_s, self._monotonic = read, now, cache_s, monotonic
-        self._statuses = tuple(statuses)
+        self._statuses, self._providers = tuple(statuses), tuple(providers)
         self._lock = threading.Lock()
         self._cached: tuple[float, list[Metric]] | None = None
 
@@ -288,7 +291,9 @@ class DatabaseCollector(Collector):
 
     def _families(self, summary: DatabaseSummary, *, with_samples: bool) -> list[Metric]:
         connections = GaugeMetricFamily(
-            "lightkeeper_connections", "Connections by status, read from the database.", labels=["status"]
+            "lightkeeper_connections",
+            "Connections by provider and status, read from the database.",
+            labels=["provider", "status"],
         )
         age = GaugeMetricFamily(
             "lightkeeper_oldest_refresh_token_age_seconds",
@@ -299,8 +304,10 @@ class DatabaseCollector(Collector):
             "How old an unused Lightspeed refresh token may get before it dies (30 days).",
         )
         if with_samples:
-            for status in self._statuses:
-                connections.add_metric([status], summary.counts.get(status, 0))
+            # Every known provider and status, zeros included: a closed label set (no value from outside).
+            for provider in self._providers:
+                for status in self._statuses:
+                    connections.add_metric([provider, status], summary.by_provider.get((provider, status), 0))
             age.add_metric([], self._age(summary.oldest_refresh))
             limit.add_metric([], REFRESH_TOKEN_MAX_AGE_S)
         return [connections, age, limit]

@@ -22,6 +22,12 @@ from .store import Store
 KNOWN = {R_SERIES: CLIENT_ID, X_SERIES: X_CLIENT_ID}
 
 
+def in_use(settings: Settings) -> list[str]:
+    """The names of the providers whose client id is set (R-Series when none is), in ``KNOWN`` order."""
+    used = {R_SERIES: settings.uses_r_series, X_SERIES: settings.uses_x_series}
+    return [name for name in KNOWN if used[name]]
+
+
 def build_providers(
     settings: Settings, *, http: httpx2.Client, oauth: OAuthClient, api: ApiClient, clock: Clock
 ) -> Providers:
@@ -69,4 +75,4 @@ def build_pacers(settings: Settings, store: Store, providers: Providers) -> dict
     return {name: Pacer(interval_s, store.pacing, name=provider.slots) for name, provider in providers.items()}
 
 
-__all__ = ["KNOWN", "build_pacers", "build_providers", "oauth_client"]
+__all__ = ["KNOWN", "build_pacers", "build_providers", "in_use", "oauth_client"]

@@ -195,6 +195,8 @@ class ConfigView(View):
 
     ok: bool
     database_url: str
+    #: The providers in use (their client id is set): ``r-series``, ``x-series``.
+    providers: list[str]
     lightspeed_oauth_url: str
     lightspeed_api_url: str
     redirect_uri: str
@@ -202,6 +204,9 @@ class ConfigView(View):
     encryption_key_id: str
     refresh_schedule: str
     refresh_lease_s: int
+    #: X-Series' store URL template and connect page (None when X-Series is not in use).
+    lightspeed_x_base_url: str | None = None
+    lightspeed_x_connect_url: str | None = None
     #: None: there is no lightkeeper database yet (or it cannot be reached).
     rows_per_key: list[KeyRowsView] | None
     #: The same count for the PKCE verifiers of sign-ins (OAuth states): ``rotate-key`` re-encrypts these too.

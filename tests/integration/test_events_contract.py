@@ -86,6 +86,7 @@ def test_an_expiry_writes_its_event_in_the_same_transaction_with_the_connection_
         "time": "2026-06-01T12:00:00.000000Z",
         "connection_id": cid,
         "user_id": "u1",
+        "provider": "r-series",
         "account_id": "acct-u1",
         "account_name": "Shop",
         "status": "expired",

@@ -185,9 +185,12 @@ def test_two_processes_on_one_database_export_the_same_gauges(make_keeper: Keepe
 
     seen = gauges(first)
     assert seen == gauges(second)
-    assert sample(seen, "lightkeeper_connections", status="connected") == 2
-    assert sample(seen, "lightkeeper_connections", status="expired") == 1
-    assert {sample(seen, "lightkeeper_connections", status=s) for s in ("error", "disconnected")} == {0}
+    r_series = {"provider": "r-series"}
+    assert sample(seen, "lightkeeper_connections", status="connected", **r_series) == 2
+    assert sample(seen, "lightkeeper_connections", status="expired", **r_series) == 1
+    assert {sample(seen, "lightkeeper_connections", status=s, **r_series) for s in ("error", "disconnected")} == {0}
+    # Every known provider is a label value, zeros included: a closed set.
+    assert {sample(seen, "lightkeeper_connections", status=s.value, provider="x-series") for s in Status} == {0}
     assert sample(seen, "lightkeeper_oldest_refresh_token_age_seconds") == (timedelta(days=20, hours=1)).total_seconds()
     assert sample(seen, "lightkeeper_refresh_token_max_age_seconds") == timedelta(days=30).total_seconds()
 
@@ -198,16 +201,21 @@ def test_database_gauges_are_read_once_per_cache_period() -> None:
 
     def read() -> DatabaseSummary:
         reads.append(1)
-        return DatabaseSummary({"connected": len(reads)}, None)
+        return DatabaseSummary({"connected": len(reads)}, None, {("r-series", "connected"): len(reads)})
 
     collector = DatabaseCollector(
-        read, statuses=[s.value for s in Status], now=FakeClock(), cache_s=5.0, monotonic=lambda: now[0]
+        read,
+        statuses=[s.value for s in Status],
+        providers=["r-series"],
+        now=FakeClock(),
+        cache_s=5.0,
+        monotonic=lambda: now[0],
     )
     assert list(collector.describe()) and not reads  # registering reads nothing
 
     def connected() -> float:
         [family, *_] = list(collector.collect())
-        return next(s.value for s in family.samples if s.labels == {"status": "connected"})
+        return next(s.value for s in family.samples if s.labels == {"provider": "r-series", "status": "connected"})
 
     assert (connected(), connected()) == (1, 1)
     now[0] += 4.9
@@ -220,5 +228,5 @@ def test_an_unreadable_database_drops_its_gauges_not_the_whole_page() -> None:
     def read() -> DatabaseSummary:
         raise ConnectionRefusedError("database down")
 
-    collector = DatabaseCollector(read, statuses=["connected"], now=FakeClock())
+    collector = DatabaseCollector(read, statuses=["connected"], providers=["r-series"], now=FakeClock())
     assert list(collector.collect()) == []

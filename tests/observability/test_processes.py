@@ -62,8 +62,8 @@ def test_a_fresh_serve_exports_every_series_at_zero(cli: Lightkeeper, tmp_path: 
     assert sample(samples, "lightkeeper_refresh_request_seconds_count") == 0
     assert sample(samples, "lightkeeper_run_duration_seconds_count") == 0
     assert sample(samples, "lightkeeper_scheduler_last_tick_timestamp_seconds") == 0
-    assert sample(samples, "lightkeeper_connections", status="connected") == 2
-    assert sample(samples, "lightkeeper_connections", status="expired") == 0
+    assert sample(samples, "lightkeeper_connections", provider="r-series", status="connected") == 2
+    assert sample(samples, "lightkeeper_connections", provider="r-series", status="expired") == 0
     assert sample(samples, "lightkeeper_refresh_token_max_age_seconds") == THIRTY_DAYS_S
     assert health["checks"]["scheduler"] == {"ok": True, "status": "not running here"}
 
@@ -95,7 +95,7 @@ def test_worker_serves_its_metrics_on_the_metrics_port(cli: Lightkeeper, tmp_pat
         cli.transcript.append(log.read_text())
 
     assert_every_attempt_series(samples, value=None)  # a due tick may have refreshed already
-    assert sample(samples, "lightkeeper_connections", status="connected") == 1
+    assert sample(samples, "lightkeeper_connections", provider="r-series", status="connected") == 1
     assert sample(samples, "lightkeeper_refresh_token_max_age_seconds") == THIRTY_DAYS_S
     assert not any(name.startswith("lightkeeper_http_requests") for name, _ in samples)  # no web app here
     assert process.returncode == 0

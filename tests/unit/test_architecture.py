@@ -97,6 +97,7 @@ ALLOWED: dict[str, set[str]] = {
         "simulator",
         "lightspeed",
         "metrics",
+        "providers",
     },
     "simulator": set(),  # stands apart: a look-alike of the provider shares nothing with the client
     "__init__": LEAVES | {"config", "keeper", "store", "views"},

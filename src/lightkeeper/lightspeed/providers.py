@@ -80,6 +80,21 @@ class Provider(Protocol):
         """Kill the pair at the provider; False when the provider has no way to (X-Series documents none)."""
         ...
 
+    def check_stock(self, record: ConnectionRecordLike) -> None:
+        """Nothing when ``update-stock`` (R-Series' Item API) can set this connection's stock; ``InputError``
+        saying what to use instead otherwise."""
+        ...
+
+
+class ConnectionRecordLike(Protocol):
+    """What a provider reads of a stored connection (``store.ConnectionRecord``; ``lightspeed`` knows no store)."""
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def account_id(self) -> str: ...
+
 
 class Providers(Mapping[str, Provider]):
     """The providers a deployment uses (those whose client id is set), by name, in a stable order."""
@@ -114,6 +129,11 @@ class Providers(Mapping[str, Provider]):
             return next(iter(self._by_name.values()))
         return self[next(iter(self._known))]
 
+    def title(self, name: str) -> str:
+        """What people call the provider ("Lightspeed X-Series"); its name when it is not configured here."""
+        found = self._by_name.get(name)
+        return found.title if found is not None else name
+
     def check(self, name: str) -> str:
         """``name`` if it is a known provider, else ``ConfigError`` naming the known ones."""
         if name not in self._known:
@@ -121,4 +141,4 @@ class Providers(Mapping[str, Provider]):
         return name
 
 
-__all__ = ["Provider", "Providers"]
+__all__ = ["ConnectionRecordLike", "Provider", "Providers"]

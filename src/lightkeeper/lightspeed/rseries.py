@@ -12,6 +12,7 @@ import httpx2
 
 from lightkeeper.lightspeed.api import ApiClient
 from lightkeeper.lightspeed.oauth import AsyncSender, OAuthClient, TokenRequest
+from lightkeeper.lightspeed.providers import ConnectionRecordLike
 from lightkeeper.lightspeed.tokens import TokenSet, account_id_from_jwt
 
 #: The provider name stored on R-Series connections (the schema's default).
@@ -67,6 +68,9 @@ class RSeries:
     def revoke(self, refresh_token: str, account_id: str) -> bool:
         self.oauth.revoke(refresh_token)
         return True
+
+    def check_stock(self, record: ConnectionRecordLike) -> None:
+        return None  # update-stock speaks R-Series' Item/ItemShop API
 
 
 __all__ = ["R_SERIES", "RSeries"]

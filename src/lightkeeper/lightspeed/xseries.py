@@ -22,7 +22,7 @@ from urllib.parse import urlencode, urlsplit
 import httpx2
 
 from lightkeeper.clock import Clock
-from lightkeeper.errors import ConnectFlowError, ProviderProtocolError
+from lightkeeper.errors import ConnectFlowError, ProviderProtocolError, StockUnsupported
 from lightkeeper.lightspeed.deadline import post_within
 from lightkeeper.lightspeed.error_mapping import (
     check_api_response,
@@ -30,6 +30,7 @@ from lightkeeper.lightspeed.error_mapping import (
     translate_transport_errors,
 )
 from lightkeeper.lightspeed.oauth import AsyncSender, TokenRequest
+from lightkeeper.lightspeed.providers import ConnectionRecordLike
 from lightkeeper.lightspeed.tokens import TokenSet
 
 #: The provider name stored on X-Series connections.
@@ -148,6 +149,13 @@ class XSeries:
 
     def revoke(self, refresh_token: str, account_id: str) -> bool:
         return False  # X-Series documents no revoke endpoint: the merchant removes the add-on in their store
+
+    def check_stock(self, record: ConnectionRecordLike) -> None:
+        raise StockUnsupported(
+            f"connection {record.id} is an X-Series store: update-stock speaks R-Series' Item API, so nothing was "
+            f"sent. Set X-Series stock through the proxy: PUT /api/connections/{record.id}/lightspeed/api/2.1/"
+            'products/{product_id} with {"details":{"inventory":[{"outlet_id":"…","current_amount":21}]}}'
+        )
 
     def _token_request(
         self, account_id: str, form: dict[str, str], *, action: str, previous: str | None, sent: tuple[str, ...]

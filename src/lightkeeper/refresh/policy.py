@@ -66,8 +66,19 @@ def needs_refresh(record: ConnectionRecord, now: datetime, leeway: timedelta) ->
     return record.token_expires_at is None or record.token_expires_at - leeway <= now
 
 
-def describe(error: Exception) -> str:
-    """The one-line ``last_error`` for a failure. Our errors' messages never hold a token."""
+#: What a dead refresh token means on a provider of strict rotation (no grace window to recover a lost answer).
+LOST_ROTATION = (
+    "this provider revokes a refresh token the moment it issues the next, so a refresh whose answer was lost "
+    "before it was saved (a crash, a cut connection) ends the chain: the rotation was lost, and the merchant "
+    "must reconnect"
+)
+
+
+def describe(error: Exception, record: ConnectionRecord | None = None) -> str:
+    """The one-line ``last_error`` for a failure of ``record``'s refresh. Our errors' messages never hold a
+    token. A dead refresh token of strict rotation says what most likely happened."""
+    if isinstance(error, InvalidGrant) and record is not None and record.strict_rotation:
+        return f"{error} ({LOST_ROTATION})"
     if isinstance(error, ProviderError):
         return str(error)
     return f"unexpected {type(error).__name__} while refreshing (see the service log)"
@@ -77,6 +88,7 @@ __all__ = [
     "AUTOMATIC_TRIGGERS",
     "BACKOFF_BASE",
     "BACKOFF_CAP",
+    "LOST_ROTATION",
     "Outcome",
     "backoff",
     "describe",

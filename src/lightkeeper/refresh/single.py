@@ -279,7 +279,7 @@ class Refresher:
         return Outcome.SKIPPED
 
     def _failed(self, lease: Lease, exc: Exception, report: _Report) -> Outcome:
-        record, now, error, run_id = lease.record, self.clock(), _describe(exc), report.run_id
+        record, now, error, run_id = lease.record, self.clock(), _describe(exc, lease.record), report.run_id
         if isinstance(exc, ProviderError) and policy.is_fatal_for_connection(exc):
             outcome = Outcome.EXPIRED
             marked = self.store.connections.mark_expired(
@@ -369,12 +369,12 @@ def _tally(run_id: int | None, outcome: Outcome) -> Tally | None:
     return None if run_id is None else Tally(run_id, _TALLY_FIELD[outcome])
 
 
-def _describe(exc: Exception) -> str:
+def _describe(exc: Exception, record: ConnectionRecord | None = None) -> str:
     if isinstance(exc, UnknownKey):
         return f"stored tokens cannot be decrypted: {exc}"
     if isinstance(exc, DecryptError):
         return f"stored tokens were tampered with or copied from another row: {exc}"
-    return policy.describe(exc)
+    return policy.describe(exc, record)
 
 
 __all__ = ["ON_DEMAND", "DatabaseCalls", "RefreshResult", "Refresher"]

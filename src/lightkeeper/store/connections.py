@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
@@ -75,6 +75,8 @@ class StatusSummary:
 
     counts: dict[str, int]
     oldest_refresh: datetime | None
+    #: Connections per (provider, status).
+    by_provider: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -142,12 +144,17 @@ class ConnectionRepo:
     def status_summary(self) -> StatusSummary:
         """Connections per status and the oldest ``last_token_refresh_at`` of refreshable ones: one grouped
         query, for the metrics gauges."""
-        query = select(t.c.status, func.count(), func.min(t.c.last_token_refresh_at)).group_by(t.c.status)
+        columns = (t.c.provider, t.c.status, func.count(), func.min(t.c.last_token_refresh_at))
+        query = select(*columns).group_by(t.c.provider, t.c.status)
         refreshable = {s.value for s in REFRESHABLE}
         with self._engine.connect() as conn:
             rows = conn.execute(query).all()
-        oldest = [row[2] for row in rows if row[0] in refreshable and row[2] is not None]
-        return StatusSummary({str(row[0]): int(row[1]) for row in rows}, min(oldest, default=None))
+        oldest = [row[3] for row in rows if row[1] in refreshable and row[3] is not None]
+        counts: dict[str, int] = {}
+        for row in rows:
+            counts[str(row[1])] = counts.get(str(row[1]), 0) + int(row[2])
+        by_provider = {(str(row[0]), str(row[1])): int(row[2]) for row in rows}
+        return StatusSummary(counts, min(oldest, default=None), by_provider)
 
     # -- connecting ----------------------------------------------------------------------------------
     def upsert_connected(

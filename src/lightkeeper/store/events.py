@@ -36,7 +36,16 @@ from .schema import events as t
 EVENT_VERSION = 1
 #: What an event says about its connection (and the connection's alert), read with ``UPDATE … RETURNING``
 #: of the change itself.
-EVENT_COLUMNS = (c.c.id, c.c.user_id, c.c.account_id, c.c.account_name, c.c.status, c.c.last_error, c.c.alert)
+EVENT_COLUMNS = (
+    c.c.id,
+    c.c.user_id,
+    c.c.provider,
+    c.c.account_id,
+    c.c.account_name,
+    c.c.status,
+    c.c.last_error,
+    c.c.alert,
+)
 #: ``lightspeed_connections.alert``: the last alert the host app was sent and not yet recovered from.
 ALERT_EXPIRED = "expired"
 ALERT_ERROR = "error"
@@ -83,6 +92,7 @@ def event_body(event_id: str, event_type: EventType, row: Row[Any], now: datetim
         "time": event_time(now),
         "connection_id": row.id,
         "user_id": row.user_id,
+        "provider": row.provider,
         "account_id": row.account_id,
         "account_name": row.account_name,
         "status": row.status,

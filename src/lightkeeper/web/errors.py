@@ -19,6 +19,7 @@ from ..errors import (
     LightkeeperError,
     ProviderError,
     RateLimited,
+    StockUnsupported,
 )
 from .templating import templates
 
@@ -71,6 +72,8 @@ def _classify(exc: LightkeeperError) -> ApiError:
         return ApiError(503, "rate_limited", str(exc))
     if isinstance(exc, ProviderError):
         return ApiError(503, "provider_unavailable", str(exc))
+    if isinstance(exc, StockUnsupported):
+        return ApiError(400, "stock_unsupported", str(exc))
     if isinstance(exc, (ConfigError, DecryptError)):
         return ApiError(500, "configuration_error", str(exc))
     if isinstance(exc, ConnectFlowError):

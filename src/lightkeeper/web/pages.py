@@ -58,6 +58,7 @@ def router(keeper: Keeper) -> APIRouter:
             "session": session,
             "csrf": keeper.csrf_token(cookie, purpose=keeper.confirm_purpose(session)),
             "expires_at": _when(link.expires_at),
+            "provider_title": keeper.providers.title(link.provider),
         }
         response = templates.TemplateResponse(request, "confirm.html", context)
         if cookie != request.cookies.get(CONFIRM_COOKIE):
@@ -121,7 +122,7 @@ def _page(request: Request, keeper: Keeper, session: ConnectSession, *, flash: s
     token = request.cookies.get(COOKIE, "")
     context: dict[str, Any] = {
         "user_id": session.user_id,
-        "connections": [_view(record) for record in keeper.connections(user_id=session.user_id)],
+        "connections": [_view(keeper, record) for record in keeper.connections(user_id=session.user_id)],
         "csrf": keeper.csrf_token(token) if token else "",
         "flash": flash,
         "return_to": session.return_to,
@@ -136,8 +137,9 @@ def _find(keeper: Keeper, connection_id: int) -> ConnectionRecord | None:
         return None  # answered like another user's: the page does not tell which ids exist
 
 
-def _view(record: ConnectionRecord) -> dict[str, Any]:
+def _view(keeper: Keeper, record: ConnectionRecord) -> dict[str, Any]:
     public = ConnectionView.model_validate(record).model_dump()
+    public["provider_title"] = keeper.providers.title(record.provider)
     public["last_token_refresh_at"] = _when(record.last_token_refresh_at)
     public["token_expires_at"] = _when(record.token_expires_at)
     public["status_words"] = _STATUS_WORDS[record.status]

@@ -41,6 +41,7 @@ def router(keeper: Keeper, auth: Any) -> APIRouter:
             updates = stock.from_json(row.model_dump() for row in body.updates)
         except InputError as exc:
             raise ApiError(422, "validation_error", str(exc)) from None
+        keeper.check_stock(connection_id)  # an X-Series store: 400 stock_unsupported, nothing sent
         keeper.fresh_token(connection_id)  # unknown or expired: a clear error before anything is sent
         with keeper.lightspeed(connection_id) as client:
             result = stock.send(client, updates)

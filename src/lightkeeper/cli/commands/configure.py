@@ -30,6 +30,7 @@ def check_config(as_json: JsonFlag = False) -> None:
     view = ConfigView(
         ok=True,
         database_url=settings.redacted_database_url,
+        providers=_providers_in_use(settings),
         lightspeed_oauth_url=settings.lightspeed_oauth_url,
         lightspeed_api_url=settings.lightspeed_api_url,
         redirect_uri=settings.lightspeed_redirect_uri,
@@ -37,6 +38,8 @@ def check_config(as_json: JsonFlag = False) -> None:
         encryption_key_id=cipher.primary_key_id,
         refresh_schedule=settings.refresh_schedule,
         refresh_lease_s=settings.refresh_lease_s,
+        lightspeed_x_base_url=settings.lightspeed_x_base_url if settings.uses_x_series else None,
+        lightspeed_x_connect_url=settings.lightspeed_x_connect_url if settings.uses_x_series else None,
         rows_per_key=None if counts is None else _per_key(counts[0], cipher.key_ids),
         verifiers_per_key=None if counts is None else _per_key(counts[1], cipher.key_ids),
     )
@@ -49,6 +52,12 @@ def check_config(as_json: JsonFlag = False) -> None:
         if key not in ("ok", "rows_per_key", "verifiers_per_key"):
             out.print(f"  {key}: {escape(str(value))}")
     _print_rows_per_key(view)
+
+
+def _providers_in_use(settings: Settings) -> list[str]:
+    from ...providers import in_use
+
+    return in_use(settings)
 
 
 def _key_counts(settings: Settings) -> tuple[dict[str, int], dict[str, int]] | None:

@@ -72,11 +72,12 @@ def _stop_on_signals(stop: Any) -> None:
 @contextmanager
 def _schedule() -> Iterator[ScheduleService]:
     """The schedule service on the database alone: these commands need no credentials or key."""
-    from ...keeper import schedule_service
+    from ...clock import utcnow
+    from ...scheduler.schedule import ScheduleService
 
     settings = context.settings(context.NONE)
     with context.store(settings) as store:
-        yield schedule_service(settings, store)
+        yield ScheduleService(store, clock=utcnow, default_schedule=settings.refresh_schedule)
 
 
 def _print(state: ScheduleState, as_json: bool) -> None:

@@ -31,6 +31,7 @@ def update_stock(  # noqa: PLR0917 (Typer maps each parameter to an option)
 
     updates = _read(from_csv) if from_csv else [_single(item, qoh, shop, item_shop)]
     with context.keeper() as keeper:
+        keeper.check_stock(connection)  # an X-Series store: exit 2, nothing sent
         keeper.fresh_token(connection)  # unknown or expired connection: one clear error, nothing sent
         with keeper.lightspeed(connection) as client, _progress(len(updates), show=not as_json) as advance:
             result = stock.send(client, updates, progress=advance)
