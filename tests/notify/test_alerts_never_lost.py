@@ -190,8 +190,14 @@ def test_a_dripping_receiver_is_cut_at_notify_timeout_s(
     took = time.monotonic() - started
 
     [attempt] = drip_receiver.connections
+    # The receiver's thread sees the hang-up a moment later (later still on a loaded machine): wait for it.
+    for _ in range(200):
+        if attempt.closed is not None:
+            break
+        time.sleep(0.01)
     assert attempt.closed is not None, "the sender kept the connection open"
-    assert 2.5 - 0.1 <= attempt.closed - attempt.arrived <= 2.5 + 0.05
+    # Cut at the deadline, not at a later read: the slack is the receiver thread's scheduling only.
+    assert 2.5 - 0.1 <= attempt.closed - attempt.arrived <= 2.5 + 0.5
     assert took < 2.5 + 0.5
     [event] = keeper.events()
     assert event.status is EventStatus.PENDING and event.attempts == 1
