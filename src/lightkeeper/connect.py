@@ -194,7 +194,7 @@ class ConnectService:
     def authorize_url(self, user_id: str, *, session_id: int, provider: str | None = None) -> str:
         """Record a fresh state + PKCE verifier for ``user_id`` and build ``provider``'s authorize URL (default:
         the session's provider)."""
-        chosen = self.providers[provider or self._session_provider(session_id)]
+        chosen = self._provider(provider or self._session_provider(session_id))
         state, (verifier, challenge), now = new_state(), new_pkce(), self.clock()
         state_hash = digest(state)
         self.store.sessions.create_state(

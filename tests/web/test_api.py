@@ -58,6 +58,7 @@ WRONG_AUTHORIZATIONS: dict[str, str | None] = {
 CONNECTION_FIELDS = {
     "id",
     "user_id",
+    "provider",
     "account_id",
     "account_name",
     "status",

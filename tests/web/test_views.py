@@ -89,6 +89,7 @@ def test_a_connection_shows_the_status_json_keys_and_never_a_token() -> None:
     assert document == {
         "id": 7,
         "user_id": "user-1",
+        "provider": "r-series",
         "account_id": "12345",
         "account_name": "Demo Store",
         "status": "connected",

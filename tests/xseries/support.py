@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,7 +21,7 @@ from sqlalchemy import select, update
 
 from lightkeeper import Keeper
 from lightkeeper.lightspeed import TokenSet
-from lightkeeper.simulator import SimulatorControl
+from lightkeeper.simulator import SimulatorControl, SimulatorServer
 from lightkeeper.store.schema import connections as connections_table
 from tests.conftest import CLIENT_ID, CLIENT_SECRET
 
@@ -107,30 +108,65 @@ def r_refreshes(sim: SimulatorControl) -> dict[str, int]:
     return {account: int(entry["refreshes"]) for account, entry in per_account.items() if account not in x_accounts}
 
 
+def live_x_refresh_tokens(server: SimulatorServer, prefix: str) -> list[str]:
+    """The store's refresh tokens X-Series would still exchange (neither exchanged nor revoked)."""
+    state = server.state
+    with state._lock:
+        records = state._records
+        account_id = records.x.stores[prefix]
+        return [
+            token.token
+            for token in records.x.refresh_tokens.values()
+            if token.account_id == account_id and not (token.exchanged or token.revoked)
+        ]
+
+
+def holds_the_live_pair(keeper: Keeper, server: SimulatorServer, connection_id: int) -> bool:
+    """Whether the stored refresh token is the one X-Series still honours for the store, and the only one."""
+    record = keeper.connection(connection_id)
+    return live_x_refresh_tokens(server, record.account_id) == [keeper.vault.refresh_token(record)]
+
+
 def reuse_both(sim: SimulatorControl) -> tuple[int, int]:
     """(R-Series reuse, X-Series reuse): refresh tokens presented again after their one exchange."""
     stats = sim.stats()
     return int(stats["reuse"]), int(stats["x_reuse"])
 
 
+@dataclass(frozen=True)
+class Sent:
+    """One request as it left the keeper: when (``time.monotonic()``, the simulator's clock too), how, where."""
+
+    at: float
+    method: str
+    url: str
+
+    @property
+    def path(self) -> str:
+        return httpx2.URL(self.url).path
+
+
 @dataclass
 class RecordingTransport(httpx2.BaseTransport):
-    """The real transport, with every request that leaves the keeper recorded first (method, full URL)."""
+    """The real transport, with every request that leaves the keeper recorded before it is sent."""
 
     inner: httpx2.BaseTransport = field(default_factory=httpx2.HTTPTransport)
-    sent: list[tuple[str, str]] = field(default_factory=list)
+    sent: list[Sent] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
         with self._lock:
-            self.sent.append((request.method, str(request.url)))
+            self.sent.append(Sent(time.monotonic(), request.method, str(request.url)))
         return self.inner.handle_request(request)
 
     def close(self) -> None:
         self.inner.close()
 
-    def hosts(self) -> set[str]:
-        return {httpx2.URL(url).netloc.decode() for _, url in self.sent}
+    def token_requests(self, *, x_series: bool) -> list[Sent]:
+        """The token requests sent so far: X-Series' (``/x/{prefix}/api/1.0/token``) or R-Series'."""
+        suffix = "/api/1.0/token" if x_series else "/auth/oauth/token"
+        with self._lock:
+            return [sent for sent in self.sent if sent.path.endswith(suffix)]
 
 
 __all__ = [
@@ -138,8 +174,11 @@ __all__ = [
     "R_SERIES",
     "X_SERIES",
     "RecordingTransport",
+    "Sent",
     "connection_rows",
     "events_of",
+    "holds_the_live_pair",
+    "live_x_refresh_tokens",
     "r_refreshes",
     "reuse_both",
     "seed_x_connections",

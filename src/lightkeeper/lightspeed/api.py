@@ -14,7 +14,7 @@ from typing import Any
 import httpx2
 
 from lightkeeper.errors import ProviderProtocolError, RateLimited
-from lightkeeper.lightspeed.api_pacing import ApiPacer
+from lightkeeper.lightspeed.api_pacing import ApiPacer, ApiPacing
 from lightkeeper.lightspeed.error_mapping import check_api_response, json_object, translate_transport_errors
 from lightkeeper.lightspeed.forwarding import account_path, confine, relative_page
 from lightkeeper.lightspeed.tokens import Account
@@ -48,6 +48,11 @@ class ApiClient:
 
     def __repr__(self) -> str:
         return f"ApiClient(api_url={self._api_url!r})"
+
+    @property
+    def api_url(self) -> str:
+        """``LIGHTSPEED_API_URL`` without a trailing slash: every path here is under it."""
+        return self._api_url
 
     def account(self, access_token: str) -> Account:
         """The account the access token belongs to (``GET /API/V3/Account.json``)."""
@@ -119,45 +124,60 @@ class ApiClient:
     ) -> dict[str, Any]:
         """One API request, paced by the account's bucket; 429s are waited out a few times."""
         action = f"{method} {path.split('?', maxsplit=1)[0]}"
-        for attempt in range(MAX_RATE_LIMIT_RETRIES + 1):
-            slot = self.pacer.reserve(account_id, cost)
-            response = self._send(method, path, access_token, action=action, json=json, params=params)
-            self.pacer.observe(account_id, response.headers, slot)
-            try:
-                check_api_response(response, action=action, redact=(access_token,))
-            except RateLimited as exc:
-                self._back_off(account_id, exc, attempt, cost)
-                continue
-            return json_object(response) or {}
-        raise AssertionError("unreachable: the last attempt raises")  # pragma: no cover
-
-    def _back_off(self, account_id: str, exc: RateLimited, attempt: int, cost: float) -> None:
-        """Raise a 429 we may not wait out; else hold the account's bucket until ``Retry-After`` (the retry's
-        ``reserve`` waits it out, and so does every other request of the account in this process)."""
-        wait = exc.retry_after if exc.retry_after is not None else 1.0
-        if attempt >= MAX_RATE_LIMIT_RETRIES or wait > MAX_RETRY_AFTER_S:
-            self.pacer.full(account_id)
-            raise exc
-        self.pacer.hold(account_id, wait, cost)
-
-    def _send(
-        self,
-        method: str,
-        path: str,
-        access_token: str,
-        *,
-        action: str,
-        json: Any,
-        params: dict[str, str] | str | None,
-    ) -> httpx2.Response:
-        headers = {"Authorization": f"Bearer {access_token}", "Accept": "application/json"}
-        with translate_transport_errors(action, redact=(access_token,)):
-            return self._http.request(method, f"{self._api_url}{path}", headers=headers, json=json, params=params)
+        url = f"{self._api_url}{path}"
+        return paced_request(
+            self._http,
+            self.pacer,
+            method,
+            url,
+            access_token=access_token,
+            account_id=account_id,
+            json=json,
+            params=params,
+            cost=cost,
+            action=action,
+        )
 
     def _get(self, path: str, access_token: str, *, action: str) -> httpx2.Response:
         headers = {"Authorization": f"Bearer {access_token}", "Accept": "application/json"}
         with translate_transport_errors(action, redact=(access_token,)):
             return self._http.get(f"{self._api_url}{path}", headers=headers)
+
+
+def paced_request(
+    http: httpx2.Client,
+    pacing: ApiPacing[Any],
+    method: str,
+    url: str,
+    *,
+    access_token: str,
+    account_id: str,
+    json: Any,
+    params: dict[str, str] | str | None,
+    cost: float,
+    action: str,
+) -> dict[str, Any]:
+    """One request booked in the account's limits (``pacing``: any provider's model) and sent when its moment
+    comes; its answer's JSON object. A 429 holds the account for its ``Retry-After`` (every process) and is
+    retried up to ``MAX_RATE_LIMIT_RETRIES`` times when that is at most ``MAX_RETRY_AFTER_S``; a longer one marks
+    the limit spent and is raised. A 401 is ``AccessDenied`` (the on-demand client refreshes and retries)."""
+    headers = {"Authorization": f"Bearer {access_token}", "Accept": "application/json"}
+    for attempt in range(MAX_RATE_LIMIT_RETRIES + 1):
+        slot = pacing.reserve(account_id, cost)
+        with translate_transport_errors(action, redact=(access_token,)):
+            response = http.request(method, url, headers=headers, json=json, params=params)
+        pacing.observe(account_id, response.headers, slot)
+        try:
+            check_api_response(response, action=action, redact=(access_token,))
+        except RateLimited as exc:
+            wait = exc.retry_after if exc.retry_after is not None else 1.0
+            if attempt >= MAX_RATE_LIMIT_RETRIES or wait > MAX_RETRY_AFTER_S:
+                pacing.full(account_id)
+                raise
+            pacing.hold(account_id, wait, cost)  # the retry's ``reserve`` waits it out, as every other caller does
+            continue
+        return json_object(response) or {}
+    raise AssertionError("unreachable: the last attempt raises")  # pragma: no cover
 
 
 def _parse_account(response: httpx2.Response, *, action: str) -> Account:
@@ -185,4 +205,4 @@ def _item(body: dict[str, Any]) -> dict[str, Any]:
     return item
 
 
-__all__ = ["ApiClient"]
+__all__ = ["ApiClient", "paced_request"]

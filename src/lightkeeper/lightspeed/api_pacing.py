@@ -8,6 +8,10 @@ This package never imports the store: the repo fits the protocol by its shape.
 A booking is a moment on the shared clock; the caller sleeps until it on its own monotonic clock and sends
 right then. A caller that wakes late (a stalled loop, a slow thread) books again instead of sending: late
 requests bunched together could break the burst window that their bookings kept.
+
+``ApiPacing`` is what the proxy and the API clients ask of a model, so their code is one path for every
+provider: ``ApiPacer`` (R-Series' leaky bucket and burst window) and ``window_pacing.WindowPacer`` (X-Series'
+fixed window) implement it; each ``Provider`` names its own (``api_pacing``).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Protocol, TypeVar
 
 from lightkeeper.lightspeed import credits
@@ -26,6 +31,7 @@ from lightkeeper.lightspeed.bucket import HEADROOM, Booking, BucketState, Readin
 from lightkeeper.lightspeed.credits import Credit
 
 T = TypeVar("T")
+S = TypeVar("S", bound="Booked")
 
 #: A send this much after its booked moment books again instead of leaving.
 LATE_S = 0.05
@@ -83,6 +89,54 @@ class Refusal:
     wait: float
 
 
+class Booked(Protocol):
+    """A booked send: it leaves at ``moment`` (this process's monotonic clock)."""
+
+    @property
+    def moment(self) -> float: ...
+
+
+class ApiPacing(Protocol[S]):
+    """A provider's API limits, booked before each request leaves and corrected by each answer, for every
+    process of a deployment. ``S`` is the model's own record of a booking (``Slot``, ``WindowSlot``)."""
+
+    def book_many(self, account_id: str, requests: Sequence[tuple[float, float | None]]) -> list[S | Refusal]:
+        """Book requests of (cost, longest wait) of one account in order; a ``Refusal`` for one that would wait
+        longer (nothing booked for it)."""
+        ...
+
+    def book_local(self, account_id: str, cost: float, *, max_wait: float | None = None) -> S | None:
+        """A booking without the database, when this process may make one; else None (then ``book_many``)."""
+        ...
+
+    def late(self, slot: S) -> bool:
+        """Whether it is too late to send on ``slot`` (book again instead)."""
+        ...
+
+    def reserve(self, account_id: str, cost: float) -> S:
+        """Book and sleep until the request may leave (sync callers)."""
+        ...
+
+    def correction(
+        self, account_id: str, headers: Mapping[str, str], slot: S | None = None
+    ) -> Callable[[], None] | None:
+        """What an answer's headers change in the shared state, to run off the event loop; None when they say
+        nothing new against ``slot`` (no write)."""
+        ...
+
+    def observe(self, account_id: str, headers: Mapping[str, str], slot: S | None = None) -> None:
+        """``correction`` applied here and now."""
+        ...
+
+    def hold(self, account_id: str, retry_after: float, cost: float) -> None:
+        """A 429 said "retry after": nothing of the account leaves before then, in any process."""
+        ...
+
+    def full(self, account_id: str) -> None:
+        """A 429 that will not be waited out: the account's limit is spent, whatever the model thought."""
+        ...
+
+
 class ApiPacer:
     """Books requests into their account's bucket (thread-safe; one per process, or several on one store)."""
 
@@ -101,6 +155,11 @@ class ApiPacer:
         self._demand = credits.Demand(monotonic)
         self._lock = threading.Lock()
         self._booker, self._booker_pid = "", -1
+
+    @property
+    def rows(self) -> BucketRows:
+        """Where the account states live (the store's rows, or this process's memory): other models share it."""
+        return self._rows
 
     @property
     def booker(self) -> str:
@@ -210,6 +269,13 @@ class ApiPacer:
         if reading is not None:
             self.correct(account_id, reading)
 
+    def correction(
+        self, account_id: str, headers: Mapping[str, str], slot: Slot | None = None
+    ) -> Callable[[], None] | None:
+        """``correct`` with what the headers say, when it is news (see ``news``); None otherwise."""
+        reading = self.news(headers, slot)
+        return None if reading is None else partial(self.correct, account_id, reading)
+
     def news(self, headers: Mapping[str, str], slot: Slot | None = None) -> Reading | None:
         """What an answer's headers say of the limits, if it is news against ``slot``'s state (what the model
         expected when the request was booked); None when there is nothing worth a write to the shared row."""
@@ -264,4 +330,14 @@ def _rebased(state: BucketState, mine: Credit | None) -> BucketState:
     return replace(mine.state, bookers=state.bookers, credit="")
 
 
-__all__ = ["LATE_S", "ApiPacer", "BucketRows", "LocalBucketRows", "Refusal", "Slot", "late_after"]
+__all__ = [
+    "LATE_S",
+    "ApiPacer",
+    "ApiPacing",
+    "Booked",
+    "BucketRows",
+    "LocalBucketRows",
+    "Refusal",
+    "Slot",
+    "late_after",
+]

@@ -1,11 +1,13 @@
-"""What the API proxy may send to R-Series and answer from it: paths, headers and page links. Pure functions.
+"""What the API proxy may send to Lightspeed and answer from it: paths, headers and page links. Pure functions.
 
 A token never leaves for anywhere but its own account (invariant 8): whatever a caller puts after
-``/api/connections/{id}/lightspeed/``, what is sent is always ``LIGHTSPEED_API_URL`` +
-``/API/V3/Account/{account_id}/`` + that path, and only once ``confine`` has found nothing in it that a
-server could read as another place: no ``.`` or ``..`` segment, no empty segment (``//``), no backslash,
-no encoded slash, backslash or percent sign (so no double encoding), no control character, no scheme, and
-at most 2,048 bytes. A refused path sends nothing.
+``/api/connections/{id}/lightspeed/``, what is sent is always the account's own prefix + that path (R-Series:
+``LIGHTSPEED_API_URL`` + ``/API/V3/Account/{account_id}/``; X-Series: the store's base + ``/``, the path under
+``api/``: ``Provider.proxy_url``), and only once ``confine`` has found nothing in it that a server could read as
+another place: no ``.`` or ``..`` segment, no empty segment (``//``), no backslash, no encoded slash, backslash
+or percent sign (so no double encoding), no control character, no scheme, and at most 2,048 bytes. A refused
+path sends nothing. R-Series' pages (``@attributes``) are read here; X-Series' (``version.max``) in
+``store_api``.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping
-from urllib.parse import quote, unquote_to_bytes, urlsplit
+from urllib.parse import quote, unquote_plus, unquote_to_bytes, urlsplit
 
 from lightkeeper.errors import InvalidPath
 
@@ -26,6 +28,8 @@ _SCHEME = re.compile(rb"^[A-Za-z][A-Za-z0-9+.-]*:")
 _BAD_BYTES = re.compile(rb"[\x00-\x1f\x7f\\]")
 #: Characters a path may carry to the provider as they are (RFC 3986 pchar, and '/' between segments).
 _PATH_SAFE = "/:@!$&'()*+,;=-._~"
+#: Characters a page link's query keeps as they are (never '<', '>', '"' or a space: it sits in a Link header).
+_QUERY_SAFE = "=&+%/:@!$'()*,;?-._~"
 
 #: Request headers a caller may send through; everything else is dropped (cookies, our key, forwarding,
 #: hop-by-hop headers, X-Lightkeeper-*). Authorization and User-Agent are the proxy's own.
@@ -44,9 +48,12 @@ REQUEST_HEADERS = frozenset(
         "range",
     }
 )
-#: Answer headers passed back, besides every ``X-LS-*``; never ``Set-Cookie``.
+#: Answer headers passed back, besides every ``X-LS-*`` (R-Series' limits); never ``Set-Cookie``.
 RESPONSE_HEADERS = frozenset(
     {
+        "x-ratelimit-limit",  # X-Series' window: a caller sees where the store's window stands
+        "x-ratelimit-remaining",
+        "x-ratelimit-reset",
         "cache-control",
         "content-disposition",
         "content-language",
@@ -160,7 +167,14 @@ def relative_page(url: object, *, api_url: str, account_id: str) -> tuple[str, s
         relative = confine(page.path[len(prefix) :])
     except InvalidPath:
         return None
-    return relative, quote(page.query, safe="=&+%/:@!$'()*,;?-._~")
+    return relative, quote(page.query, safe=_QUERY_SAFE)
+
+
+def with_param(query: str, name: str, value: str) -> str:
+    """``query`` (as received: encoded) with ``name`` set to ``value`` in place of any it had, the others kept in
+    their order, quoted so that the result is safe inside a ``Link`` header's ``<…>``."""
+    kept = [part for part in query.split("&") if part and unquote_plus(part.split("=", 1)[0]) != name]
+    return "&".join([*(quote(part, safe=_QUERY_SAFE) for part in kept), f"{quote(name)}={quote(value)}"])
 
 
 def content_is_json(headers: Mapping[str, str]) -> bool:
@@ -181,4 +195,5 @@ __all__ = [
     "relative_page",
     "request_headers",
     "response_headers",
+    "with_param",
 ]

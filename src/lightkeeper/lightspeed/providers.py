@@ -7,18 +7,27 @@ grace window). What is the same for every provider stays shared beside them: dea
 redaction, error mapping, pacing slots. Adding a platform means one module implementing ``Provider``, its
 settings, and its simulator mode; ``Providers`` is where the keeper finds them, by the name stored on each
 connection.
+
+The API proxy and the Python client's verbs ask the provider too: where a confined path goes (``proxy_url``),
+how an answer names its next page (``page_links`` for the proxy's ``Link``, ``next_page`` and ``records_key`` for
+``paginate``), and how its API is paced (``api_pacing``: R-Series' leaky bucket, X-Series' fixed window, both
+shared by every process through the database).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Protocol
+from typing import Any, Protocol
 
 import httpx2
 
 from lightkeeper.errors import ConfigError
+from lightkeeper.lightspeed.api_pacing import ApiPacing
 from lightkeeper.lightspeed.oauth import AsyncSender, TokenRequest
 from lightkeeper.lightspeed.tokens import TokenSet
+
+#: Query parameters of an API call: a mapping, or a query string as a page link gives it.
+Params = dict[str, str] | str | None
 
 
 class Provider(Protocol):
@@ -85,6 +94,37 @@ class Provider(Protocol):
         saying what to use instead otherwise."""
         ...
 
+    # -- the API, for the proxy and the client's verbs -----------------------------------------------------
+    @property
+    def api_pacing(self) -> ApiPacing[Any]:
+        """How the API's limits are booked before each request and corrected by each answer (every process)."""
+        ...
+
+    def proxy_url(self, account_id: str, confined: str) -> str:
+        """The URL (without its query) a path relative to the account stands for, once ``forwarding.confine``
+        has passed it; ``InvalidPath`` for one this provider's API does not serve (nothing is sent)."""
+        ...
+
+    def page_links(self, body: bytes, *, account_id: str, path: str, query: str, proxy_base: str) -> str | None:
+        """An RFC 8288 ``Link`` value for the pages a JSON answer to ``path?query`` names, as proxy URLs under
+        ``proxy_base``; None when it names none."""
+        ...
+
+    def api_request(
+        self, method: str, path: str, access_token: str, account_id: str, *, params: Params = None, json: Any = None
+    ) -> dict[str, Any]:
+        """One paced request to a path relative to the account (confined as the proxy's); the answer's JSON
+        object. ``AccessDenied`` on a 401 (the caller refreshes and retries)."""
+        ...
+
+    def next_page(self, body: dict[str, Any], account_id: str, path: str, params: Params) -> tuple[str, Params] | None:
+        """The page after the answer ``body`` to ``path`` with ``params``, as (path, params); None on the last."""
+        ...
+
+    def records_key(self, path: str) -> str:
+        """Where a collection page of ``path`` holds its records (``Item`` for ``Item.json``; ``data``)."""
+        ...
+
 
 class ConnectionRecordLike(Protocol):
     """What a provider reads of a stored connection (``store.ConnectionRecord``; ``lightspeed`` knows no store)."""
@@ -141,4 +181,4 @@ class Providers(Mapping[str, Provider]):
         return name
 
 
-__all__ = ["ConnectionRecordLike", "Provider", "Providers"]
+__all__ = ["ConnectionRecordLike", "Params", "Provider", "Providers"]

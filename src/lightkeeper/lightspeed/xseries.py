@@ -10,6 +10,9 @@ Refresh tokens rotate strictly (since 2025-03): the old one is revoked the momen
 grace window, so a pair lost between X-Series' answer and our commit cannot be recovered (``strict_rotation``:
 runs refresh only when needed). Answers give the expiry as a unix time in ``expires``; ``expires_in`` differs
 between their examples and is only the fallback. X-Series documents no revoke endpoint.
+
+The proxy and the client's verbs reach a store's API under its base's ``/api/`` only (``store_api``), and pace
+it by X-Series' fixed window (``window_pacing.WindowPacer``, one row per (client, store) shared by every process).
 """
 
 from __future__ import annotations
@@ -29,9 +32,11 @@ from lightkeeper.lightspeed.error_mapping import (
     json_object,
     translate_transport_errors,
 )
+from lightkeeper.lightspeed import store_api
 from lightkeeper.lightspeed.oauth import AsyncSender, TokenRequest
-from lightkeeper.lightspeed.providers import ConnectionRecordLike
+from lightkeeper.lightspeed.providers import ConnectionRecordLike, Params
 from lightkeeper.lightspeed.tokens import TokenSet
+from lightkeeper.lightspeed.window_pacing import WindowPacer
 
 #: The provider name stored on X-Series connections.
 X_SERIES = "x-series"
@@ -67,11 +72,14 @@ class XSeries:
         base_url: str,
         clock: Clock,
         timeout_s: float = 20.0,
+        pacing: WindowPacer | None = None,
     ) -> None:
         self._http, self.client_id, self._client_secret = http, client_id, client_secret
         self._redirect_uri, self._connect_url, self._base_url = redirect_uri, connect_url, base_url
         self._clock = clock
         self.timeout_s = timeout_s
+        # The stores' API windows: the deployment's shared rows (``providers.py``), else this process's memory.
+        self._pacing = pacing if pacing is not None else WindowPacer(client_id=client_id)
 
     def __repr__(self) -> str:
         return f"XSeries(client_id={self.client_id!r}, client_secret=***, base_url={self._base_url!r})"
@@ -156,6 +164,39 @@ class XSeries:
             f"sent. Set X-Series stock through the proxy: PUT /api/connections/{record.id}/lightspeed/api/2.1/"
             'products/{product_id} with {"details":{"inventory":[{"outlet_id":"…","current_amount":21}]}}'
         )
+
+    # -- the API (the proxy and the client's verbs) -------------------------------------------------------------
+    @property
+    def api_pacing(self) -> WindowPacer:
+        return self._pacing
+
+    def proxy_url(self, account_id: str, confined: str) -> str:
+        return store_api.store_url(self.base(account_id), confined)
+
+    def page_links(self, body: bytes, *, account_id: str, path: str, query: str, proxy_base: str) -> str | None:
+        return store_api.version_links(body, path=path, query=query, proxy_base=proxy_base)
+
+    def api_request(
+        self, method: str, path: str, access_token: str, account_id: str, *, params: Params = None, json: Any = None
+    ) -> dict[str, Any]:
+        base = self.base(account_id)
+        return store_api.request(
+            self._http,
+            self._pacing,
+            base,
+            method,
+            path,
+            access_token=access_token,
+            account_id=account_id,
+            params=params,
+            json=json,
+        )
+
+    def next_page(self, body: dict[str, Any], account_id: str, path: str, params: Params) -> tuple[str, Params] | None:
+        return store_api.next_page(body, path, params)
+
+    def records_key(self, path: str) -> str:
+        return "data"
 
     def _token_request(
         self, account_id: str, form: dict[str, str], *, action: str, previous: str | None, sent: tuple[str, ...]

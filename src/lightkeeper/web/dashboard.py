@@ -177,7 +177,8 @@ class _Pages:
             record = self.keeper.connection(connection_id)
         except ConnectionNotFound:
             return self.message(request, 404, "No such connection", f"There is no connection {connection_id}.")
-        link = self.keeper.create_link(record.user_id, label=fit_label(record.account_name))
+        # The link reconnects the same platform: an X-Series store gets X-Series' consent page.
+        link = self.keeper.create_link(record.user_id, label=fit_label(record.account_name), provider=record.provider)
         log.info("dashboard: connect link created for connection %s", connection_id)  # never the link
         context = {"url": link.url, "expires_at": _when(link.expires_at), "connection": _row(record)}
         return templates.TemplateResponse(request, "dashboard_link.html", context, status_code=201)

@@ -90,11 +90,16 @@ def router(keeper: Keeper) -> APIRouter:
         return _page(request, keeper, _require_session(request, keeper), flash=_FLASH.get(done))
 
     @pages.post("/connect-lightspeed/connect")
-    def connect_again(request: Request, csrf: Annotated[str, Form()] = "") -> Response:
-        """Start the OAuth flow again for the session's user (Connect or Reconnect)."""
+    def connect_again(
+        request: Request,
+        csrf: Annotated[str, Form()] = "",
+        provider: Annotated[str | None, Form(max_length=40, pattern=r"^[a-z0-9-]+$")] = None,
+    ) -> Response:
+        """Start the OAuth flow again for the session's user (Connect, or Reconnect on the card's platform)."""
         session = _require_session(request, keeper)
         keeper.check_csrf(request.cookies.get(COOKIE, ""), csrf)
-        return RedirectResponse(keeper.authorize_url(session.user_id, session_id=session.id), status_code=303)
+        url = keeper.authorize_url(session.user_id, session_id=session.id, provider=provider)
+        return RedirectResponse(url, status_code=303)
 
     @pages.post("/connect-lightspeed/disconnect")
     def disconnect(
