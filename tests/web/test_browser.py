@@ -14,6 +14,7 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import httpx2
 import pytest
@@ -22,6 +23,7 @@ from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, expec
 from lightkeeper.simulator import SimulatorControl
 from lightkeeper.store import ConnectionRecord
 from lightkeeper.web.browser import continue_to_lightspeed
+from tests.conftest import CLIENT_ID, CLIENT_SECRET
 from tests.web.conftest import AppServer, ServeApp, new_api_key
 
 CHROMIUM = "/usr/bin/chromium"
@@ -292,3 +294,76 @@ def test_disconnect_without_the_csrf_token_is_refused_and_changes_nothing(
     page.goto(f"{app_server.url}/connect-lightspeed")
     expect(page.locator(f'[data-connection-id="{record.id}"] .status')).to_have_text("Connected")
     shoot("still-connected")
+
+
+# -- X-Series: the same confirm page, X-Series' consent page (the simulator's /x/connect), the one callback --
+
+
+@pytest.fixture
+def x_app(serve_app: ServeApp, sim: SimulatorControl) -> Iterator[AppServer]:
+    """The app on ``localhost`` with X-Series only: the simulator's X-Series mode is its Lightspeed."""
+    url = sim_url(sim)
+    env = {
+        "LIGHTKEEPER_API_KEY": new_api_key(),
+        "LIGHTKEEPER_APP_NAME": APP_NAME,
+        "LIGHTSPEED_CLIENT_ID": "",
+        "LIGHTSPEED_CLIENT_SECRET": "",
+        "LIGHTSPEED_X_CLIENT_ID": CLIENT_ID,
+        "LIGHTSPEED_X_CLIENT_SECRET": CLIENT_SECRET,
+        "LIGHTSPEED_X_CONNECT_URL": f"{url}/x/connect",
+        "LIGHTSPEED_X_BASE_URL": f"{url}/x/{{domain_prefix}}",
+    }
+    with serve_app(public_host="localhost", **env) as server:
+        yield server
+
+
+def sim_url(sim: SimulatorControl) -> str:
+    parts = urlsplit(sim.base_url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+@sqlite_only
+def test_an_x_series_merchant_connects_through_the_same_confirm_page(
+    x_app: AppServer, sim: SimulatorControl, page: Page, shoot: _Camera, csp_violations: list[str]
+) -> None:
+    link = x_app.link("merchant-x")  # the only provider configured: X-Series by default
+    open_confirm_page(x_app, page, link)
+    expect(page.locator(".card")).to_contain_text("Lightspeed X-Series account")
+    shoot("confirm")
+
+    with page.expect_response(lambda answer: "/oauth/callback?" in answer.url) as callback:
+        page.get_by_role("button", name=CONTINUE).click()
+
+    assert callback.value.status == 200, callback.value.text()
+    assert "domain_prefix=" in callback.value.url
+    expect(page.get_by_role("status")).to_contain_text("Connected: ")
+    [record] = x_app.keeper.connections(user_id="merchant-x")
+    assert (record.provider, record.strict_rotation, record.status.value) == ("x-series", True, "connected")
+    assert record.account_name  # named by the store's /api/2.0/retailer
+    expect(page.locator(".card")).to_contain_text(f"Lightspeed X-Series account {record.account_id}")
+    shoot("connected")
+    assert csp_violations == []
+
+
+@sqlite_only
+@pytest.mark.parametrize("prefix", ["evil.com#", "a.b", "x/../y", "%2e", "Store", "store1\n", "a" * 64, ""])
+def test_a_crafted_store_prefix_gets_a_400_page_and_nothing_is_sent_or_stored(
+    x_app: AppServer, sim: SimulatorControl, prefix: str
+) -> None:
+    with httpx2.Client(timeout=10) as merchant:  # the merchant's browser: its cookie jar is what counts here
+        to_consent = continue_to_lightspeed(merchant, x_app.link("merchant-x"))
+        assert to_consent.status_code == 303 and "/x/connect?" in to_consent.headers["location"]
+        approved = merchant.get(to_consent.headers["location"]).headers["location"]  # a real code and state
+        query = dict(parse_qsl(urlsplit(approved).query))
+        before = sim.stats().get("x_token_requests", 0)
+
+        crafted = {"code": query["code"], "state": query["state"], "domain_prefix": prefix}
+        answer = merchant.get(f"{x_app.url}/oauth/callback?{urlencode(crafted)}")
+
+        assert answer.status_code == 400 and "nothing was sent" in answer.text
+        assert sim.stats().get("x_token_requests", 0) == before  # no token request to any store
+        assert x_app.keeper.connections() == []
+        done = merchant.get(approved)  # the state was not used: the true callback still connects the store
+        assert done.status_code == 200, done.text
+    [record] = x_app.keeper.connections(user_id="merchant-x")
+    assert record.provider == "x-series"
