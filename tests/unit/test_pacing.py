@@ -124,8 +124,11 @@ def test_async_no_or_too_long_a_retry_after_is_the_answer(retry_after: float | N
         asyncio.run(
             retry_once_after_async(lambda: _send_async(recorder), pacer=pacer, max_wait=30, may_send=lambda: True)
         )
-    assert recorder.calls == 1 and slots.pending("refresh") == 0.0
-    assert time.monotonic() - started < 1.0
+    assert recorder.calls == 1
+    assert time.monotonic() - started < 1.0  # this caller does not wait: the 429 is its answer
+    # ... but a Retry-After it could not wait out still holds every other sender until the provider's time.
+    held = slots.pending("refresh")
+    assert held == 0.0 if retry_after is None else 30.0 < held <= 31.0
 
 
 def test_async_the_retry_is_not_sent_when_the_caller_no_longer_may() -> None:

@@ -64,7 +64,11 @@ def make_x_keeper(
     ) -> Keeper:
         extra = x_env(simulator_server.url) | ({} if both else NO_R_SERIES) | env
         settings = make_settings(database_url, simulator_server.url, **extra)
-        keeper = Keeper(settings, transport=transport, **({"clock": clock} if clock else {}))
+        keeper = (
+            Keeper(settings, transport=transport)
+            if clock is None
+            else Keeper(settings, transport=transport, clock=clock)
+        )
         opened.append(keeper)
         return keeper
 

@@ -12,6 +12,7 @@ import json
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -55,7 +56,7 @@ def seed_x_connections(keeper: Keeper, sim: SimulatorControl, count: int, *, use
                 user_id=f"{user_prefix}-{number}",
                 account_id=str(pair["domain_prefix"]),
                 account_name=pair.get("name"),
-                encrypt=lambda connection_id, tokens=tokens: keeper.vault.seal_pair(connection_id, tokens),
+                encrypt=_sealer(keeper, tokens),
                 expires_at=expires_at,
                 now=keeper.clock(),
                 provider=X_SERIES,
@@ -63,6 +64,10 @@ def seed_x_connections(keeper: Keeper, sim: SimulatorControl, count: int, *, use
             )
         )
     return ids
+
+
+def _sealer(keeper: Keeper, tokens: TokenSet) -> Callable[[int], tuple[str, str]]:
+    return lambda connection_id: keeper.vault.seal_pair(connection_id, tokens)
 
 
 def set_row(keeper: Keeper, connection_id: int, **values: object) -> None:
@@ -154,10 +159,17 @@ class RecordingTransport(httpx2.BaseTransport):
     sent: list[Sent] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
+    #: The ``Retry-After`` of every 429 the keeper received, as written.
+    retry_afters: list[str] = field(default_factory=list)
+
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
         with self._lock:
             self.sent.append(Sent(time.monotonic(), request.method, str(request.url)))
-        return self.inner.handle_request(request)
+        response = self.inner.handle_request(request)
+        if response.status_code == 429:
+            with self._lock:
+                self.retry_afters.append(response.headers.get("Retry-After", ""))
+        return response
 
     def close(self) -> None:
         self.inner.close()

@@ -72,9 +72,7 @@ def test_a_mixed_run_refreshes_each_connection_of_both_providers_once(
     assert [store["active_refresh_tokens"] for store in sim.x_stores()] == [1, 1, 1]
 
 
-def test_a_full_run_refreshes_an_x_series_store_only_when_it_must(
-    mixed_keeper: Keeper, sim: SimulatorControl
-) -> None:
+def test_a_full_run_refreshes_an_x_series_store_only_when_it_must(mixed_keeper: Keeper, sim: SimulatorControl) -> None:
     keeper = mixed_keeper
     [r_id] = seed_connections(keeper, sim, 1, user_prefix="r")
     [lasting, recent] = seed_x(keeper, sim, 2, ttl=LASTING_TTL_S, user_prefix="lasting")

@@ -5,7 +5,9 @@ every store's stored refresh token the one X-Series still honours.
 - a run and forced on-demand refreshes in one process (the ``serve`` case: one lease owner);
 - two processes (two keepers) sharing a run whose queue of slow refreshes is longer than a lease;
 - on-demand callers in three spawned processes on one token that expired in our books (one refresh);
-- two ``refresh --all`` subprocesses and forced on-demand refreshes from this process, all at once.
+- two ``refresh --all`` subprocesses and forced on-demand refreshes from this process, all at once;
+- a holder whose lease ran out (paused, or on a skewed clock) and one whose lease is too short for a slow answer:
+  neither sends the refresh token, so a slow token endpoint never makes two holders present it.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ from tests.xseries.conftest import StartCli, XKeeperFactory
 from tests.xseries.support import (
     NO_R_SERIES,
     holds_the_live_pair,
-    reuse_both,
     seed_x_connections,
     set_row,
     status_counts,
@@ -83,8 +84,10 @@ def test_two_processes_share_a_run_whose_queue_outlasts_a_lease(
     make_x_keeper: XKeeperFactory, sim: SimulatorControl, simulator_server: SimulatorServer
 ) -> None:
     """1.5 s refreshes, a 10 s lease, 12 stores, 2 in flight per process: a batch leased at once would run out."""
-    env = {"REFRESH_LEASE_S": "10", "HTTP_TIMEOUT_S": "3", "REFRESH_MAX_RETRY_AFTER_S": "2", "REFRESH_CONCURRENCY": "2"}
-    first, second = make_x_keeper(**env), make_x_keeper(**env)
+    first, second = (
+        make_x_keeper(REFRESH_LEASE_S="10", HTTP_TIMEOUT_S="3", REFRESH_MAX_RETRY_AFTER_S="2", REFRESH_CONCURRENCY="2")
+        for _ in range(2)
+    )
     ids = seed_expiring(first, sim, 12)
     before = versions(first)
     sim.configure(token_latency_ms=1500)

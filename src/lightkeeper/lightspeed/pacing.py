@@ -211,11 +211,20 @@ async def retry_once_after_async(
         return await send()
 
 
+#: The longest hold a ``Retry-After`` may put on every sender: a date far in the future (a provider's bug, a
+#: skewed clock) must not stop a deployment's refreshes for days. Lightspeed's own waits are seconds to minutes.
+MAX_HOLD_S = 3600.0
+
+
 def _hold_or_raise(exc: RateLimited, pacer: Pacer, max_wait: float) -> None:
-    """Hold every sender for the 429's ``Retry-After``, or re-raise it when there is none or it is too long."""
-    if exc.retry_after is None or exc.retry_after > max_wait:
+    """Hold every sender for the 429's ``Retry-After`` (at most ``MAX_HOLD_S``), then re-raise it when there is
+    none or it is longer than this caller may wait: the hold binds every process even when this request gives
+    up (invariant 7), so nobody else's request goes out before the provider's date either."""
+    if exc.retry_after is None:
         raise exc
-    pacer.hold(exc.retry_after)
+    pacer.hold(min(exc.retry_after, MAX_HOLD_S))
+    if exc.retry_after > max_wait:
+        raise exc
 
 
-__all__ = ["REFRESH", "LocalSlots", "Pacer", "Slots", "retry_once_after", "retry_once_after_async"]
+__all__ = ["MAX_HOLD_S", "REFRESH", "LocalSlots", "Pacer", "Slots", "retry_once_after", "retry_once_after_async"]

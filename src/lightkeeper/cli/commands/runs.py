@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
 from typing import TYPE_CHECKING, Annotated
@@ -57,35 +57,40 @@ def run_with_progress(keeper: Keeper, connection: int | None, *, show: bool, due
 
     total = 1 if connection is not None else keeper.refreshable_count(due=due)
     stop = threading.Event()
-    with _progress(total, show=show) as advance, graceful_stop(stop):
+    with _progress(total, show=show) as advance, graceful_stop(stop.set):
         return keeper.refresh(trigger=Trigger.MANUAL, connection_id=connection, progress=advance, due=due, stop=stop)
 
 
+#: What the first signal says will happen (``refresh``; ``worker`` says its own).
+SAVING = "Refreshes in flight finish and are saved; nothing new starts"
 #: What a second Ctrl-C (or SIGTERM) says as it quits without waiting.
 QUIT_AT_ONCE = (
     "Quit at once. A refresh that was in flight may have been granted by Lightspeed and not saved: the next run "
-    "presents the old refresh token again, which Lightspeed's grace window accepts while the lost pair is unused."
+    "presents the old refresh token again, which R-Series' grace window accepts while the lost pair is unused; "
+    "an X-Series store has no grace window, so such a connection goes expired and its merchant must reconnect."
 )
 
 
 @contextmanager
-def graceful_stop(stop: threading.Event) -> Iterator[None]:
-    """SIGINT and SIGTERM stop a run gracefully: nothing new starts, refreshes in flight finish and are saved.
-    A second one quits at once (exit 130), saying what may be left to the grace window.
+def graceful_stop(stop: Callable[[], None], *, saving: str = SAVING) -> Iterator[None]:
+    """SIGINT and SIGTERM stop gracefully (``stop()``, once): nothing new starts, refreshes in flight finish and
+    are saved (``saving`` says so). A second one quits at once (exit 130), saying what may be left to the grace
+    window. ``refresh`` and ``worker`` stop this way alike.
 
     Without this, the event loop's own Ctrl-C handling cancelled requests in flight: Lightspeed had rotated
     those refresh tokens, the pairs were lost, and the next run presented the old tokens again."""
     if threading.current_thread() is not threading.main_thread():
         yield  # only the main thread may set signal handlers; a caller elsewhere manages its own
         return
+    signalled = threading.Event()
 
     def handle(signum: int, _frame: object) -> None:
-        if stop.is_set():
+        if signalled.is_set():
             err.print(QUIT_AT_ONCE, markup=False)
             os._exit(130)
-        stop.set()
+        signalled.set()
+        stop()
         name = signal.Signals(signum).name
-        saving = "Refreshes in flight finish and are saved; nothing new starts"
         err.print(f"{name}: stopping. {saving}. {name} again to quit at once.", markup=False)
 
     previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
