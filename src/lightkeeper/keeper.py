@@ -4,7 +4,9 @@ The CLI, the web app, the scheduler and library users all start here, and they t
 its verbs (``connections``, ``fresh_token``, ``refresh``, ``disconnect``, ``create_link``, ``show_schedule``
 …) are the whole surface, so the parts behind them (store, refresher, connect flow) can change without
 their callers changing. Everything with a side effect (HTTP transport, clock, database) can be handed in,
-which is how tests run the real code against fakes at the seams.
+which is how tests run the real code against fakes at the seams. Helpers of the verbs that are not wiring live
+beside what they serve (a run's cutoffs in ``scheduler.cutoffs``), so this facade stays a list of verbs within the
+500 lines a module may have.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import Any
 
 import httpx2
 
@@ -47,16 +48,17 @@ from .refresh import (
     RunExecutor,
     RunOptions,
     TokenProvider,
-    policy,
     stale_after_s,
 )
 from .rotation import WAIT, KeyRotation, RotationSummary
 from .rotation import ProgressCallback as RotationProgress
+from .scheduler.cutoffs import RunCutoffs
 from .scheduler.schedule import ScheduleService, ScheduleState
 from .store import (
     ConnectionRecord,
     ConnectSession,
     DailyOutcomes,
+    DashboardRepo,
     EventRecord,
     Job,
     RunRecord,
@@ -153,9 +155,8 @@ class Keeper:
         # through it and never hold a token.
         self.proxy = Proxy(
             tokens=self.tokens,
-            pacer=self.api_pacer,
+            providers=self.providers,  # each connection's provider: its URLs, its pages, its pacing model
             upstream=Upstream(user_agent=USER_AGENT, timeout_s=settings.proxy_timeout_s, tls=self.tls),
-            api_url=settings.lightspeed_api_url,
             write_cost=settings.lightspeed_write_cost,
             max_wait_s=settings.proxy_max_wait_s,
         )
@@ -169,6 +170,7 @@ class Keeper:
         )
         # Who ticks the refresh job (embedded schedulers or pg_cron), when, and whether.
         self.schedule = ScheduleService(self.store, clock=clock, default_schedule=settings.refresh_schedule)
+        self.cutoffs = RunCutoffs(settings, clock, self.schedule.job)  # which connections a run starting now takes
         # The outbox's upkeep (error sweep, giving up, pruning) and, with NOTIFY_WEBHOOK_URL, its delivery.
         self.notifier = Notifier(self.store.events, settings, clock=clock, owner=self.owner, user_agent=USER_AGENT)
         # /metrics (and worker --metrics-port) read these gauges from the database: every replica agrees.
@@ -240,7 +242,7 @@ class Keeper:
 
     def lightspeed(self, connection_id: int) -> LightspeedSession:
         """The connection's Lightspeed API client, for ``with`` or ``async with``."""
-        return LightspeedSession(Lightspeed(self.tokens, self.api, connection_id))
+        return LightspeedSession(Lightspeed(self.tokens, self.api, connection_id, self.providers))
 
     # -- refresh runs ------------------------------------------------------------------------------------
     def refresh(
@@ -270,15 +272,11 @@ class Keeper:
 
     def strict_cutoffs(self) -> StrictCutoffs:
         """Which connections of strict rotation (X-Series) a full run starting now refreshes (``policy``)."""
-        settings = self.settings
-        return policy.strict_cutoffs(
-            self.clock(), self.schedule.job().schedule, settings.token_refresh_leeway_s, settings.x_series_max_idle_s
-        )
+        return self.cutoffs.strict()
 
     def due_before(self) -> datetime | None:
         """The cutoff of a due-based run starting now: ``REFRESH_DUE_AFTER`` ago; None when that is 0."""
-        due_after = self.settings.refresh_due_after
-        return self.clock() - timedelta(seconds=due_after) if due_after else None
+        return self.cutoffs.due_before()
 
     def begin_run(self, *, trigger: str, connection_id: int | None = None) -> RunRecord:
         """Record a run starting now (or the full run already going, to join) without working on it;
@@ -320,19 +318,14 @@ class Keeper:
     def start_queued_run(self) -> RunRecord | None:
         """Start the oldest run requested by SQL or pg_cron (one process wins it, the others join it
         as a running run); None when nothing is queued or another process won."""
-        return self.store.runs.activate_queued(owner=self.owner, now=self.clock(), **self._cutoffs())
+        return self.store.runs.activate_queued(owner=self.owner, now=self.clock(), **self.cutoffs.automatic())
 
     def start_scheduled_run(self, job: Job, tick: datetime) -> RunRecord | None:
         """Record the run of one cron tick of ``job``; None if another process recorded it first.
 
         A tick that comes while a run is still going is recorded as ``skipped``, not doubled."""
-        return self.store.runs.start_tick(
-            job_name=job.name, tick=tick, owner=self.owner, now=self.clock(), **self._cutoffs()
-        )
-
-    def _cutoffs(self) -> dict[str, Any]:
-        """An automatic run's cutoffs: ``due_before`` (REFRESH_DUE_AFTER) and ``strict`` (X-Series)."""
-        return {"due_before": self.due_before(), "strict": self.strict_cutoffs()}
+        cutoffs = self.cutoffs.automatic()  # due_before (REFRESH_DUE_AFTER) and strict (X-Series)
+        return self.store.runs.start_tick(job_name=job.name, tick=tick, owner=self.owner, now=self.clock(), **cutoffs)
 
     # -- the schedule ------------------------------------------------------------------------------------
     def refresh_job(self) -> Job:
@@ -434,6 +427,11 @@ class Keeper:
 
     def stop_notifier(self) -> None:
         self.notifier.stop()
+
+    # -- the dashboard -----------------------------------------------------------------------------------
+    def dashboard_state(self) -> DashboardRepo:
+        """The dashboard's sign-outs and wrong keys per address, in the database: every replica shares them."""
+        return self.store.dashboard
 
     # -- the encryption keys -----------------------------------------------------------------------------
     def rotate_keys(

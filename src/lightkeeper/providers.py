@@ -2,7 +2,9 @@
 
 A provider is in use when its client id is set (R-Series also when no provider's is, as before X-Series). Each
 configured provider gets its own pacer for token requests: Lightspeed limits each OAuth client on its own, so
-each client has its own slot row and ``Retry-After`` hold, shared by every process of the deployment.
+each client has its own slot row and ``Retry-After`` hold, shared by every process of the deployment. Its API
+requests are paced where R-Series' buckets live (``lightkeeper_api_buckets``), each store's window in a row of
+its own.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from .lightspeed import ApiClient, OAuthClient
 from .lightspeed.pacing import Pacer
 from .lightspeed.providers import Provider, Providers
 from .lightspeed.rseries import R_SERIES, RSeries
+from .lightspeed.window_pacing import WindowPacer
 from .lightspeed.xseries import X_SERIES, XSeries
 from .store import Store
 
@@ -50,6 +53,8 @@ def build_providers(
                 base_url=settings.lightspeed_x_base_url,
                 clock=clock,
                 timeout_s=settings.http_timeout_s,
+                # Every process of the deployment books a store's window in the same row, beside the buckets.
+                pacing=WindowPacer(api.pacer.rows, client_id=settings.lightspeed_x_client_id),
             )
         )
     return Providers(chosen, known=KNOWN)

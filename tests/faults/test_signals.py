@@ -63,3 +63,21 @@ def test_a_second_signal_quits_at_once_and_names_the_grace_window(
     assert cli.wait(timeout=5) == 130
     assert time.monotonic() - started < 2
     assert "grace window" in cli.log.read_text()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_workers_second_signal_quits_at_once_and_names_the_grace_window(
+    keeper: Keeper, sim: SimulatorControl, start_cli: StartCli, signum: signal.Signals
+) -> None:
+    seed_connections(keeper, sim, 2, user_prefix="wsig")
+    sim.stall_after_issue(seconds=60)  # the first answer never comes: a graceful stop waits for it (HTTP_TIMEOUT_S)
+    keeper.store.runs.request(trigger="api", now=keeper.clock())  # queued, as POST /api/refresh does
+    cli = start_cli("worker", "worker", REFRESH_CONCURRENCY="1", WORKER_POLL_S="0.1")
+    wait_for(lambda: sim.stats()["refreshes"] == 1, what="the worker's first pair to be issued")
+    cli.process.send_signal(signum)
+    wait_for(lambda: "stopping" in cli.log.read_text(), what="the worker to say it is stopping")
+    started = time.monotonic()
+    cli.process.send_signal(signum)
+    assert cli.wait(timeout=5) == 130, cli.story()
+    assert time.monotonic() - started < 2
+    assert "grace window" in cli.log.read_text()

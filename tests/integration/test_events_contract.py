@@ -9,8 +9,12 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import select
 
 from lightkeeper.store import EventStatus, NewTokens, Store
+from lightkeeper.store.schema import connections
+
+c = connections.c
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 LEASE = timedelta(minutes=5)
@@ -156,6 +160,37 @@ def test_the_sweep_alerts_each_connection_in_error_long_enough_once(outbox: Stor
     assert [json.loads(e.body)["connection_id"] for e in outbox.events.list()] == [old] and len(made) == 1
     assert outbox.events.sweep_errors(errored_before=cutoff, now=cutoff) == []
     assert outbox.connections.get(old).alert == "error"  # type: ignore[union-attr]
+
+
+def test_a_sweep_of_n_flags_at_most_n_connections_when_more_qualify_lowest_ids_first(outbox: Store) -> None:
+    errored = [connect(outbox, f"batch{n}") for n in range(7)]
+    for cid in errored:
+        fail(outbox, cid, NOW)
+    cutoff = NOW + timedelta(hours=1)
+
+    batches = [outbox.events.sweep_errors(errored_before=cutoff, now=cutoff, limit=3) for _ in range(4)]
+
+    assert [len(batch) for batch in batches] == [3, 3, 1, 0]
+    first = {outbox.events.get(event_id).connection_id for event_id in batches[0]}  # type: ignore[union-attr]
+    assert first == set(errored[:3])
+    assert {outbox.connections.get(cid).alert for cid in errored} == {"error"}  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_sweep_skips_rows_another_transaction_holds_and_still_flags_at_most_n(outbox: Store) -> None:
+    errored = [connect(outbox, f"held{n}") for n in range(6)]
+    for cid in errored:
+        fail(outbox, cid, NOW)
+    cutoff = NOW + timedelta(hours=1)
+    held = errored[:2]
+    with outbox.engine.connect() as other, other.begin():  # another process's transaction holds two rows
+        other.execute(select(c.id).where(c.id.in_(held)).with_for_update()).all()
+
+        made = outbox.events.sweep_errors(errored_before=cutoff, now=cutoff, limit=3)
+
+        flagged = {outbox.events.get(event_id).connection_id for event_id in made}  # type: ignore[union-attr]
+        assert flagged == set(errored[2:5])  # the next three; a held row is neither waited for nor counted
+    assert len(outbox.events.sweep_errors(errored_before=cutoff, now=cutoff, limit=3)) == 3  # the held two, and one
 
 
 # -- delivery leases ----------------------------------------------------------------------------------

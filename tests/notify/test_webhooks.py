@@ -28,6 +28,7 @@ BODY_KEYS = {
     "version",
     "time",
     "connection_id",
+    "provider",
     "user_id",
     "account_id",
     "account_name",
@@ -74,6 +75,7 @@ def test_an_expired_connection_is_delivered_signed_with_the_readme_verifier(
     assert set(body) == BODY_KEYS
     assert body["type"] == "connection.expired" and body["version"] == 1
     assert (body["connection_id"], body["user_id"], body["status"]) == (connection_id, "merchant-1", "expired")
+    assert body["provider"] == "r-series"
     assert "invalid_grant" in body["last_error"]
     assert datetime.fromisoformat(body["time"]).tzinfo is not None and body["time"].endswith("Z")
     assert request.headers["content-type"] == "application/json"

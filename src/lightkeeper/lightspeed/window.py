@@ -14,9 +14,12 @@ by the functions here, each a function of the state and of "now" on that place's
 Where a window's edges are is known only approximately: ``Reset`` is a whole second (the window may end up to a
 second before it), and a request that leaves just before an edge may be counted after it. So requests booked in
 the last ``SPILL_S`` of a window are counted again in the next one (``carried``): at an edge the model gives
-away a little throughput, never the limit. A window the model opens itself lasts ``window_s`` until an answer
-names its end: ``DEFAULT_WINDOW_S`` until the answer to a window's first request teaches the length (``Reset``
-minus when that request was booked, which is never shorter than the real window).
+away a little throughput, never the limit. X-Series starts a window when it counts the first request after the
+last one ended, so a window the model opens itself (at that request) is guessed to end ``window_s`` plus
+``IN_FLIGHT_S`` later, until an answer's ``Reset`` says when. ``window_s`` is ``DEFAULT_WINDOW_S`` until the
+answer to a window's first request teaches it (``Reset`` minus when that request was booked: never shorter
+than the real window). ``tests/unit/test_window.py`` replays random traffic against a strict provider of that
+kind: the model never goes over.
 
 The defaults are constants, not settings: they are Lightspeed's documented minimum (one register) and serve only
 until the first answer, whose headers are the truth.
@@ -67,6 +70,7 @@ class WindowState:
     confirmed: bool = False  # ``end`` is X-Series' word (an answer's Reset), not the model's own guess
     hold_until: float = 0.0  # a 429's Retry-After: nothing leaves before
     sends: Slots = ()  # the window's recent booked sends, for what its edge carries into the next one
+    reported: int = 0  # the highest count an answer gave for this window (added to a window booked ahead once)
 
     def carried(self) -> int:
         """The requests booked within ``SPILL_S`` of the window's end: X-Series may count them in the next one."""
@@ -74,7 +78,7 @@ class WindowState:
 
     def dumps(self) -> str:
         fields = [self.limit, self.window_s, self.start, self.end, self.used, self.confirmed, self.hold_until]
-        return json.dumps([*fields, self.sends])
+        return json.dumps([*fields, self.sends, self.reported])
 
     @classmethod
     def loads(cls, text: str | None) -> WindowState:
@@ -82,15 +86,17 @@ class WindowState:
         if not text:
             return cls()
         try:
-            limit, window_s, start, end, used, confirmed, hold_until, sends = json.loads(text)
+            limit, window_s, start, end, used, confirmed, hold_until, sends, reported = json.loads(text)
             numbers = (float(window_s), float(start), float(end), float(hold_until))
-            counts = (int(limit), int(used))
+            counts = (int(limit), int(used), int(reported))
             slots = tuple((float(at), int(count)) for at, count in sends)
         except (ValueError, TypeError, OverflowError):
             return cls()  # a row from another version, or damaged: start over, the next answer corrects it
-        if not all(math.isfinite(n) for n in (*numbers, *(at for at, _ in slots))) or counts[0] < 1 or counts[1] < 0:
+        if not all(math.isfinite(n) for n in (*numbers, *(at for at, _ in slots))) or counts[0] < 1 or min(counts) < 0:
             return cls()
-        return cls(counts[0], numbers[0], numbers[1], numbers[2], counts[1], bool(confirmed), numbers[3], slots)
+        return cls(
+            counts[0], numbers[0], numbers[1], numbers[2], counts[1], bool(confirmed), numbers[3], slots, counts[2]
+        )
 
 
 @dataclass(frozen=True)
@@ -105,7 +111,7 @@ class WindowBooking:
 
 def book(state: WindowState, now: float) -> WindowBooking:
     """The earliest moment one more request fits a window, after every request booked before it."""
-    at = max(now, state.hold_until)
+    at = max(now, state.hold_until, state.start)  # a window booked ahead (the last one was full) starts later
     current = state
     if current.end <= 0 or at >= current.end:  # no window, or it is over: the next opens at this request
         at = max(at, current.end + SKEW_S) if current.end > 0 else at
@@ -122,10 +128,13 @@ def book(state: WindowState, now: float) -> WindowBooking:
 
 
 def _opened(state: WindowState, at: float) -> WindowState:
-    """A new window from ``at``, holding what the last one's edge carried while that may still count."""
+    """A new window from ``at``, holding what the last one's edge carried while that may still count. X-Series'
+    window starts when it counts its first request, up to ``IN_FLIGHT_S`` after that request left: the model's
+    guess of its end allows for that (an answer's ``Reset`` then says)."""
     live = state.end > 0 and at < state.end + IN_FLIGHT_S + state.window_s
     carried = min(state.carried(), state.limit) if live else 0
-    return replace(state, start=at, end=at + state.window_s, used=carried, confirmed=False, sends=())
+    end = at + state.window_s + IN_FLIGHT_S
+    return replace(state, start=at, end=end, used=carried, confirmed=False, sends=(), reported=0)
 
 
 @dataclass(frozen=True)
@@ -171,36 +180,50 @@ def observe(state: WindowState, now: float, reading: WindowReading, booked_at: f
     end = reading.end(now)
     if end is None:  # no Reset (X-Series documents only Limit and Remaining): merge the count where it can
         if live and state.start <= now:
-            return replace(state, used=max(state.used, count))
+            return replace(state, used=max(state.used, count), reported=max(state.reported, count))
         if live:  # the model books a later window already: this answer is of the one before
             return state
-        return replace(state, start=now, end=now + state.window_s, used=count, confirmed=False, sends=())
+        end = now + state.window_s + IN_FLIGHT_S
+        return replace(state, start=now, end=end, used=count, confirmed=False, sends=(), reported=count)
     if end <= now or (live and end <= state.start):
         return state  # the window it names is over, or is one before the model's
     window_s = state.window_s
     if booked_at is not None and reading.remaining == limit - 1:  # the answer to a window's first request
         window_s = min(MAX_WINDOW_S, max(MIN_WINDOW_S, end - booked_at))
+    reported = max(state.reported, count)
+    if live and state.start > now:
+        # The model books a later window already (the last one was full), and X-Series' current one reaches
+        # into it: what it counted and what is booked there add up (nothing booked there has left yet), each
+        # count once however many answers report it.
+        used = state.used + reported - state.reported
+        return replace(state, window_s=window_s, end=end, used=used, confirmed=True, reported=reported)
     if live:
-        return replace(state, window_s=window_s, end=end, used=max(state.used, count), confirmed=True)
+        used = max(state.used, count)
+        return replace(state, window_s=window_s, end=end, used=used, confirmed=True, reported=reported)
     carried = state.carried() if state.end > 0 and now < state.end + IN_FLIGHT_S + state.window_s else 0
-    return replace(state, window_s=window_s, start=now, end=end, used=max(count, carried), confirmed=True, sends=())
+    used = max(count, carried)
+    return replace(state, window_s=window_s, start=now, end=end, used=used, confirmed=True, sends=(), reported=count)
 
 
 def hold(state: WindowState, now: float, retry_after: float) -> WindowState:
     """A 429 said "retry after ``retry_after`` s": nothing leaves before then, and the window is full until then
-    (X-Series' ``Retry-After`` is the window's end)."""
+    (X-Series' ``Retry-After`` is the window's end: it replaces the model's guess, never a confirmed later end)."""
     until = now + max(0.0, retry_after)
     hold_until = max(state.hold_until, until)
     if state.end > now:
-        return replace(state, hold_until=hold_until, used=max(state.used, state.limit), end=max(state.end, until))
-    return replace(state, hold_until=hold_until, start=now, end=until, used=state.limit, confirmed=False, sends=())
+        end = max(state.end, until) if state.confirmed else until
+        return replace(state, hold_until=hold_until, used=max(state.used, state.limit), end=end)
+    return replace(
+        state, hold_until=hold_until, start=now, end=until, used=state.limit, confirmed=False, sends=(), reported=0
+    )
 
 
 def full(state: WindowState, now: float) -> WindowState:
     """A 429 that will not be waited out here: the window is full, whatever the model thought."""
     if state.end > now:
         return replace(state, used=max(state.used, state.limit))
-    return replace(state, start=now, end=now + state.window_s, used=state.limit, confirmed=False, sends=())
+    end = now + state.window_s + IN_FLIGHT_S
+    return replace(state, start=now, end=end, used=state.limit, confirmed=False, sends=(), reported=0)
 
 
 def _recent(sends: Slots, now: float) -> Slots:

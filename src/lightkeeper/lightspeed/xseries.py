@@ -26,13 +26,13 @@ import httpx2
 
 from lightkeeper.clock import Clock
 from lightkeeper.errors import ConnectFlowError, ProviderProtocolError, StockUnsupported
+from lightkeeper.lightspeed import store_api
 from lightkeeper.lightspeed.deadline import post_within
 from lightkeeper.lightspeed.error_mapping import (
     check_api_response,
     json_object,
     translate_transport_errors,
 )
-from lightkeeper.lightspeed import store_api
 from lightkeeper.lightspeed.oauth import AsyncSender, TokenRequest
 from lightkeeper.lightspeed.providers import ConnectionRecordLike, Params
 from lightkeeper.lightspeed.tokens import TokenSet

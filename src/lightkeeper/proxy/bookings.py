@@ -8,8 +8,10 @@ bucket row's lock. Here:
   refreshed by another process is seen that much later at worst, and a token Lightspeed refuses meanwhile
   costs one 401, after which the proxy asks ``fresh_token`` again (``rejected=``) as it always does.
 - ``Bookings`` books every request of an account that arrives while a booking of that account is under way
-  in the next single transaction (``ApiPacer.book_many``), in arrival order: at concurrency 32 a handful of
-  transactions a second instead of one a request, and one worker-thread hop for all of them.
+  in the next single transaction (``ApiPacing.book_many``), in arrival order: at concurrency 32 a handful of
+  transactions a second instead of one a request, and one worker-thread hop for all of them. There is one per
+  provider, over that provider's model (R-Series' bucket, X-Series' window): account ids of two providers
+  never share a queue.
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ import asyncio
 import time
 from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 from anyio import to_thread
 
 from ..errors import RateLimited
-from ..lightspeed.api_pacing import ApiPacer, Refusal, Slot
+from ..lightspeed.api_pacing import ApiPacing, Booked, Refusal
 from ..lightspeed.bucket import retry_after_s
 from ..refresh import AccessGrant, TokenProvider
 
@@ -62,17 +65,17 @@ class Grants:
 class Bookings:
     """Books requests in their account's bucket, batching those that arrive together (group commit)."""
 
-    def __init__(self, pacer: ApiPacer, monotonic: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, pacer: ApiPacing[Any], monotonic: Callable[[], float] = time.monotonic) -> None:
         self._pacer, self._monotonic = pacer, monotonic
-        self._waiting: dict[str, list[tuple[float, float, asyncio.Future[Slot | Refusal]]]] = {}
+        self._waiting: dict[str, list[tuple[float, float, asyncio.Future[Booked | Refusal]]]] = {}
         self._draining: set[str] = set()
 
-    async def book(self, account_id: str, cost: float, cap_end: float) -> Slot:
+    async def book(self, account_id: str, cost: float, cap_end: float) -> Booked:
         """A slot for one request; ``RateLimited`` (nothing booked) when it would wait past ``cap_end``."""
-        local = self._pacer.book_local(account_id, cost, max_wait=max(0.0, cap_end - self._monotonic()))
+        local: Booked | None = self._pacer.book_local(account_id, cost, max_wait=max(0.0, cap_end - self._monotonic()))
         if local is not None:  # from this process's credit: no database, no thread
             return local
-        future: asyncio.Future[Slot | Refusal] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Booked | Refusal] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(account_id, []).append((cost, cap_end, future))
         if account_id not in self._draining:
             self._draining.add(account_id)

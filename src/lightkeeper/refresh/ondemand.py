@@ -35,6 +35,7 @@ class AccessGrant:
     account_id: str
     access_token: str
     expires_at: datetime
+    provider: str  # whose API the token opens (the connection's provider): the proxy and the client ask it
 
     def __repr__(self) -> str:
         return f"AccessGrant(connection_id={self.connection_id}, access_token=***, expires_at={self.expires_at})"
@@ -125,7 +126,8 @@ class TokenProvider:
             return self._grant(record)
         result = self.refresher.refresh(leased)
         if result.tokens is not None:  # committed before anyone sees it (invariant 2)
-            return AccessGrant(record.id, record.account_id, result.tokens.access_token, result.tokens.expires_at)
+            tokens = result.tokens
+            return AccessGrant(record.id, record.account_id, tokens.access_token, tokens.expires_at, record.provider)
         if result.outcome is Outcome.SKIPPED and result.error is None:  # the lease moved on: use theirs
             return self._grant(self._load(record.id))
         raise _failure(record.id, result.outcome, result.error)
@@ -179,7 +181,8 @@ class TokenProvider:
 
     def _grant(self, record: ConnectionRecord) -> AccessGrant:
         assert record.token_expires_at is not None
-        return AccessGrant(record.id, record.account_id, self._access_token(record), record.token_expires_at)
+        token, expires_at = self._access_token(record), record.token_expires_at
+        return AccessGrant(record.id, record.account_id, token, expires_at, record.provider)
 
     def _access_token(self, record: ConnectionRecord) -> str:
         key = (record.id, record.access_token or "")

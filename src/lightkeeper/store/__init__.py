@@ -11,6 +11,7 @@ from sqlalchemy import Engine
 from . import dialect
 from .api_buckets import ApiBucketRepo
 from .connections import ConnectionRepo, EncryptPair, Lease, NewTokens, Tally
+from .dashboard import DashboardRepo
 from .engine import make_engine, normalise_url, soft_engine, sqlite_path
 from .events import EVENT_VERSION, EventLease, EventsRepo
 from .jobs import EMBEDDED, PG_CRON, JobRepo
@@ -53,6 +54,8 @@ class Store:
         self.pacing = PacingRepo(engine)
         self.api_buckets = ApiBucketRepo(soft_engine(engine))  # each account's API limits (proxy, stock, client)
         self.keys = KeyScan(engine)  # ciphertexts by key id, across tables (key rotation)
+        # The dashboard's sign-outs and wrong keys per address: every ``serve`` behind a load balancer shares them.
+        self.dashboard = DashboardRepo(engine)
 
     @classmethod
     def from_url(cls, url: str) -> Store:
@@ -88,6 +91,7 @@ __all__ = [
     "ConnectionRecord",
     "ConnectionRepo",
     "DailyOutcomes",
+    "DashboardRepo",
     "EncryptPair",
     "EventLease",
     "EventRecord",

@@ -1,9 +1,10 @@
 """All SQL on ``lightkeeper_api_buckets``: each account's API limits, shared by every process of a deployment.
 
 Lightspeed keeps one leaky bucket and one burst window per (account, OAuth client), and every process of a
-deployment is that one client (invariant 7). The row holds the state as ``lightspeed.bucket`` models it, an
-opaque text here; ``change`` is applied to it under the row's lock, with the database's "now", so two
-processes booking the same account's bucket are serialised and both see the other's bookings.
+deployment is that one client (invariant 7). The row holds the state as ``lightspeed.bucket`` models it (or, in
+a row named ``window:…``, an X-Series store's fixed window as ``lightspeed.window`` does), an opaque text here;
+``change`` is applied to it under the row's lock, with the database's "now", so two processes booking the same
+account's limits are serialised and both see the other's bookings.
 
 The statements are built once (``Prepared``): the proxy books a bucket for every request it forwards.
 """

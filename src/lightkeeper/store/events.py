@@ -205,26 +205,19 @@ class EventsRepo:
             return int(conn.execute(query).scalar_one())
 
     # -- the error sweep ------------------------------------------------------------------------------
-    def sweep_errors(self, *, errored_before: datetime, now: datetime) -> builtins.list[str]:
+    def sweep_errors(self, *, errored_before: datetime, now: datetime, limit: int = SWEEP_BATCH) -> builtins.list[str]:
         """Alert the host app (``connection.error``) of connections in ``error`` since ``errored_before`` or
-        earlier and not alerted yet; the new events' ids. One transaction: flag and events land together.
+        earlier and not alerted yet (at most ``limit``); the new events' ids. One transaction: flag and events
+        land together.
 
         Rows under a live lease are left for the next sweep (their refresh may be about to recover them);
         ``SKIP LOCKED`` lets two processes sweep side by side without waiting on each other."""
         with self._engine.begin() as conn:
-            due = (
-                select(c.c.id)
-                .where(_errored(conn, errored_before))
-                .order_by(c.c.id)
-                .limit(SWEEP_BATCH)
-                .with_for_update(skip_locked=True)
-            )
-            stmt = (
-                update(c)
-                .where(c.c.id.in_(due.scalar_subquery()), _errored(conn, errored_before))
-                .values(alert=ALERT_ERROR)
-                .returning(*EVENT_COLUMNS)
-            )
+            errored = _errored(conn, errored_before)
+            ids = _locked_ids(conn, errored, limit, key=c.c.id, ordered=True)
+            if not ids:
+                return []
+            stmt = update(c).where(c.c.id.in_(ids), errored).values(alert=ALERT_ERROR).returning(*EVENT_COLUMNS)
             rows = conn.execute(stmt).all()
             return [record_event(conn, row, EventType.ERROR, now) for row in rows]
 
@@ -301,12 +294,16 @@ class EventsRepo:
             return conn.execute(update(t).where(ours).values(**values, **_RELEASE)).rowcount > 0
 
 
-def _locked_ids(conn: Connection, which: ColumnElement[bool], limit: int) -> builtins.list[str]:
-    """At most ``limit`` ids of events matching ``which``, locked for this transaction (rows another one holds
-    are skipped). Read first and then used as a list: a ``LIMIT`` inside ``IN (…)`` may be evaluated more than
-    once by PostgreSQL, and so touch more rows than the limit."""
-    query = select(t.c.id).where(which).limit(limit).with_for_update(skip_locked=True)
-    return [str(row.id) for row in conn.execute(query)]
+def _locked_ids(
+    conn: Connection, which: ColumnElement[bool], limit: int, *, key: ColumnElement[Any] = t.c.id, ordered: bool = False
+) -> builtins.list[Any]:
+    """At most ``limit`` ids (``key``, an event's by default) of rows matching ``which``, locked for this
+    transaction (rows another one holds are skipped); lowest first when ``ordered``. Read first and then used as a
+    list, so a batch of ``limit`` changes at most ``limit`` rows: a ``LIMIT … FOR UPDATE SKIP LOCKED`` inside
+    ``IN (…)`` may be evaluated more than once by PostgreSQL (a join's rescan, a recheck of a row changed
+    meanwhile), each time locking other rows, and so touch more rows than the limit."""
+    query = select(key).where(which).limit(limit).with_for_update(skip_locked=True)
+    return list(conn.execute(query.order_by(key) if ordered else query).scalars())
 
 
 def _errored(conn: Connection, errored_before: datetime) -> ColumnElement[bool]:

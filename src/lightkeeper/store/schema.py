@@ -208,13 +208,40 @@ events = Table(
     Index("ix_lightkeeper_events_status_next", "status", "next_attempt_at"),
 )
 
+# The dashboard's state, shared by every ``serve`` behind one load balancer (``store/dashboard.py``): a sign-out
+# on one replica is refused by the others, and guesses spread over replicas are counted together.
+dashboard_signouts = Table(
+    "lightkeeper_dashboard_signouts",
+    metadata,
+    # sha256 of a signed-out session's id, never the cookie: a copy of the table signs nobody in or out.
+    Column("session_hash", Text, primary_key=True),
+    # The session's own end: after it the cookie is refused anyway, and the row is pruned.
+    Column("expires_at", UTCDateTime, nullable=False),
+    Index("ix_lightkeeper_dashboard_signouts_expires_at", "expires_at"),
+)
+
+login_failures = Table(
+    "lightkeeper_login_failures",
+    metadata,
+    # One row per client address with recent wrong keys at the dashboard (its sign-in form and bearer keys).
+    Column("address", Text, primary_key=True),
+    Column("failures", Integer, nullable=False),
+    Column("last_at", UTCDateTime, nullable=False),
+    # Tries before this are refused unchecked (429); NULL: not blocked.
+    Column("blocked_until", UTCDateTime),
+    # Forgetting old addresses, and the oldest ones beyond the bound, walks this index.
+    Index("ix_lightkeeper_login_failures_last_at", "last_at"),
+)
+
 __all__ = [
     "UTCDateTime",
     "api_buckets",
     "connect_sessions",
     "connections",
+    "dashboard_signouts",
     "events",
     "jobs",
+    "login_failures",
     "metadata",
     "oauth_states",
     "pacing",

@@ -62,7 +62,8 @@ _REFUSALS = {
 
 def router(keeper: Keeper) -> APIRouter:
     board = APIRouter(include_in_schema=False)
-    auth = DashboardAuth(keeper.settings, keeper.clock)
+    # Sign-outs and wrong keys live in the database: every replica behind a load balancer shares them.
+    auth = DashboardAuth(keeper.settings, keeper.clock, keeper.dashboard_state())
     pages = _Pages(keeper, auth)
 
     @board.get("/dashboard", response_class=HTMLResponse)

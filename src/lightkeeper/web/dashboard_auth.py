@@ -5,17 +5,18 @@ A browser signs in once with a key that has the ``admin`` scope and then carries
 ``TOKEN_ENCRYPTION_KEY`` (never from an API key), so every process on the same configuration accepts it. The
 cookie keeps the key's name and a fingerprint of the key (an HMAC under that secret, so it reveals nothing of
 the key): a session is valid only while an ``admin`` key of that name with that fingerprint is configured, so
-removing or rotating the key ends its sessions. Logging out records the session's id as ended in this process.
-Anything malformed is simply not a session (401), never an error. Scripts send ``Authorization: Bearer <key>``.
-Without a key the dashboard behaves as the API does: off, or (``LIGHTKEEPER_DEV=1``) open to this machine only,
-never through a proxy.
+removing or rotating the key ends its sessions. Logging out records a hash of the session's id as ended in the
+``DashboardState`` the auth is handed (``dashboard_state``): ``serve`` hands it the database's, so every replica
+behind a load balancer refuses the cookie from then on. Anything malformed is simply not a session (401), never
+an error. Scripts send ``Authorization: Bearer <key>``. Without a key the dashboard behaves as the API does: off,
+or (``LIGHTKEEPER_DEV=1``) open to this machine only, never through a proxy.
 
-Failed sign-ins (the form's and wrong bearer keys alike) are counted per client address in this process. From
-the ``MAX_FAILURES``-th failure on, each one blocks the address for 1 s, then 2, 4, 8 and at most ``MAX_WAIT_S``
-(10 s); while blocked, tries are answered 429 with ``Retry-After``, unchecked. Once the wait has passed a correct
-key is accepted (and clears the count): nobody, not even everyone behind one proxy address, is locked out for
-longer than 10 s, and a key still cannot be guessed at speed. Each refusal is logged with the word "refused" and
-the address, never the key.
+Failed sign-ins (the form's and wrong bearer keys alike) are counted per client address in that state too, so
+guesses spread over the replicas are counted together. From the ``MAX_FAILURES``-th failure on, each one blocks
+the address for 1 s, then 2, 4, 8 and at most ``MAX_WAIT_S`` (10 s); while blocked, tries are answered 429 with
+``Retry-After``, unchecked. Once the wait has passed a correct key is accepted (and clears the count): nobody, not
+even everyone behind one proxy address, is locked out for longer than 10 s, and a key still cannot be guessed at
+speed. Each refusal is logged with the word "refused" and the address, never the key.
 """
 
 from __future__ import annotations
@@ -26,9 +27,8 @@ import logging
 import math
 import re
 import secrets
-import threading
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from urllib.parse import urlsplit
 
@@ -37,7 +37,9 @@ from starlette.requests import Request
 from ..apikeys import ApiKey, KeyRing, Scope
 from ..clock import Clock
 from ..config import Settings, is_loopback_host
+from ..store.dashboard import MAX_TRACKED
 from .auth import PROXY_HEADERS, client_host
+from .dashboard_state import DashboardState
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +54,6 @@ MAX_FAILURES = 5
 MAX_WAIT_S = 10
 #: An address whose last failure is this old starts again from zero.
 FORGET_AFTER = timedelta(minutes=15)
-#: More addresses (or ended sessions) than this: the oldest are forgotten (memory stays bounded).
-MAX_TRACKED = 10_000
 _SESSION = re.compile(r"([0-9]{1,12})\.([a-z0-9_-]{1,64})\.([0-9a-f]{16})\.([A-Za-z0-9_-]{16,64})\.([0-9a-f]{64})")
 _SESSION_MAX_CHARS = 256
 
@@ -108,15 +108,14 @@ class Session:
 class DashboardAuth:
     """The dashboard's one decision, and the signed session cookie it rests on."""
 
-    def __init__(self, settings: Settings, clock: Clock) -> None:
+    def __init__(self, settings: Settings, clock: Clock, state: DashboardState) -> None:
         self._ring = KeyRing(settings.api_keys)
         self._dev = settings.lightkeeper_dev
         self._clock = clock
         self._secret = _session_secret(settings)
         self.secure = not _local_http(settings.public_url)
-        self.throttle = LoginThrottle(clock)
-        self._ended: dict[str, int] = {}  # session id -> its expiry: sessions logged out in this process
-        self._lock = threading.Lock()
+        self._state = state  # sign-outs and wrong keys: the database's in ``serve``, shared by every replica
+        self.throttle = LoginThrottle(clock, state)
 
     @property
     def needs_key(self) -> bool:
@@ -178,33 +177,26 @@ class DashboardAuth:
         session = self._signed(value)
         if session is None or session.expires <= self._clock().timestamp():
             return None
-        with self._lock:
-            if session.session_id in self._ended:
-                return None
         current = any(
             key.name == session.name
             and key.allows(Scope.ADMIN)
             and hmac.compare_digest(self._fingerprint(key), session.fingerprint)
             for key in self._ring.keys
         )
-        return session if current else None
+        # Asked last: only a session that is valid otherwise costs a look at the (shared) state.
+        return session if current and not self._state.session_ended(_session_hash(session)) else None
 
     def session_valid(self, value: str) -> bool:
         return self.session(value) is not None
 
     def end_session(self, value: str) -> None:
-        """Log a session out on the server side: its cookie is refused from now on, in this process."""
+        """Log a session out on the server side: its cookie is refused from now on, by every process sharing the
+        state (the database's: every replica)."""
         session = self._signed(value)
         if session is None:
             return
-        now = self._clock().timestamp()
-        with self._lock:
-            for ended, expires in list(self._ended.items()):
-                if expires <= now:
-                    del self._ended[ended]
-            self._ended[session.session_id] = session.expires
-            while len(self._ended) > MAX_TRACKED:
-                del self._ended[next(iter(self._ended))]
+        expires_at = datetime.fromtimestamp(session.expires, UTC)
+        self._state.end_session(_session_hash(session), expires_at=expires_at, now=self._clock())
 
     def _signed(self, value: str) -> Session | None:
         if len(value) > _SESSION_MAX_CHARS:
@@ -232,53 +224,43 @@ def _bearer_access(tried: Attempt) -> Access:
 
 
 class LoginThrottle:
-    """Failed sign-ins per client address, in this process; a blocked address is refused unchecked."""
+    """Failed sign-ins per client address, in the ``DashboardState`` (every replica's, in ``serve``); a blocked
+    address is refused unchecked."""
 
-    @dataclass
-    class _Record:
-        failures: int = 0
-        last: float = 0.0
-        blocked_until: float = 0.0
-
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self, clock: Clock, state: DashboardState) -> None:
         self._clock = clock
-        self._records: dict[str, LoginThrottle._Record] = {}
-        self._lock = threading.Lock()
+        self._state = state
 
     def wait(self, address: str) -> int | None:
         """Whole seconds ``address`` must still wait, or None when it may try."""
-        with self._lock:
-            record = self._records.get(address)
-            left = record.blocked_until - self._now() if record else 0.0
+        until = self._state.login_blocked_until(address)
+        left = (until - self._clock()).total_seconds() if until is not None else 0.0
         return max(1, math.ceil(left)) if left > 0 else None
 
     def failed(self, address: str) -> int | None:
         """Count a failure; the seconds ``address`` is now blocked for (from the ``MAX_FAILURES``-th), or None."""
-        now = self._now()
-        with self._lock:
-            record = self._records.pop(address, None)
-            if record is None or now - record.last > FORGET_AFTER.total_seconds():
-                record = LoginThrottle._Record()
-            record.failures += 1
-            record.last = now
-            wait = None
-            if record.failures >= MAX_FAILURES:
-                wait = min(MAX_WAIT_S, 2 ** min(record.failures - MAX_FAILURES, 8))
-                record.blocked_until = now + wait
-            self._records[address] = record  # the most recent last: the oldest are forgotten first
-            while len(self._records) > MAX_TRACKED:
-                del self._records[next(iter(self._records))]
-        return wait
+        now = self._clock()
+        return self._state.login_failed(address, now=now, forget_before=now - FORGET_AFTER, block_s=block_seconds)
 
     def succeeded(self, address: str) -> None:
-        with self._lock:
-            self._records.pop(address, None)
+        self._state.login_succeeded(address)
 
     def blocked(self, address: str) -> bool:
         return self.wait(address) is not None
 
-    def _now(self) -> float:
-        return self._clock().timestamp()
+
+def block_seconds(failures: int) -> int | None:
+    """How long the ``failures``-th wrong key in a row blocks its address: none before ``MAX_FAILURES``, then 1 s,
+    doubling, at most ``MAX_WAIT_S``."""
+    if failures < MAX_FAILURES:
+        return None
+    doubling: int = 2 ** min(failures - MAX_FAILURES, 8)
+    return min(MAX_WAIT_S, doubling)
+
+
+def _session_hash(session: Session) -> str:
+    """What the state keeps of a signed-out session: a hash of its random id, never the cookie (which signs in)."""
+    return hashlib.sha256(session.session_id.encode()).hexdigest()
 
 
 def _address(request: Request) -> str:
@@ -304,12 +286,15 @@ __all__ = [
     "COOKIE_PATH",
     "FORM_COOKIE",
     "MAX_FAILURES",
+    "MAX_TRACKED",
     "MAX_WAIT_S",
     "SESSION_COOKIE",
     "SESSION_TTL",
     "Access",
     "Attempt",
     "DashboardAuth",
+    "DashboardState",
     "LoginThrottle",
     "Visitor",
+    "block_seconds",
 ]

@@ -1,10 +1,12 @@
 """``/api/connections/{id}/lightspeed/{path}``: the API proxy's HTTP face, for host apps in any language.
 
 The route checks what it can before anything is sent (the path's confinement, the query's characters), hands
-the request to ``Proxy.forward`` (token, bucket, send, retries), and streams Lightspeed's answer back as it
-comes. A caller that goes away cancels the request to Lightspeed, whether it is still waiting for the answer's
-headers or reading its body. One log line a request: method, connection, the API key's name (never its value),
-path (never the query, which may hold customer data), status, waits and duration.
+the request to ``Proxy.forward`` (token, the connection's provider and its limits, send, retries), and streams
+Lightspeed's answer back as it comes. R-Series and X-Series connections take the same route: the path is
+relative to the account's own prefix, whichever provider's it is. A caller that goes away cancels the request
+to Lightspeed, whether it is still waiting for the answer's headers or reading its body. One log line a
+request: method, connection, the API key's name (never its value), path (never the query, which may hold
+customer data), status, waits and duration.
 """
 
 from __future__ import annotations
@@ -52,11 +54,14 @@ _QUERY_BAD = re.compile(r"[\x00-\x20\x7f#]")
 
 PROBLEMS: dict[int | str, dict[str, Any]] = {
     200: {"description": "Lightspeed's answer, as it came (any status it gives)", "content": {"application/json": {}}},
-    400: {"model": ErrorBody, "description": "`invalid_path`: the path could leave the account; nothing was sent"},
+    400: {
+        "model": ErrorBody,
+        "description": "`invalid_path`: the path could leave the account (X-Series: is not under `api/`); nothing sent",
+    },
     403: {"model": ErrorBody, "description": "`lightspeed_access_denied`: Lightspeed refused a fresh token too"},
     404: {"model": ErrorBody, "description": "`connection_not_found`"},
     409: {"model": ErrorBody, "description": "`connection_expired`: the merchant must reconnect"},
-    429: {"model": ErrorBody, "description": "`rate_limited`: the account's bucket would hold it too long"},
+    429: {"model": ErrorBody, "description": "`rate_limited`: the account's limits would hold it too long"},
     504: {"model": ErrorBody, "description": "`provider_timeout`: no answer within PROXY_TIMEOUT_S"},
 }
 
@@ -77,13 +82,19 @@ def router(keeper: Keeper, auth: Any) -> APIRouter:
     async def proxied(
         request: Request,
         connection_id: ConnectionId,
-        path: Annotated[str, FastApiPath(description="A path relative to the account, e.g. `Item.json`.")],
+        path: Annotated[
+            str,
+            FastApiPath(description="A path relative to the account: `Item.json` (R-Series), `api/2.0/products` (X)."),
+        ],
     ) -> Response:
         """Lightspeed's answer to the same request, sent under the connection's own account with its token.
 
-        ``Item.json?limit=100`` is ``GET {LIGHTSPEED_API_URL}/API/V3/Account/{account_id}/Item.json?limit=100``;
-        the path without it is the account itself. The answer's status, body and `X-LS-*` headers come through,
-        with a `Link` header (RFC 8288) for the next and previous pages of a collection."""
+        R-Series: ``Item.json?limit=100`` is
+        ``GET {LIGHTSPEED_API_URL}/API/V3/Account/{account_id}/Item.json?limit=100``; the path without it is the
+        account itself. X-Series: ``api/2.0/products?after=120`` is ``GET`` the store's
+        ``/api/2.0/products?after=120``; a path not under ``api/`` is refused. The answer's status, body and limit
+        headers (`X-LS-*`, `X-RateLimit-*`) come through, with a `Link` header (RFC 8288) for the next (and
+        previous) pages of a collection."""
         return await _proxy(keeper, request, connection_id)  # the path as received, not ``path`` (decoded)
 
     async def proxied_account(request: Request, connection_id: ConnectionId) -> Response:

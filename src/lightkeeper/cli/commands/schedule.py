@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import signal
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -14,6 +12,7 @@ from .. import context
 from ..output import err, out, plain, print_json, when
 from .configure import JsonFlag
 from .database import db
+from .runs import graceful_stop
 
 if TYPE_CHECKING:
     from ...scheduler.schedule import ScheduleService, ScheduleState
@@ -27,17 +26,26 @@ def worker(
     ] = None,
     metrics_host: Annotated[str, typer.Option(help="Interface of the metrics server.")] = "127.0.0.1",
 ) -> None:
-    """Run the scheduler only: ticks, queued requests, shared runs. SIGTERM stops it gracefully."""
+    """Run the scheduler only: ticks, queued requests, shared runs. SIGTERM stops it gracefully; a second
+    SIGTERM (or Ctrl-C) quits at once (exit 130)."""
     from ...scheduler import Worker
 
     with context.keeper(auto_create=True, daemon=True) as keeper:
         running = Worker(keeper)
         keeper.watch_scheduler(running.liveness)
-        _stop_on_signals(running.request_stop)
-        with _metrics_server(metrics_host, metrics_port):
+        # As ``refresh --all`` stops: the first signal lets refreshes in flight finish, a second quits at once.
+        with graceful_stop(running.request_stop, saving=HANDING_BACK), _metrics_server(metrics_host, metrics_port):
             err.print(f"lightkeeper worker {keeper.owner} running; Ctrl-C or SIGTERM stops it")
-            keeper.start_notifier()  # webhook alerts, when NOTIFY_WEBHOOK_URL is set; stopped by keeper.close()
+            keeper.start_notifier()  # webhook alerts, when NOTIFY_WEBHOOK_URL is set
             running.run_forever()
+            keeper.stop_notifier()  # may finish a webhook attempt: a second signal meanwhile still quits at once
+
+
+#: What a worker's first signal says will happen (``graceful_stop``).
+HANDING_BACK = (
+    "Refreshes in flight finish and are saved; nothing new starts, and the rest of a run is left to the other "
+    "workers (or the next one to start)"
+)
 
 
 @contextmanager
@@ -58,15 +66,6 @@ def _metrics_server(host: str, port: int | None) -> Iterator[None]:
         yield
     finally:
         stop()
-
-
-def _stop_on_signals(stop: Any) -> None:
-    def handler(_signum: int, _frame: object) -> None:
-        stop()
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, handler)
-        signal.signal(signal.SIGINT, handler)
 
 
 @contextmanager
