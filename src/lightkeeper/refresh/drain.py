@@ -18,12 +18,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 from ..lightspeed.oauth import AsyncSender
+from ..lightspeed.pacing import Pacer
 from ..store import Lease, RunRecord
 from .locks import ConnectionLock
 from .policy import Outcome
@@ -65,6 +67,9 @@ class Drain:
         self._refresher, self._run, self._concurrency = refresher, run, max(1, concurrency)
         #: One provider's connections at a time: its OAuth client's slots pace them.
         self._provider = provider
+        #: Set when the provider's client is held (a ``Retry-After``) longer than a refresh may wait: the drain ends,
+        #: and what it did not reach is left for a later run rather than waited for.
+        self.held = False
         self._parts = refresher.parts  # what it uses beside the refresher's verbs, explicit
         self._progress, self._stop = progress, stop
         #: Claims go up the id order from here; a worker finding nothing looks once more from the start.
@@ -107,6 +112,8 @@ class Drain:
         """Claim and refresh one connection; False when there is nothing left to claim."""
         pacer = self._parts.pacer(self._provider)
         slot = await calls(pacer.reserve)  # the slot before the lease: waiting for a slot never eats a lease …
+        if await self._held_too_long(pacer, calls):
+            return False
         await pacer.sleep_until_async(slot - CLAIM_AHEAD_S)
         lease = await calls(self._claim)  # … but the claim is made just ahead of it, so the request leaves on time
         if lease is None:
@@ -115,6 +122,15 @@ class Drain:
             await calls(self._parts.connections.unclaim, lease.record.id, lease.token)
             return False
         await self._refresh(lease, sender, calls, slot)  # the slot is waited for right before the send
+        return True
+
+    async def _held_too_long(self, pacer: Pacer, calls: DatabaseCalls) -> bool:
+        """Whether a hold on the provider's client (this process's ``Retry-After`` or another's) lasts longer than a
+        refresh may wait (``REFRESH_MAX_RETRY_AFTER_S``): then the drain stops instead of sleeping through it."""
+        held_until = await calls(pacer.read_hold)
+        if held_until - time.monotonic() <= self._parts.max_hold:
+            return False
+        self.held = True
         return True
 
     def _claim(self) -> Lease | None:

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from ..errors import ConnectionExpired, ConnectionNotFound, ProviderError, ProviderUnavailable
+from ..errors import ConnectionExpired, ConnectionNotFound, ProviderError, ProviderUnavailable, RateLimited
 from ..store import REFRESHABLE, ConnectionRecord, Lease, Status
 from . import policy
 from .drain import CLAIM_AHEAD_S
@@ -95,7 +95,7 @@ class TokenProvider:
             if not self._needs_new(record, rejected):
                 return self._grant(record)  # someone else refreshed while we queued
             self._check_cooldown(record)
-            leased = self._acquire(record)
+            leased = self._acquire(record, deadline)
             return None if leased is None else self._refresh(leased, rejected)
         finally:
             lock.release()
@@ -105,14 +105,22 @@ class TokenProvider:
             return True
         return policy.needs_refresh(record, self.parts.clock(), self.leeway)
 
-    def _acquire(self, record: ConnectionRecord) -> Lease | None:
+    def _acquire(self, record: ConnectionRecord, deadline: float) -> Lease | None:
         """The lease, taken right after a pacing slot of the connection's provider; None (no slot spent) while
-        someone holds it."""
+        someone holds it. A slot beyond the caller's ``deadline`` (a ``Retry-After`` hold on the provider's
+        client) is ``RateLimited`` at once: the caller is not kept waiting past what it agreed to."""
         connection_id, connections = record.id, self.parts.connections
         pacer = self.parts.pacer(self.refresher.provider_of(record).name)  # ConfigError: provider not configured
         if connections.lease_live(connection_id):
             return None
         slot = pacer.reserve()
+        if slot > deadline:
+            wait = slot - time.monotonic()
+            raise RateLimited(
+                f"connection {connection_id}: Lightspeed asked to wait {wait:.0f} s before the next token request "
+                "(Retry-After); try again later",
+                retry_after=wait,
+            )
         pacer.sleep_until(slot - CLAIM_AHEAD_S)
         leased = connections.acquire(connection_id, owner=self.parts.owner, lease=self.parts.lease)
         if leased is not None:

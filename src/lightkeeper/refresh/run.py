@@ -50,7 +50,9 @@ class RunExecutor:
         self.parts = refresher.parts  # what it uses beside the refresher itself, explicit
         # Runs this executor began (and so checked the keys for) and has not executed yet.
         self._keys_checked: set[int] = set()
-        self._keys_checked_lock = threading.Lock()
+        self._keys_checked_lock = threading.Lock()  # guards the run-id sets below too
+        # Per run: providers this process stopped draining because their client was held too long.
+        self._held: dict[int, set[str]] = {}
 
     def run(
         self,
@@ -135,7 +137,7 @@ class RunExecutor:
                 message = "stopped before it finished: what it did not reach is refreshed by the next run"
                 return self._finish(run.id, RunStatus.INTERRUPTED, message)
             return self.store.runs.get(run.id) or run
-        return self._finish(run.id, RunStatus.COMPLETED, self._unknown_key_message())
+        return self._finish(run.id, RunStatus.COMPLETED, self._closing_message(run.id))
 
     def work(self, run: RunRecord, *, progress: ProgressCallback | None, stop: threading.Event) -> bool:
         """Refresh until the run is over (True) or this process must stop (False)."""
@@ -150,8 +152,11 @@ class RunExecutor:
             for name in self.refresher.providers
         }
         while not stop.is_set():
-            if (pending := self._next_provider(run, drains)) is not None:
+            # A provider whose client is held longer than a refresh may wait is left for a later run.
+            if (pending := self._next_provider(run, [name for name in drains if not drains[name].held])) is not None:
                 drains[pending].go()
+                if drains[pending].held:
+                    self._note_held(run.id, pending)
             elif not self._others_still_working(run):
                 return True
             else:
@@ -203,6 +208,25 @@ class RunExecutor:
             if current is not None and current.participants == 0:
                 self._finish(run.id, RunStatus.FAILED, str(exc))
             raise
+
+    def _note_held(self, run_id: int, provider: str) -> None:
+        log.warning(
+            "run %s: %s asked to wait longer than a refresh may: the rest is left for the next run", run_id, provider
+        )
+        with self._keys_checked_lock:
+            self._held.setdefault(run_id, set()).add(provider)
+
+    def _closing_message(self, run_id: int) -> str | None:
+        """What a completed run's record says: keys that are not configured, providers that asked to wait."""
+        with self._keys_checked_lock:
+            held = sorted(self._held.pop(run_id, set()))
+        notes = [self._unknown_key_message()]
+        if held:
+            notes.append(
+                f"{', '.join(held)} asked to wait (Retry-After) longer than REFRESH_MAX_RETRY_AFTER_S: "
+                "connections not reached are left for the next run"
+            )
+        return "; ".join(note for note in notes if note) or None
 
     def _unknown_key_message(self) -> str | None:
         configured = set(self.parts.vault.key_ids)

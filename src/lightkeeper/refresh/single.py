@@ -82,6 +82,8 @@ class RefreshParts:
     owner: str
     lease: timedelta
     http_timeout: float
+    #: REFRESH_MAX_RETRY_AFTER_S: a hold on a provider's client longer than this ends a run's drain of it.
+    max_hold: float = 30.0
 
     def pacer(self, provider: str) -> Pacer:
         return self.pacers[provider]
@@ -120,6 +122,7 @@ class Refresher:
             owner=self.owner,
             lease=self.lease,
             http_timeout=self.http_timeout,
+            max_hold=self.max_retry_after,
         )
 
     def sender(self, concurrency: int) -> AbstractAsyncContextManager[AsyncSender]:
