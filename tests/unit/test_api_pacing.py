@@ -413,3 +413,14 @@ def test_threads_keep_the_burst_window() -> None:
     # (from WALL + gap), are dropped.
     final = BucketState.loads(rows.transform("/1", lambda text, now: (None, text))[0])
     assert final.sends == ((pytest.approx(WALL + gap, abs=1e-6), 10),)
+
+
+def test_lateness_shrinks_only_for_a_fast_drip_into_a_nearly_full_bucket() -> None:
+    from lightkeeper.lightspeed.api_pacing import late_after
+    from lightkeeper.lightspeed.bucket import HEADROOM, BucketState
+
+    nearly_full = BucketState(level=88.8, size=90.0, drip=201.0)  # less than half the headroom left
+    assert late_after(nearly_full) == pytest.approx(HEADROOM / 2 / 201.0)  # half the headroom, drained
+    assert late_after(BucketState(level=10.0, size=90.0, drip=1.0)) == LATE_S  # Lightspeed's usual limits
+    huge = BucketState(level=1.0, size=1e9, drip=1e9)
+    assert late_after(huge) == LATE_S  # room to spare: rebooking would only spin

@@ -41,10 +41,15 @@ _BURST_SURPRISE = 2
 
 
 def late_after(state: BucketState) -> float:
-    """How late a send may leave after its booked moment: ``LATE_S``, less for a fast drip. A late request may
-    arrive after one booked behind it, and the bucket then holds both a little sooner than booked: the drip over
-    the lateness must stay within half the headroom."""
-    return min(LATE_S, HEADROOM / (2 * state.drip)) if state.drip > 0 else LATE_S
+    """How late a send may leave after its booked moment: ``LATE_S``, less for a fast drip into a nearly full
+    bucket. A late request may arrive after one booked behind it, and the bucket then holds a little more than
+    booked: the drip over the lateness must fit in what the booking left free (``state``: as booked, this request
+    counted in), and at least in half the headroom. A bucket with room to spare (a huge one, or a quiet account)
+    keeps ``LATE_S``: rebooking there would only spin (a wait of a microsecond for a drip of 1e9/s)."""
+    if state.drip <= 0:
+        return LATE_S
+    free = max(HEADROOM / 2, state.size - HEADROOM - state.level)
+    return min(LATE_S, free / state.drip)
 
 
 class BucketRows(Protocol):
