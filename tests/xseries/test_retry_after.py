@@ -46,6 +46,8 @@ def test_an_http_date_retry_after_holds_x_series_everywhere_and_r_series_nowhere
     told = threading.Thread(target=lambda: first.refresh(connection_id=held_run), name="told-to-wait")
     told.start()
     wait_for(lambda: sim.stats()["faults_served"] == 1, what="the 429")
+    # The simulator counts the fault as it answers; the client's transport records the answer a moment later.
+    wait_for(lambda: len(first_wire.retry_afters) == 1, what="the 429 to reach the keeper")
     [limited] = first_wire.token_requests(x_series=True)
     hold_end = limited.at + RETRY_AFTER_S  # at the earliest: the date is rounded up to the second
 
