@@ -550,7 +550,8 @@ def test_a_deadline_of_five_seconds_or_more_ends_when_it_says(kind: Kind, http: 
         with pytest.raises(ProviderUnavailable, match="did not answer in time"):
             refresh(kind, oauth, "def50200-old")
         elapsed = time.monotonic() - started
-    assert 5.05 <= elapsed <= 5.05 + 0.05 + 0.05, elapsed  # the deadline, +50 ms, + the loop's own start
+    # The deadline plus slack for a busy machine: rounded up, it would have ended at 6 s.
+    assert 5.05 <= elapsed <= 5.05 + 0.5, elapsed
 
 
 class _Drip(BaseHTTPRequestHandler):
@@ -584,4 +585,4 @@ def test_a_body_dripping_within_the_read_timeout_still_ends_at_the_deadline(kind
         with pytest.raises(ProviderUnavailable, match="did not answer in time"):
             refresh(kind, oauth, "def50200-old")
         elapsed = time.monotonic() - started
-    assert 3.0 <= elapsed <= 3.0 + 0.05 + 0.05, elapsed
+    assert 3.0 <= elapsed <= 3.0 + 0.5, elapsed  # not the 5.4 s of a read timeout fixed when the body starts

@@ -633,6 +633,21 @@ def test_count_in_flight_counts_the_runs_unreleased_claims(store: Store) -> None
     assert store.connections.count_in_flight(other_run, connection_id=ids[2]) == 1
 
 
+def test_count_in_flight_with_providers_counts_free_rows_not_yet_handled(store: Store) -> None:
+    """One look sees a row an on-demand holder just let go: the run does not close without it."""
+    cid = connect(store)
+    run_id = start_run(store)
+    on_demand = lease(store, cid, owner="on-demand")
+    assert not store.connections.has_claimable(run_id)  # the participant's first look: nothing free
+    assert save(store, on_demand)  # the holder lets go between the two looks
+    assert store.connections.count_in_flight(run_id) == 0  # the old second look: nothing held either
+    provider = record(store, cid).provider
+    assert store.connections.count_in_flight(run_id, providers=[provider]) == 1
+    assert store.connections.count_in_flight(run_id, providers=["some-other-provider"]) == 0
+    assert claim_ids(store, run_id) == [cid]
+    assert store.connections.count_in_flight(run_id, providers=[provider]) == 1  # now its own claim
+
+
 def test_acquiring_a_runs_expired_claim_hands_the_row_back_to_the_run(store: Store) -> None:
     cid = connect(store)
     run_id = start_run(store)

@@ -21,13 +21,14 @@ def test_no_answer_within_the_timeout_is_504(merchant_with: MerchantFactory, sim
         # which on a busy machine took a second of its own; the deadline is what is measured here.
         assert merchant.call("GET", ITEM).status_code == 200
         sim.clear_requests()
-        sim.inject_fault("api", "timeout", seconds=5)
+        sim.inject_fault("api", "timeout", seconds=8)
         started = time.monotonic()
         answer = merchant.call("GET", ITEM)
         elapsed = time.monotonic() - started
     assert answer.status_code == 504
     assert answer.json()["code"] == "provider_timeout"
-    assert 0.95 <= elapsed < 1.5  # the deadline ends when it says (aiohttp would round 5 s and more up)
+    # The deadline ends when it says, long before the answer would have come (bounds wide for a busy machine).
+    assert 0.95 <= elapsed < 3.0
     assert len(sim.requests()) == 1  # a GET that timed out is not retried either: the caller decides
 
 
@@ -44,13 +45,13 @@ def test_a_pause_before_any_byte_went_out_is_504(merchant_with: MerchantFactory,
     """A collection page is read whole (for its Link header) before anything is answered: a pause in it is
     still a 504, with nothing sent to the caller yet."""
     with merchant_with(PROXY_TIMEOUT_S="1") as merchant:
-        sim.inject_fault("api", "slow_body", seconds=3)
+        sim.inject_fault("api", "slow_body", seconds=6)
         started = time.monotonic()
         answer = merchant.call("GET", "Item.json")
         elapsed = time.monotonic() - started
     assert answer.status_code == 504
     assert answer.json()["code"] == "provider_timeout"
-    assert elapsed < 2.0
+    assert elapsed < 4.5  # the 1 s deadline, not the 6 s pause (wide for a busy machine)
 
 
 def test_a_pause_after_bytes_went_out_cuts_the_connection(
@@ -59,7 +60,7 @@ def test_a_pause_after_bytes_went_out_cuts_the_connection(
     """A streamed answer (here Lightspeed's 404, passed on as it comes) that stalls past the deadline: a clean
     end would pass a truncated body as whole, so the connection to the caller is cut."""
     with merchant_with(PROXY_TIMEOUT_S="1") as merchant, httpx2.Client(base_url=merchant.server.url) as plain:
-        sim.inject_fault("api", "slow_body", seconds=3)
+        sim.inject_fault("api", "slow_body", seconds=6)
         started = time.monotonic()
         headers = {"Authorization": f"Bearer {merchant.server.api_key}"}
         with plain.stream("GET", f"{merchant.base}/Item/424242.json", headers=headers) as answer:
@@ -67,7 +68,7 @@ def test_a_pause_after_bytes_went_out_cuts_the_connection(
             with pytest.raises(httpx2.HTTPError):
                 answer.read()
         elapsed = time.monotonic() - started
-    assert elapsed < 2.5
+    assert elapsed < 4.5  # the 1 s deadline, not the 6 s pause
 
 
 def test_a_caller_that_disconnects_cancels_the_upstream_request(merchant: Merchant, sim: SimulatorControl) -> None:

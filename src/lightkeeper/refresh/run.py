@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -157,7 +157,7 @@ class RunExecutor:
                 drains[pending].go()
                 if drains[pending].held:
                     self._note_held(run.id, pending)
-            elif not self._others_still_working(run):
+            elif not self._others_still_working(run, [name for name in drains if not drains[name].held]):
                 return True
             else:
                 stop.wait(self.options.takeover_poll.total_seconds())
@@ -172,15 +172,19 @@ class RunExecutor:
                 return name
         return None
 
-    def _others_still_working(self, run: RunRecord) -> bool:
-        """Whether to wait: other participants hold claims of this run, and the run is still open.
+    def _others_still_working(self, run: RunRecord, providers: Collection[str]) -> bool:
+        """Whether to go on: others hold claims of this run or leases on what it has not handled, or a
+        connection of ``providers`` was freed since this process last looked, and the run is still open.
 
         Their leases may run out (a participant died): waiting then means taking those claims over.
         """
         current = self.store.runs.get(run.id)
         if current is None or current.status is not RunStatus.RUNNING:
             return False
-        return self.store.connections.count_in_flight(run.id, run.connection_id, due_before=run.due_before) > 0
+        waiting = self.store.connections.count_in_flight(
+            run.id, run.connection_id, due_before=run.due_before, providers=providers
+        )
+        return waiting > 0
 
     def interrupt_stale(self) -> int:
         return self.store.runs.interrupt_stale(stale_after=self.options.stale_after)

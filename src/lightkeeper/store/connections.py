@@ -9,7 +9,7 @@ read: a refresher whose lease ran out cannot write over what a newer lease holde
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
@@ -302,15 +302,28 @@ class ConnectionRepo:
         self._update(ours(connection_id, lease_token), last_run_id=None, **_RELEASE)
 
     def count_in_flight(
-        self, run_id: int, connection_id: int | None = None, *, due_before: datetime | None = None
+        self,
+        run_id: int,
+        connection_id: int | None = None,
+        *,
+        due_before: datetime | None = None,
+        providers: Collection[str] = (),
     ) -> int:
         """Connections the run still waits for: its own claims not yet released, and connections it has not
         handled that someone else holds a lease on (an on-demand refresh); once freed, the run claims them.
+        With ``providers``, also the free connections of those providers it has not handled yet.
 
-        Leases that ran out count too, until they are taken over.
+        Leases that ran out count too, until they are taken over. One statement sees all of these at once:
+        a participant that first looked for free rows and then for held ones could miss a row whose on-demand
+        holder let go in between, and close the run without it.
         """
-        held = and_(t.c.acquired_until.is_not(None), or_(t.c.claim_run_id == run_id, left_in(run_id, due_before)))
-        query = select(func.count()).where(held)
+        leased = t.c.acquired_until.is_not(None)
+        unhandled = left_in(run_id, due_before)
+        if providers:
+            unhandled = and_(unhandled, or_(leased, t.c.provider.in_(sorted(providers))))
+        else:
+            unhandled = and_(unhandled, leased)
+        query = select(func.count()).where(or_(and_(leased, t.c.claim_run_id == run_id), unhandled))
         if connection_id is not None:  # a run of one connection waits for that one only
             query = query.where(t.c.id == connection_id)
         with self._engine.connect() as conn:
