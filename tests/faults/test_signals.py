@@ -81,3 +81,31 @@ def test_a_workers_second_signal_quits_at_once_and_names_the_grace_window(
     assert cli.wait(timeout=5) == 130, cli.story()
     assert time.monotonic() - started < 2
     assert "grace window" in cli.log.read_text()
+
+
+def test_a_signal_during_a_retry_after_hold_sends_nothing_more(
+    keeper: Keeper, sim: SimulatorControl, start_cli: StartCli
+) -> None:
+    """Workers waiting out a 429's hold (up to REFRESH_MAX_RETRY_AFTER_S) with a claim in hand: a signal hands the
+    claims back unsent and the run stops at once, instead of sending new refreshes when the hold ends."""
+    seed_connections(keeper, sim, 4, user_prefix="sighold")
+    sim.inject_fault("token", "rate_limit", retry_after=20)  # the first request: every sender holds for 20 s
+    cli = start_cli(
+        "refresh",
+        "refresh",
+        "--all",
+        REFRESH_CONCURRENCY="3",
+        REFRESH_DELAY_MS="200",  # spaced: the 429 is back before the next slot, so every other send is held
+        REFRESH_MAX_RETRY_AFTER_S="30",
+        REFRESH_LEASE_S="60",
+    )
+    wait_for(lambda: sim.stats()["token_requests"] >= 1 or cli.process.poll() is not None, what="the 429")
+    assert cli.process.poll() is None, cli.story()
+    time.sleep(0.5)  # the other workers wait for the hold's end, the first for its retry
+    stopping = time.monotonic()
+    cli.process.send_signal(signal.SIGINT)
+    assert cli.wait(timeout=10) == 0, cli.story()
+    assert time.monotonic() - stopping < 5, "it waited for the hold instead of stopping"
+    assert sim.stats()["token_requests"] == 1  # nothing sent after the 429
+    no_run_left_running(keeper)
+    assert statuses(keeper) == {"connected": 4}

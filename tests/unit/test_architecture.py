@@ -262,6 +262,31 @@ def _names_a_provider(node: ast.AST) -> bool:
     return False
 
 
+#: The refresher's callers and the verbs they may use of it; everything else is handed to them (``RefreshParts``).
+REFRESHER_USERS = ("refresh/ondemand.py", "refresh/run.py", "refresh/drain.py")
+REFRESHER_VERBS = {"refresh", "refresh_claimed_async", "sender", "parts"}
+
+
+@pytest.mark.parametrize("name", REFRESHER_USERS)
+def test_the_refreshers_callers_get_their_parts_explicitly(name: str) -> None:
+    """Issue 10's rule: a run, its drain and the on-demand provider say what they use instead of reaching
+    through the ``Refresher`` (``self.refresher.store.connections…``)."""
+    found = [f"line {node.lineno}: refresher.{node.attr}" for node in _refresher_reaches(tree(PACKAGE / name))]
+    assert not found, f"{name} reaches through the Refresher (hand it the part in RefreshParts): {found}"
+
+
+def _refresher_reaches(module: ast.Module) -> Iterator[ast.Attribute]:
+    for node in ast.walk(module):
+        if not isinstance(node, ast.Attribute):
+            continue
+        owner = node.value
+        named = (isinstance(owner, ast.Name) and owner.id == "refresher") or (
+            isinstance(owner, ast.Attribute) and owner.attr in ("refresher", "_refresher")
+        )
+        if named and node.attr not in REFRESHER_VERBS:
+            yield node
+
+
 def test_the_checks_see_what_they_check() -> None:
     """The detectors find a planted example of each fault (a check that cannot fail is no check)."""
     planted = ast.parse("x = conn.dialect.name == 'sqlite'\nself.keeper.store.runs.get(1)\n")
@@ -269,5 +294,7 @@ def test_the_checks_see_what_they_check() -> None:
     branching = ast.parse("if record.provider == 'x-series':\n    pass\nfrom a import XSeries\n")
     assert [n.lineno for n in ast.walk(branching) if _names_a_provider(n)] == [1, 3]
     assert [part for _, part in _keeper_chains(planted)] == ["store"]
+    reaching = ast.parse("self.refresher.store.runs.get(1)\nself._refresher.refresh(lease)\nrefresher.vault\n")
+    assert sorted((n.lineno, n.attr) for n in _refresher_reaches(reaching)) == [(1, "store"), (3, "vault")]
     assert _find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _find_cycle({"a": {"b"}, "b": set()}) is None

@@ -12,7 +12,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from lightkeeper.errors import RateLimited
 
@@ -24,6 +24,12 @@ JITTER_MARGIN_SHARE = 0.1
 JITTER_MARGIN_MAX_S = 0.025
 #: With ``REFRESH_DELAY_MS=0``, how often a process reads whether another one put a ``Retry-After`` hold on.
 HOLD_POLL_S = 0.5
+#: How often a sender waiting for its slot looks whether it was asked to stop (Ctrl-C, SIGTERM).
+STOP_POLL_S = 0.1
+
+
+class Stopped(Exception):
+    """The sender was asked to stop while it waited for its slot: nothing was sent."""
 
 
 class Slots(Protocol):
@@ -128,10 +134,17 @@ class Pacer:
         if (delay := moment - self._monotonic()) > 0:
             self._sleep(delay)
 
-    async def sleep_until_async(self, moment: float) -> None:
-        """``sleep_until`` on an event loop (a refresh run's workers)."""
-        if (delay := moment - self._monotonic()) > 0:
-            await asyncio.sleep(delay)
+    async def sleep_until_async(self, moment: float, stopped: Callable[[], bool] | None = None) -> None:
+        """``sleep_until`` on an event loop (a refresh run's workers); with ``stopped``, looked at every
+        ``STOP_POLL_S`` (a slot after a hold may be seconds away), ``Stopped`` once it turns true."""
+        if stopped is None:
+            if (delay := moment - self._monotonic()) > 0:
+                await asyncio.sleep(delay)
+            return
+        while (delay := moment - self._monotonic()) > 0:
+            await asyncio.sleep(min(delay, STOP_POLL_S))
+            if stopped():
+                raise Stopped
 
     @property
     def margin_s(self) -> float:
@@ -153,23 +166,49 @@ class Pacer:
             return self._hold_until
 
     async def on_time(
-        self, slot: float, take: Callable[[], Awaitable[float]], read_hold: Callable[[], Awaitable[float]]
+        self,
+        slot: float,
+        take: Callable[[], Awaitable[float]],
+        read_hold: Callable[[], Awaitable[float]],
+        *,
+        stopped: Callable[[], bool] | None = None,
     ) -> float:
         """Wait for ``slot``: the last step before a request leaves. A slot that a hold (``Retry-After``, from
         any process: ``read_hold`` reads it right before the send) came to cover after it was handed out, or that
         the caller reached later than ``margin_s`` (a slow claim, a lock, a stalled loop), is exchanged for a new
-        one from ``take``; the slot the request leaves on."""
+        one from ``take``; the slot the request leaves on. ``Stopped`` when ``stopped()`` turns true meanwhile
+        (a signal): nothing new starts, not even after a hold."""
         while True:
+            if stopped is not None and stopped():
+                raise Stopped
             if self.held_until() > slot:
                 slot = await take()
                 continue
-            await self.sleep_until_async(slot)
+            await self.sleep_until_async(slot, stopped)
             if await read_hold() > slot:
                 continue  # a hold came while we waited: it binds this slot too
-            if self.interval_s > 0 and self._monotonic() - slot > self.margin_s:
+            if self._late(slot):
                 slot = await take()  # too late: sent now, it would leave less than the spacing after the next
                 continue
             return slot
+
+    def on_time_sync(self, slot: float) -> float:
+        """``on_time`` for a caller on a thread of its own (an on-demand refresh): the same rules, the store
+        called directly."""
+        while True:
+            if self.held_until() > slot:
+                slot = self.reserve()
+                continue
+            self.sleep_until(slot)
+            if self.read_hold() > slot:
+                continue
+            if self._late(slot):
+                slot = self.reserve()
+                continue
+            return slot
+
+    def _late(self, slot: float) -> bool:
+        return self.interval_s > 0 and self._monotonic() - slot > self.margin_s
 
     def hold(self, seconds: float) -> None:
         """No slot is handed out for ``seconds`` from now, in any process sharing the slots."""
@@ -182,7 +221,8 @@ def retry_once_after(
     send: Callable[[], T], *, pacer: Pacer, max_wait: float, may_send: Callable[[], bool] = lambda: True
 ) -> T:
     """``send()``; on a 429 whose ``Retry-After`` is at most ``max_wait``, hold every sender that long, wait for a
-    slot, and send once more if ``may_send()`` still allows it. Otherwise the 429 is the answer.
+    slot (``on_time_sync``: late or held slots are exchanged), and send once more if ``may_send()`` still allows
+    it. Otherwise the 429 is the answer.
 
     The one place a token request's ``Retry-After`` is handled (the API's per-account bucket has its own, in
     ``api``): one retry, never a loop, because Lightspeed may block a client that keeps refreshing.
@@ -190,25 +230,43 @@ def retry_once_after(
     try:
         return send()
     except RateLimited as exc:
-        _hold_or_raise(exc, pacer, max_wait)
-        pacer.wait()
+        pacer.hold(_hold_s(exc))
+        _raise_if_too_long(exc, max_wait)
+        pacer.on_time_sync(pacer.reserve())
         if not may_send():
             raise
         return send()
 
 
 async def retry_once_after_async(
-    send: Callable[[], Awaitable[T]], *, pacer: Pacer, max_wait: float, may_send: Callable[[], bool]
+    send: Callable[[], Awaitable[T]],
+    *,
+    pacer: Pacer,
+    max_wait: float,
+    may_send: Callable[[], bool],
+    offload: Offload,
+    stopped: Callable[[], bool] | None = None,
 ) -> T:
-    """``retry_once_after`` on an event loop: ``send()`` makes a new request (a coroutine) each time."""
+    """``retry_once_after`` on an event loop: ``send()`` makes a new request (a coroutine) each time, and every
+    call that reaches the shared slots (a database) goes through ``offload``, never on the loop: a stalled
+    database must not freeze the loop's other senders. ``Stopped`` when ``stopped()`` turns true during the wait
+    (the 429 was not processed: the connection is handed back unsent)."""
     try:
         return await send()
     except RateLimited as exc:
-        _hold_or_raise(exc, pacer, max_wait)
-        await pacer.sleep_until_async(pacer.reserve())
+        await offload(pacer.hold, _hold_s(exc))
+        _raise_if_too_long(exc, max_wait)
+        slot = await offload(pacer.reserve)
+        await pacer.on_time(slot, lambda: offload(pacer.reserve), lambda: offload(pacer.read_hold), stopped=stopped)
         if not may_send():
             raise
         return await send()
+
+
+class Offload(Protocol):
+    """Runs a blocking call off the event loop: ``await offload(fn, *args)`` (a run's ``DatabaseCalls``)."""
+
+    def __call__(self, fn: Callable[..., T], /, *args: Any) -> Awaitable[T]: ...
 
 
 #: The longest hold a ``Retry-After`` may put on every sender: a date far in the future (a provider's bug, a
@@ -216,15 +274,28 @@ async def retry_once_after_async(
 MAX_HOLD_S = 3600.0
 
 
-def _hold_or_raise(exc: RateLimited, pacer: Pacer, max_wait: float) -> None:
-    """Hold every sender for the 429's ``Retry-After`` (at most ``MAX_HOLD_S``), then re-raise it when there is
-    none or it is longer than this caller may wait: the hold binds every process even when this request gives
-    up (invariant 7), so nobody else's request goes out before the provider's date either."""
+def _hold_s(exc: RateLimited) -> float:
+    """How long a 429 holds every sender: its ``Retry-After`` (at most ``MAX_HOLD_S``). The hold binds every
+    process even when this request gives up (invariant 7), so nobody else's request goes out before the
+    provider's date either. A 429 without one is the answer as it is."""
     if exc.retry_after is None:
         raise exc
-    pacer.hold(min(exc.retry_after, MAX_HOLD_S))
-    if exc.retry_after > max_wait:
+    return min(exc.retry_after, MAX_HOLD_S)
+
+
+def _raise_if_too_long(exc: RateLimited, max_wait: float) -> None:
+    if exc.retry_after is not None and exc.retry_after > max_wait:
         raise exc
 
 
-__all__ = ["MAX_HOLD_S", "REFRESH", "LocalSlots", "Pacer", "Slots", "retry_once_after", "retry_once_after_async"]
+__all__ = [
+    "MAX_HOLD_S",
+    "REFRESH",
+    "LocalSlots",
+    "Offload",
+    "Pacer",
+    "Slots",
+    "Stopped",
+    "retry_once_after",
+    "retry_once_after_async",
+]

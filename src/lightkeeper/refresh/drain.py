@@ -8,9 +8,9 @@ Why an event loop and not a thread per worker: a refresh is about a millisecond 
 refresh at concurrency 4, and 0.4 ms of CPU spent on nothing but the hand-offs. On one loop a refresh costs its
 own work and nothing more (``bench cpu``, docs/BENCHMARKS.md).
 
-Database calls run on the loop itself when the store lives in this process (SQLite: microseconds, and one
-writer at a time anyway) and on threads of their own otherwise, so a PostgreSQL a few milliseconds away still
-serves ``concurrency`` refreshes at once (``DatabaseCalls``).
+Database calls never run on the loop, on either database: they go to threads of their own (``DatabaseCalls``),
+so a stalled database (another process holding SQLite's write lock) delays the one call that waits for it, not
+every worker's slot, and a PostgreSQL a few milliseconds away still serves ``concurrency`` refreshes at once.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 from ..lightspeed.oauth import AsyncSender
-from ..lightspeed.pacing import Pacer
+from ..lightspeed.pacing import Pacer, Stopped
 from ..store import Lease, RunRecord
 from .locks import ConnectionLock
 from .policy import Outcome
@@ -114,7 +114,10 @@ class Drain:
         slot = await calls(pacer.reserve)  # the slot before the lease: waiting for a slot never eats a lease …
         if await self._held_too_long(pacer, calls):
             return False
-        await pacer.sleep_until_async(slot - CLAIM_AHEAD_S)
+        try:
+            await pacer.sleep_until_async(slot - CLAIM_AHEAD_S, self._stopping)  # a slot after a hold: seconds
+        except Stopped:
+            return False
         lease = await calls(self._claim)  # … but the claim is made just ahead of it, so the request leaves on time
         if lease is None:
             return False
@@ -165,11 +168,11 @@ class Drain:
             # Counted in the run by the very transaction that records it (store.Tally): a participant killed
             # at any moment loses no count, and the run never looks done before its counts are in.
             outcome = await self._refresher.refresh_claimed_async(
-                lease, sender, calls, trigger=self._run.trigger, run_id=self._run.id, slot=slot
+                lease, sender, calls, trigger=self._run.trigger, run_id=self._run.id, slot=slot, stopped=self._stopping
             )
         finally:
             lock.release()
-        if self._progress is not None:
+        if outcome is not None and self._progress is not None:
             self._progress(outcome)
 
 

@@ -95,8 +95,8 @@ class TokenProvider:
             if not self._needs_new(record, rejected):
                 return self._grant(record)  # someone else refreshed while we queued
             self._check_cooldown(record)
-            leased = self._acquire(record, deadline)
-            return None if leased is None else self._refresh(leased, rejected)
+            acquired = self._acquire(record, deadline)
+            return None if acquired is None else self._refresh(*acquired, rejected)
         finally:
             lock.release()
 
@@ -105,12 +105,13 @@ class TokenProvider:
             return True
         return policy.needs_refresh(record, self.parts.clock(), self.leeway)
 
-    def _acquire(self, record: ConnectionRecord, deadline: float) -> Lease | None:
-        """The lease, taken right after a pacing slot of the connection's provider; None (no slot spent) while
-        someone holds it. A slot beyond the caller's ``deadline`` (a ``Retry-After`` hold on the provider's
-        client) is ``RateLimited`` at once: the caller is not kept waiting past what it agreed to."""
+    def _acquire(self, record: ConnectionRecord, deadline: float) -> tuple[Lease, float] | None:
+        """The lease, taken just ahead of a pacing slot of the connection's provider, and that slot (the refresh
+        waits for it right before its send); None (no slot spent) while someone holds the lease. A slot beyond the
+        caller's ``deadline`` (a ``Retry-After`` hold on the provider's client) is ``RateLimited`` at once: the
+        caller is not kept waiting past what it agreed to."""
         connection_id, connections = record.id, self.parts.connections
-        pacer = self.parts.pacer(self.refresher.provider_of(record).name)  # ConfigError: provider not configured
+        pacer = self.parts.pacer(record.provider)  # ConfigError: the provider is no longer configured
         if connections.lease_live(connection_id):
             return None
         slot = pacer.reserve()
@@ -123,21 +124,22 @@ class TokenProvider:
             )
         pacer.sleep_until(slot - CLAIM_AHEAD_S)
         leased = connections.acquire(connection_id, owner=self.parts.owner, lease=self.parts.lease)
-        if leased is not None:
-            pacer.sleep_until(slot)
-        return leased
+        return None if leased is None else (leased, slot)
 
-    def _refresh(self, leased: Lease, rejected: str | None) -> AccessGrant:
+    def _refresh(self, leased: Lease, slot: float, rejected: str | None) -> AccessGrant | None:
+        """Our refresh under the lease; None when it was not sent (the lease moved on, or too little of it was
+        left after waiting for a slot): the caller looks again."""
         record = leased.record
         if not self._needs_new(record, rejected):  # the lease holder before us had just finished
             self.parts.connections.release(record.id, leased.token)
             return self._grant(record)
-        result = self.refresher.refresh(leased)
+        result = self.refresher.refresh(leased, slot=slot)
         if result.tokens is not None:  # committed before anyone sees it (invariant 2)
             tokens = result.tokens
             return AccessGrant(record.id, record.account_id, tokens.access_token, tokens.expires_at, record.provider)
-        if result.outcome is Outcome.SKIPPED and result.error is None:  # the lease moved on: use theirs
-            return self._grant(self._load(record.id))
+        if result.outcome is Outcome.SKIPPED and result.error is None:
+            current = self._load(record.id)  # the lease moved on (use theirs), or our send was called off
+            return None if self._needs_new(current, rejected) else self._grant(current)
         raise _failure(record.id, result.outcome, result.error)
 
     @contextmanager

@@ -46,7 +46,6 @@ class RunExecutor:
     def __init__(self, refresher: Refresher, options: RunOptions | None = None) -> None:
         self.refresher = refresher
         self.options = options or RunOptions()
-        self.store = refresher.store  # the run records and the claims (a run is a store-wide thing)
         self.parts = refresher.parts  # what it uses beside the refresher itself, explicit
         # Runs this executor began (and so checked the keys for) and has not executed yet.
         self._keys_checked: set[int] = set()
@@ -89,7 +88,7 @@ class RunExecutor:
         if connection_id is not None:
             due_before = None  # one connection asked for by name is refreshed, due or not
         owner = self.parts.owner
-        run = self.store.runs.start(
+        run = self.parts.runs.start(
             trigger=trigger, owner=owner, now=now, connection_id=connection_id, due_before=due_before, strict=strict
         )
         with self._keys_checked_lock:
@@ -119,7 +118,7 @@ class RunExecutor:
             self._keys_checked.discard(run.id)
         if not checked:  # a run begun elsewhere (a tick, another process): check before joining it
             self._check_keys_to_join(run)
-        self.store.runs.join(run.id)
+        self.parts.runs.join(run.id)
         try:
             with _Heartbeat(self, run.id):
                 finished = self.work(run, progress=progress, stop=stop)
@@ -136,20 +135,20 @@ class RunExecutor:
             if left == 0 and not hand_back:  # asked to stop, nobody else works on it, and no successor is due
                 message = "stopped before it finished: what it did not reach is refreshed by the next run"
                 return self._finish(run.id, RunStatus.INTERRUPTED, message)
-            return self.store.runs.get(run.id) or run
+            return self.parts.runs.get(run.id) or run
         return self._finish(run.id, RunStatus.COMPLETED, self._closing_message(run.id))
 
     def work(self, run: RunRecord, *, progress: ProgressCallback | None, stop: threading.Event) -> bool:
         """Refresh until the run is over (True) or this process must stop (False)."""
         if run.trigger in AUTOMATIC_TRIGGERS:
             now = self.parts.clock()
-            skipped = self.store.connections.skip_in_backoff(run.id, now, due_before=run.due_before)
+            skipped = self.parts.connections.skip_in_backoff(run.id, now, due_before=run.due_before)
             count_refresh(Outcome.SKIPPED.value, Reason.BACKOFF, skipped)
         drains = {
             name: Drain(
                 self.refresher, run, concurrency=self.options.concurrency, progress=progress, stop=stop, provider=name
             )
-            for name in self.refresher.providers
+            for name in self.parts.providers
         }
         while not stop.is_set():
             # A provider whose client is held longer than a refresh may wait is left for a later run.
@@ -166,7 +165,7 @@ class RunExecutor:
     def _next_provider(self, run: RunRecord, providers: Iterable[str]) -> str | None:
         """The first configured provider with a connection left to claim in this run (one at a time: each
         provider's OAuth client has its own pacing); None when none has."""
-        connections = self.store.connections
+        connections = self.parts.connections
         for name in providers:
             if connections.has_claimable(run.id, run.connection_id, due_before=run.due_before, provider=name):
                 return name
@@ -178,23 +177,23 @@ class RunExecutor:
 
         Their leases may run out (a participant died): waiting then means taking those claims over.
         """
-        current = self.store.runs.get(run.id)
+        current = self.parts.runs.get(run.id)
         if current is None or current.status is not RunStatus.RUNNING:
             return False
-        waiting = self.store.connections.count_in_flight(
+        waiting = self.parts.connections.count_in_flight(
             run.id, run.connection_id, due_before=run.due_before, providers=providers
         )
         return waiting > 0
 
     def interrupt_stale(self) -> int:
-        return self.store.runs.interrupt_stale(stale_after=self.options.stale_after)
+        return self.parts.runs.interrupt_stale(stale_after=self.options.stale_after)
 
     def check_keys(self) -> None:
         """Refuse to run when no stored ciphertext was made with any configured key (a mistyped key).
 
         Rows under a key that is merely no longer configured are each their own error, not the run's.
         """
-        present = self.store.connections.key_ids(refreshable_only=True)
+        present = self.parts.connections.key_ids(refreshable_only=True)
         configured = set(self.parts.vault.key_ids)
         if present and not configured & set(present):
             raise ConfigError(
@@ -208,7 +207,7 @@ class RunExecutor:
         try:
             self.check_keys()
         except ConfigError as exc:
-            current = self.store.runs.get(run.id)
+            current = self.parts.runs.get(run.id)
             if current is not None and current.participants == 0:
                 self._finish(run.id, RunStatus.FAILED, str(exc))
             raise
@@ -234,7 +233,7 @@ class RunExecutor:
 
     def _unknown_key_message(self) -> str | None:
         configured = set(self.parts.vault.key_ids)
-        present = self.store.connections.key_ids(refreshable_only=True)
+        present = self.parts.connections.key_ids(refreshable_only=True)
         unknown = {kid: n for kid, n in present.items() if kid not in configured}
         if not unknown:
             return None
@@ -245,7 +244,7 @@ class RunExecutor:
         )
 
     def _check_refreshable(self, connection_id: int) -> None:
-        record = self.store.connections.get(connection_id)
+        record = self.parts.connections.get(connection_id)
         if record is None:
             raise ConnectionNotFound(f"there is no connection {connection_id}")
         if record.status not in REFRESHABLE:
@@ -255,14 +254,14 @@ class RunExecutor:
 
     def _leave(self, run_id: int) -> int:
         try:
-            return self.store.runs.leave(run_id)
+            return self.parts.runs.leave(run_id)
         except Exception:  # the database is gone: the others (or staleness) will close the run
             log.exception("could not leave run %s", run_id)
             return -1
 
     def _finish(self, run_id: int, status: RunStatus, message: str | None) -> RunRecord:
         now = self.parts.clock()
-        record = self.store.runs.finish(run_id, status=status, now=now, message=message)
+        record = self.parts.runs.finish(run_id, status=status, now=now, message=message)
         # Closed by this call (not earlier, by another participant): its ending is ours to report.
         if record.status is status and record.finished_at == now:
             _report_run(record)
@@ -314,7 +313,7 @@ class _Heartbeat:
         interval = self._executor.options.heartbeat.total_seconds()
         while not self._stop.wait(interval):
             try:
-                self._executor.store.runs.heartbeat(self._run_id)
+                self._executor.parts.runs.heartbeat(self._run_id)
             except Exception:  # a missed beat is harmless; a dead heartbeat thread is not
                 log.exception("heartbeat of run %s failed", self._run_id)
 

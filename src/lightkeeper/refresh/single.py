@@ -30,11 +30,11 @@ from ..clock import Clock
 from ..errors import ConfigError, DecryptError, InvalidClient, ProviderError, UnknownKey
 from ..lightspeed import TokenSet
 from ..lightspeed.oauth import AsyncSender
-from ..lightspeed.pacing import Pacer, retry_once_after, retry_once_after_async
+from ..lightspeed.pacing import Pacer, Stopped, retry_once_after, retry_once_after_async
 from ..lightspeed.providers import Provider, Providers
 from ..lightspeed.senders import ThreadedSender
 from ..metrics import Reason, count_refresh, failure_reason, observe_refresh_seconds
-from ..store import ConnectionRecord, ConnectionRepo, Lease, Store, Tally
+from ..store import ConnectionRecord, ConnectionRepo, Lease, RunRepo, Store, Tally
 from ..vault import TokenVault
 from . import policy
 from .locks import ConnectionLocks
@@ -74,7 +74,11 @@ class RefreshParts:
     handed to them explicitly, so each says what it depends on instead of reaching through the refresher."""
 
     connections: ConnectionRepo
+    #: The run records (a run is a store-wide thing: its claims and counts are rows every process shares).
+    runs: RunRepo
     vault: TokenVault
+    #: The configured providers (a run drains each in turn; a connection's provider opens its requests).
+    providers: Providers
     #: Each provider's token-request spacing (its OAuth client's slot row and Retry-After hold), by name.
     pacers: Mapping[str, Pacer]
     locks: ConnectionLocks
@@ -86,6 +90,9 @@ class RefreshParts:
     max_hold: float = 30.0
 
     def pacer(self, provider: str) -> Pacer:
+        """The provider's pacer; ``ConfigError`` when the deployment no longer configures the provider."""
+        if provider not in self.pacers:
+            self.providers[provider]  # raises, naming the setting that is missing
         return self.pacers[provider]
 
 
@@ -115,7 +122,9 @@ class Refresher:
     def parts(self) -> RefreshParts:
         return RefreshParts(
             connections=self.store.connections,
+            runs=self.store.runs,
             vault=self.vault,
+            providers=self.providers,
             pacers=self.pacers,
             locks=self.locks,
             clock=self.clock,
@@ -152,23 +161,31 @@ class Refresher:
         trigger: str,
         run_id: int,
         slot: float | None = None,
-    ) -> Outcome:
+        stopped: Callable[[], bool] | None = None,
+    ) -> Outcome | None:
         """``refresh_claimed`` on a run's event loop: the request goes through ``sender``, the database
-        work through ``calls`` (threads of their own), and leaves on its pacing ``slot`` (``Pacer.on_time``)."""
+        work through ``calls`` (threads of their own), and leaves on its pacing ``slot`` (``Pacer.on_time``).
+        None when ``stopped()`` turned true before anything was sent: the claim is handed back to the run."""
         if await calls(self._skipped_backing_off, lease, trigger, run_id):
             return Outcome.SKIPPED
         report = _Report(self, lease, run_id, trigger)
         try:
-            attempt = await self._attempt_async(lease, sender, calls, slot)
+            attempt = await self._attempt_async(lease, sender, calls, slot, stopped)
+            if isinstance(attempt, Stopped):
+                await calls(self.store.connections.unclaim, lease.record.id, lease.token)
+                return None
             return (await calls(self._conclude, lease, report, attempt)).outcome
         except BaseException:
             await calls(self.store.connections.unclaim, lease.record.id, lease.token)
             raise
 
-    def refresh(self, lease: Lease, *, run_id: int | None = None, trigger: str = ON_DEMAND) -> RefreshResult:
-        """Refresh under our lease and write the outcome; the lease always ends here."""
+    def refresh(
+        self, lease: Lease, *, run_id: int | None = None, trigger: str = ON_DEMAND, slot: float | None = None
+    ) -> RefreshResult:
+        """Refresh under our lease and write the outcome; the lease always ends here. With ``slot`` (a pacing
+        slot taken before the lease), the request leaves on it (``Pacer.on_time_sync``)."""
         try:
-            return self._conclude(lease, _Report(self, lease, run_id, trigger), self._attempt(lease))
+            return self._conclude(lease, _Report(self, lease, run_id, trigger), self._attempt(lease, slot))
         except BaseException:
             # Handed back, not released: a run claims it again and counts it (this participant is leaving).
             self.store.connections.unclaim(lease.record.id, lease.token)
@@ -183,15 +200,18 @@ class Refresher:
         report(Outcome.SKIPPED, Reason.BACKOFF if released else Reason.LEASE_LOST)
         return True
 
-    def _attempt(self, lease: Lease) -> TokenSet | Exception:
+    def _attempt(self, lease: Lease, slot: float | None = None) -> TokenSet | Exception:
         """The new pair, or what went wrong (``_conclude`` decides what it means)."""
         try:
             provider = self.provider_of(lease.record)
             refresh_token = self._refresh_token_to_send(lease)
             account_id = lease.record.account_id
+            pacer = self.pacers[provider.name]
+            if slot is not None:  # the last step before the send, as a run's (``_on_time``)
+                self._on_time_sync(lease, pacer, slot)
             return retry_once_after(
                 lambda: self._timed(lambda token: provider.refresh(token, account_id), refresh_token),
-                pacer=self.pacers[provider.name],
+                pacer=pacer,
                 max_wait=self.max_retry_after,
                 may_send=lambda: self._lease_outlives_a_request(lease),
             )
@@ -199,27 +219,41 @@ class Refresher:
             return exc
 
     async def _attempt_async(
-        self, lease: Lease, sender: AsyncSender, calls: DatabaseCalls, slot: float | None
+        self,
+        lease: Lease,
+        sender: AsyncSender,
+        calls: DatabaseCalls,
+        slot: float | None,
+        stopped: Callable[[], bool] | None,
     ) -> TokenSet | Exception:
         try:
             provider = self.provider_of(lease.record)
             refresh_token = self._refresh_token_to_send(lease)
             if slot is not None:
-                await self._on_time(lease, slot, calls)
+                await self._on_time(lease, slot, calls, stopped)
             return await retry_once_after_async(
                 lambda: self._timed_async(provider, sender, refresh_token, lease.record.account_id),
                 pacer=self.pacers[provider.name],
                 max_wait=self.max_retry_after,
                 may_send=lambda: self._lease_outlives_a_request(lease),
+                offload=calls,
+                stopped=stopped,
             )
         except Exception as exc:
             return exc
 
-    async def _on_time(self, lease: Lease, slot: float, calls: DatabaseCalls) -> None:
+    async def _on_time(
+        self, lease: Lease, slot: float, calls: DatabaseCalls, stopped: Callable[[], bool] | None
+    ) -> None:
         """Wait for the pacing slot, the last step before sending (``Pacer.on_time``); ``_NotSent`` when a new
-        slot ate so much of the lease that less than a request's worth is left."""
+        slot ate so much of the lease that less than a request's worth is left, ``Stopped`` when asked to stop."""
         pacer = self.pacers[lease.record.provider]
-        await pacer.on_time(slot, lambda: calls(pacer.reserve), lambda: calls(pacer.read_hold))
+        await pacer.on_time(slot, lambda: calls(pacer.reserve), lambda: calls(pacer.read_hold), stopped=stopped)
+        if not self._lease_outlives_a_request(lease):
+            raise _NotSent
+
+    def _on_time_sync(self, lease: Lease, pacer: Pacer, slot: float) -> None:
+        pacer.on_time_sync(slot)
         if not self._lease_outlives_a_request(lease):
             raise _NotSent
 
