@@ -226,6 +226,8 @@ def test_what_the_model_expected_is_no_news(pacer: ApiPacer) -> None:
         headers(burst="1/20"),  # a different burst limit
         headers(level="2.5/20", drip="1"),  # more than a request above the model
         headers(burst="4/10"),  # three sends the model did not know of
+        {"x-ls-api-request-cost": "2"},  # the request cost more than booked (no level said)
+        {"x-ls-api-request-cost": "0.5"},  # or less
     ],
 )
 def test_surprises_are_news(pacer: ApiPacer, answer: dict[str, str]) -> None:
@@ -281,6 +283,73 @@ def test_the_first_answer_teaches_size_and_drip(pacer: ApiPacer, clock: FakeCloc
     pacer.observe("1", headers(level="5/20", drip="4", burst="1/20"))
     assert wait_of(pacer, clock, cost=10) == 0.0  # 15 of 19 usable
     assert wait_of(pacer, clock, cost=10) == pytest.approx((15 + 10 - 19) / 4)
+
+
+def costing(cost: str, **more: str) -> dict[str, str]:
+    """An answer's headers with ``X-LS-API-Request-Cost`` (``more``: others, as for ``headers``)."""
+    return {**headers(**more), "x-ls-api-request-cost": cost}
+
+
+def test_a_cost_is_news_only_against_a_booking_it_differs_from(pacer: ApiPacer) -> None:
+    learn(pacer, size=20, drip=1, burst=10)
+    booked = slot(pacer.book("1", 1.5))
+    assert pacer.news(costing("7")) is None  # nothing booked (an account lookup): nothing to correct
+    assert pacer.news(costing("7", level="1/20")) == Reading(used=1.0, size=20.0)  # the rest still counts
+    assert pacer.news(costing("7"), booked) == Reading(cost=7.0)
+    assert pacer.news(costing("1.5", level="1.5/20", drip="1"), booked) is None
+
+
+def test_a_refused_request_s_cost_is_no_news(pacer: ApiPacer) -> None:
+    """A 429 charged nothing: its ``hold`` (or ``full``) is what changes the bucket."""
+    learn(pacer, size=20, drip=1, burst=10)
+    booked = slot(pacer.book("1", 1.5))
+    assert pacer.news({**costing("7"), "x-ls-api-ratelimit-type": "api-leaky-bucket"}, booked) is None
+
+
+def test_a_costlier_request_corrects_the_shared_row_for_every_process(rows: CountingRows, clock: FakeClock) -> None:
+    """A write booked at 1.5 cost 9, and its answer says no level: the other process's next booking waits."""
+    first, second = make_pacer(rows, clock), make_pacer(rows, clock)
+    learn(first, size=10, drip=2)
+    booked = slot(first.book("1", 1.5))
+    writes = rows.writes
+    first.observe("1", costing("9"), booked)
+    assert rows.writes == writes + 1
+    assert wait_of(second, clock, cost=1.0) == pytest.approx(0.5)  # 9 + 1 - 9 usable, at 2/s
+
+
+def test_a_cheaper_request_frees_the_difference(pacer: ApiPacer, clock: FakeClock) -> None:
+    learn(pacer, size=10, drip=2)
+    last = [slot(pacer.book("1", 1.5)) for _ in range(6)][-1]  # 9 of 9 usable
+    pacer.observe("1", costing("1"), last)
+    assert wait_of(pacer, clock, cost=1.5) == pytest.approx(0.5)  # (8.5 + 1.5 - 9) / 2, not 0.75
+
+
+def test_a_cost_under_requests_in_flight_is_corrected(pacer: ApiPacer, clock: FakeClock) -> None:
+    """Three writes booked at 1.5; the first cost 2.5, and its answer's level counts only it: not a request above
+    the model (4.5), yet the row must count the extra 1."""
+    learn(pacer, size=10, drip=1)
+    first, _second, _third = (slot(pacer.book("1", 1.5)) for _ in range(3))
+    fix = pacer.correction("1", costing("2.5", level="2.5/10", drip="1"), first)
+    assert fix is not None
+    fix()
+    assert wait_of(pacer, clock, cost=4.0) == pytest.approx(0.5)  # 5.5 + 4 - 9 usable, at 1/s (4.5: no wait)
+
+
+def test_a_cost_ends_the_credit_and_corrects_the_row(rows: CountingRows, clock: FakeClock) -> None:
+    """A steady caller books from its credit (no row write); the answer of one of those requests says it cost
+    300 more: the row, where the other process books, counts it."""
+    caller, other = make_pacer(rows, clock), make_pacer(rows, clock)
+    learn(caller, size=1000, drip=400, burst=1000)
+    booked: list[Slot] = []
+    for _ in range(300):  # 300 a second for a second: the caller reserves credits ahead
+        booked.append(slot(caller.book("1", 1.5)))
+        clock.t += 1 / 300
+    last = booked[-1]
+    assert last.deadline < float("inf")  # booked from a credit
+    caller.observe("1", costing("301.5"), last)
+    level = rows.transform("app/1", lambda text, now: (None, BucketState.loads(text).level_at(now)))[0]
+    assert 300.0 <= level <= 300.0 + 100.0  # the 300, and at most the credits' few requests besides
+    assert wait_of(other, clock, cost=700.0) > 0.0  # without the 300: 700 + at most 100 of 999 usable
 
 
 # -- hold and full ---------------------------------------------------------------------------------------------

@@ -363,6 +363,59 @@ def test_a_lower_burst_limit_spaces_the_next_send() -> None:
     assert slotted(book(without_level, 6.0, 1.0).send_at, 5.3 + BURST_WINDOW_S + BURST_MARGIN_S)
 
 
+# -- observe: the request's own cost ---------------------------------------------------------------------------
+
+
+def test_a_cost_above_the_booking_raises_the_model_by_the_difference() -> None:
+    """No level reported (only ``X-LS-API-Request-Cost``): a write booked at 1.5 cost 9, and the next booking
+    sees all of it."""
+    state = book(bucket(size=10, drip=1), 0.0, 1.5).state
+    seen = observe(state, 0.0, Reading(cost=9.0), booked=1.5)
+    assert seen.level_at(0.0) == pytest.approx(9.0)
+    assert book(seen, 0.0, 1.0).send_at == pytest.approx(1.0)  # 9 + 1 - 9 usable, at 1/s
+
+
+def test_a_cost_below_the_booking_frees_the_difference() -> None:
+    _, state = book_all(bucket(size=10, drip=2), 0.0, [1.5] * 6)  # 9 of 9 usable
+    seen = observe(state, 0.0, Reading(cost=1.0), booked=1.5)
+    assert seen.level_at(0.0) == pytest.approx(8.5)
+    assert book(seen, 0.0, 1.5).send_at == pytest.approx(0.5)  # (8.5 + 1.5 - 9) / 2, not 0.75
+
+
+def test_a_cost_corrects_only_against_a_booking_it_differs_from() -> None:
+    state = book(bucket(size=10, drip=1), 0.0, 1.5).state
+    assert observe(state, 0.0, Reading(cost=9.0)) == state  # not booked (an account lookup): nothing to correct
+    assert observe(state, 0.0, Reading(cost=1.5), booked=1.5) == state
+
+
+def test_a_cost_is_corrected_at_the_latest_booking() -> None:
+    state = bucket(size=20, drip=1, level=9.0, at=12.0)  # a booking 2 s ahead
+    seen = observe(state, 10.0, Reading(cost=4.0), booked=1.5)
+    assert seen.at == 12.0 and seen.level == pytest.approx(11.5)
+
+
+def test_a_cheaper_request_never_drains_the_model_below_empty() -> None:
+    seen = observe(bucket(size=20, drip=1, level=1.5, at=0.0), 5.0, Reading(cost=1.0), booked=1.5)
+    assert seen.level_at(5.0) == 0.0 and seen.level >= 0.0
+
+
+def test_a_cost_hidden_under_requests_in_flight_still_counts() -> None:
+    """Three writes booked at 1.5; the first cost 2.5, and its answer's level counts only it (the other two are
+    in flight). The level as a floor alone keeps 4.5 and never sees the extra 1; the difference makes 5.5."""
+    _, state = book_all(bucket(size=10, drip=1), 0.0, [1.5] * 3)
+    answer = Reading(used=2.5, size=10.0, cost=2.5)
+    assert observe(state, 0.0, answer, booked=1.5).level_at(0.0) == pytest.approx(5.5)
+    assert observe(state, 0.0, answer).level_at(0.0) == pytest.approx(4.5)  # what the floor alone gives
+
+
+def test_a_reported_level_already_holding_the_cost_is_not_counted_twice() -> None:
+    """A write booked at 1.5 cost 4, and another app spent 2: the answer's level (6) holds the 4 already. The
+    model becomes 6, not 6 + 2.5."""
+    state = book(bucket(size=10, drip=1), 0.0, 1.5).state
+    seen = observe(state, 0.0, Reading(used=6.0, size=10.0, cost=4.0), booked=1.5)
+    assert seen.level_at(0.0) == pytest.approx(6.0)
+
+
 # -- hold ------------------------------------------------------------------------------------------------------
 
 
@@ -398,6 +451,8 @@ def test_a_negative_retry_after_holds_until_now() -> None:
 def test_a_reading_of_complete_headers() -> None:
     headers = {"x-ls-api-bucket-level": "11/90", "x-ls-api-drip-rate": "1.5", "x-ls-api-burst-level": "3/10"}
     assert Reading.of(headers) == Reading(used=11.0, size=90.0, drip=1.5, burst_used=3, burst_limit=10)
+    costly = Reading.of({**headers, "x-ls-api-request-cost": "2.5"})
+    assert costly == Reading(used=11.0, size=90.0, drip=1.5, burst_used=3, burst_limit=10, cost=2.5)
     assert not Reading.of(headers).empty
 
 
@@ -457,6 +512,34 @@ def test_the_drip_rate_header(value: str, drip: float | None) -> None:
 def test_the_burst_level_header(value: str, used: int | None, limit: int | None) -> None:
     found = Reading.of({"x-ls-api-burst-level": value})
     assert (found.burst_used, found.burst_limit) == (used, limit)
+
+
+@pytest.mark.parametrize(
+    ("value", "cost"),
+    [
+        ("7", 7.0),
+        ("1.5", 1.5),
+        ("10", 10.0),
+        ("0", None),
+        ("-1", None),
+        ("inf", None),
+        ("nan", None),
+        ("1e400", None),
+        ("", None),
+        ("ten", None),
+        ("1/2", None),
+    ],
+)
+def test_the_request_cost_header(value: str, cost: float | None) -> None:
+    found = Reading.of({"x-ls-api-request-cost": value})
+    assert found.cost == cost and found.empty is (cost is None)
+
+
+def test_a_refused_request_s_cost_is_not_read() -> None:
+    """A 429 (it names its limiter) charged nothing, whatever the request would have cost."""
+    headers = {"x-ls-api-request-cost": "1.5", "x-ls-api-ratelimit-type": "api-leaky-bucket"}
+    assert Reading.of({**headers, "x-ls-api-bucket-level": "89/90"}) == Reading(used=89.0, size=90.0)
+    assert Reading.of(headers).empty
 
 
 @pytest.mark.parametrize(
@@ -619,3 +702,34 @@ def test_a_strict_provider_never_refuses_a_booked_request(
     provider = StrictProvider(size, drip, limit)
     for at, cost in sends:
         assert provider.receive(at, cost) is None, (at, cost, sends)
+
+
+#: (booked, charged): a write booked at 1.5 that cost 1, 1.5 or 2.5, a read booked at 1 that cost 1 or 2. Each
+#: request is at most the headroom over its booking: the model can only learn a cost from the answer, after it.
+COSTS = st.sampled_from([(1.5, 1.0), (1.5, 1.5), (1.5, 2.5), (1.0, 1.0), (1.0, 2.0)])
+
+
+@FAST
+@given(
+    size=st.floats(min_value=4.0, max_value=120.0, allow_nan=False, allow_infinity=False),
+    drip=st.floats(min_value=0.25, max_value=10.0, allow_nan=False, allow_infinity=False),
+    limit=st.integers(min_value=1, max_value=20),
+    traffic=st.lists(
+        st.tuples(COSTS, st.floats(min_value=0.0, max_value=3.0, allow_nan=False, allow_infinity=False)),
+        min_size=1,
+        max_size=80,
+    ),
+    start=st.floats(min_value=0.0, max_value=1_000_000.0, allow_nan=False, allow_infinity=False),
+)
+def test_a_strict_provider_never_refuses_a_caller_corrected_by_costs_alone(
+    size: float, drip: float, limit: int, traffic: list[tuple[tuple[float, float], float]], start: float
+) -> None:
+    """A sequential caller (each answer read before the next booking) whose requests cost other than booked,
+    and whose answers carry only ``X-LS-API-Request-Cost``: the differences never pile up into a refusal."""
+    state = bucket(size=size, drip=drip, burst=limit)
+    provider, now = StrictProvider(size, drip, limit), start
+    for (booked, charged), gap in traffic:
+        booking = book(state, now + gap, booked)
+        assert provider.receive(booking.send_at, charged) is None, (booking.send_at, booked, charged)
+        now = booking.send_at
+        state = observe(booking.state, now, Reading(cost=charged), booked=booked)

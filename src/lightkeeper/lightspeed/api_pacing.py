@@ -38,6 +38,9 @@ LATE_S = 0.05
 #: An answer's level this much above the model (a request's worth) is news worth a write to the shared row.
 _LEVEL_SURPRISE = 1.0
 _BURST_SURPRISE = 2
+#: An answer's request cost other than its booked one (by more than rounding) is news: the row is corrected by
+#: the difference, whether or not the answer reports a level.
+_COST_SURPRISE = 1e-6
 
 
 def late_after(state: BucketState) -> float:
@@ -272,26 +275,30 @@ class ApiPacer:
         """Correct the account's bucket by an answer's headers, when they say something new (see ``news``)."""
         reading = self.news(headers, slot)
         if reading is not None:
-            self.correct(account_id, reading)
+            self.correct(account_id, reading, _booked(slot))
 
     def correction(
         self, account_id: str, headers: Mapping[str, str], slot: Slot | None = None
     ) -> Callable[[], None] | None:
         """``correct`` with what the headers say, when it is news (see ``news``); None otherwise."""
         reading = self.news(headers, slot)
-        return None if reading is None else partial(self.correct, account_id, reading)
+        return None if reading is None else partial(self.correct, account_id, reading, _booked(slot))
 
     def news(self, headers: Mapping[str, str], slot: Slot | None = None) -> Reading | None:
         """What an answer's headers say of the limits, if it is news against ``slot``'s state (what the model
-        expected when the request was booked); None when there is nothing worth a write to the shared row."""
+        expected when the request was booked); None when there is nothing worth a write to the shared row.
+        The request's cost says something only against what ``slot`` booked: without one it is left out."""
         reading = Reading.of(headers)
+        if slot is None:
+            reading = replace(reading, cost=None)
         if reading.empty or (slot is not None and not self._surprising(slot, reading)):
             return None
         return reading
 
-    def correct(self, account_id: str, reading: Reading) -> None:
-        """Apply an answer's ``reading`` to the shared state (a write only when it changes it)."""
-        self._rewrite(account_id, lambda state, now: observe(state, now, reading))
+    def correct(self, account_id: str, reading: Reading, booked: float | None = None) -> None:
+        """Apply an answer's ``reading`` to the shared state (a write only when it changes it); ``booked``: what
+        the answer's request was booked at, which its cost corrects (``bucket.observe``)."""
+        self._rewrite(account_id, lambda state, now: observe(state, now, reading, booked))
 
     def _rewrite(self, account_id: str, edit: Callable[[BucketState, float], BucketState]) -> None:
         """Change the shared state by ``edit`` (no write when nothing changes). This process's credit ends
@@ -306,6 +313,8 @@ class ApiPacer:
         self._rows.transform(self.name(account_id), change)
 
     def _surprising(self, slot: Slot, reading: Reading) -> bool:
+        if reading.cost is not None and abs(reading.cost - slot.cost) > _COST_SURPRISE:
+            return True  # booked too low (or too high): every later booking would inherit the error
         state = slot.state
         if reading.size not in (None, state.size) or reading.drip not in (None, state.drip):
             return True
@@ -324,6 +333,10 @@ class ApiPacer:
     def full(self, account_id: str) -> None:
         """A 429 that will not be waited out here: the bucket is full, whatever the model thought."""
         self._rewrite(account_id, lambda state, now: observe(state, now, Reading(used=state.size)))
+
+
+def _booked(slot: Slot | None) -> float | None:
+    return slot.cost if slot is not None else None
 
 
 def _rebased(state: BucketState, mine: Credit | None) -> BucketState:

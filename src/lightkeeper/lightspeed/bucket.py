@@ -11,7 +11,8 @@ Every process of a deployment is the same client, so the state lives in one shar
 function of the state and of "now" on that place's clock:
 
 - ``book``: the moment a request of some cost may leave, and the state with it counted in;
-- ``observe``: the state corrected by an answer's headers (size, drip rate, level, burst level);
+- ``observe``: the state corrected by an answer's headers (size, drip rate, level, burst level, and the
+  request's own cost against what it was booked at);
 - ``hold``: the state after a 429's ``Retry-After``.
 
 Sizes and rates come from the headers, never assumed: the defaults below only serve until the first answer,
@@ -151,6 +152,7 @@ class Reading:
     drip: float | None = None
     burst_used: int | None = None
     burst_limit: int | None = None
+    cost: float | None = None  # what the request itself cost (``X-LS-API-Request-Cost``)
 
     @classmethod
     def of(cls, headers: Mapping[str, str]) -> Reading:
@@ -162,6 +164,7 @@ class Reading:
             drip=_positive(headers.get("x-ls-api-drip-rate")),
             burst_used=int(burst_used) if burst_used is not None else None,
             burst_limit=int(burst_limit) if burst_limit and burst_limit >= 1 else None,
+            cost=_charged(headers),
         )
 
     @property
@@ -169,13 +172,16 @@ class Reading:
         return self == Reading()
 
 
-def observe(state: BucketState, now: float, reading: Reading) -> BucketState:
-    """``state`` corrected by an answer read at ``now``.
+def observe(state: BucketState, now: float, reading: Reading, booked: float | None = None) -> BucketState:
+    """``state`` corrected by an answer read at ``now``; ``booked``: what its request was booked at, if it was.
 
     The level an answer reports leaves out requests still in flight (booked, sent by other workers, not yet
     counted by Lightspeed), so it may only raise the model, never lower it: a higher level means someone else
     spends the bucket (another app of the merchant) or a request cost more than booked. Overestimates drain
     away at the drip rate. The burst level likewise only adds sends the model did not know of.
+
+    The request's own cost is exact news of one entry of the model: it was counted at ``booked``, Lightspeed
+    charged ``reading.cost``, so the model moves by the difference (either way), at its latest booking.
     """
     new = replace(
         state,
@@ -183,6 +189,17 @@ def observe(state: BucketState, now: float, reading: Reading) -> BucketState:
         drip=reading.drip or state.drip,
         burst_limit=reading.burst_limit or state.burst_limit,
     )
+    if reading.cost is not None and booked is not None and reading.cost != booked:
+        # First the model's own record of this request, then the reported level as a floor, never the other
+        # way round. The reported level already holds the real cost, so adding the difference to it would
+        # count that twice; and the floor alone is not enough: the model stands above the reported level by
+        # whatever is in flight, and a cost booked too low hides under that margin, unseen by ``max``, as
+        # long as other requests are in flight (each write of a busy account adding to it). Corrected here,
+        # the model counts this request once, at its real cost, and ``max`` of two estimates of one total
+        # counts nothing twice. (An answer arriving after another whose level already held this cost, and
+        # raised the model to it, makes the difference count twice: an overestimate, which drains.)
+        at = max(now, new.at)
+        new = replace(new, level=max(0.0, new.level_at(at) + reading.cost - booked), at=at)
     if reading.used is not None:
         at = max(now, new.at)
         new = replace(new, level=max(new.level_at(at), reading.used - (at - now) * new.drip), at=at)
@@ -270,6 +287,14 @@ def _fraction(value: str | None) -> tuple[float | None, float | None]:
     if not (math.isfinite(first) and math.isfinite(second)) or first < 0:
         return None, None
     return first, second
+
+
+def _charged(headers: Mapping[str, str]) -> float | None:
+    """``X-LS-API-Request-Cost``, unless the answer is a 429 (it names ``X-LS-API-RateLimit-Type``): a refused
+    request is charged nothing, whatever it would have cost, and its ``hold`` already fills the model."""
+    if headers.get("x-ls-api-ratelimit-type") is not None:
+        return None
+    return _positive(headers.get("x-ls-api-request-cost"))
 
 
 def _positive(value: str | None) -> float | None:
