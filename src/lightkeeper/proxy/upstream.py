@@ -1,7 +1,9 @@
 """The proxy's HTTP client to Lightspeed: one aiohttp session per event loop, and the proxy's deadlines.
 
-``PROXY_TIMEOUT_S`` bounds each wait for the provider: connecting, the answer's headers, and every pause
-inside a streamed body. It is not a total deadline, which would cut off a large export that keeps coming.
+``PROXY_TIMEOUT_S`` bounds each wait for the provider: getting a connection (the whole of it: a DNS lookup,
+a proxy, the TCP and TLS handshakes), the answer's headers once the request is sent, and every pause inside
+a streamed body. It is not a total deadline, which would cut off a large export that keeps coming (nor a slow
+caller's upload).
 aiohttp rounds timeouts of 5 s or more up to the next whole second unless told otherwise; ``ceil_threshold``
 turns that off, so a deadline ends when it says.
 
@@ -32,8 +34,9 @@ class Upstream:
     def __init__(self, *, user_agent: str, timeout_s: float, tls: ssl.SSLContext | None = None) -> None:
         self._user_agent = user_agent
         self.tls = tls if tls is not None else trust()  # the same trust as every other client (``lightspeed.tls``)
+        # ``connect`` is the whole wait for a connection; ``sock_connect`` only one address's TCP handshake.
         self.timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=timeout_s, sock_read=timeout_s, ceil_threshold=NO_ROUNDING
+            total=None, connect=timeout_s, sock_connect=timeout_s, sock_read=timeout_s, ceil_threshold=NO_ROUNDING
         )
         self._sessions: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession] = {}
         self._proxies = getproxies()

@@ -2,6 +2,9 @@
 before a byte is read, and a body without one (chunked) is counted and cut off where it crosses the cap.
 Either way the answer is 413 and the body is never buffered whole.
 
+Requests to the API proxy are traced around the caps (``proxy_trace``): a 413 of either kind is counted and
+logged with the proxy's other answers, as the status it is.
+
 ``LIGHTKEEPER_MAX_BODY_BYTES`` holds everywhere; the stock route, whose batches are legitimately larger,
 has ``LIGHTKEEPER_MAX_STOCK_BODY_BYTES``.
 """
@@ -18,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..config import Settings
 from .auth import is_api_path
 from .errors import ApiError, json_error, page_error
+from .proxy_trace import ProxyTraceMiddleware
 
 STOCK_ROUTE = re.compile(r"^/api/connections/[^/]+/stock$")
 
@@ -27,6 +31,7 @@ class BodyLimitMiddleware:
         self.app = app
         self.default = settings.lightkeeper_max_body_bytes
         self.stock = settings.lightkeeper_max_stock_body_bytes
+        self._traced = ProxyTraceMiddleware(self._capped)
 
     def limit(self, path: str) -> int:
         return self.stock if STOCK_ROUTE.match(path) else self.default
@@ -35,6 +40,9 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        await self._traced(scope, receive, send)
+
+    async def _capped(self, scope: Scope, receive: Receive, send: Send) -> None:
         limit = self.limit(scope["path"])
         declared = _content_length(Headers(scope=scope))
         if declared is not None and declared > limit:

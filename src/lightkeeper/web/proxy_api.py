@@ -4,9 +4,10 @@ The route checks what it can before anything is sent (the path's confinement, th
 the request to ``Proxy.forward`` (token, the connection's provider and its limits, send, retries), and streams
 Lightspeed's answer back as it comes. R-Series and X-Series connections take the same route: the path is
 relative to the account's own prefix, whichever provider's it is. A caller that goes away cancels the request
-to Lightspeed, whether it is still waiting for the answer's headers or reading its body. One log line a
-request: method, connection, the API key's name (never its value), path (never the query, which may hold
-customer data), status, waits and duration.
+to Lightspeed, whether it is still waiting for the answer's headers or reading its body. One log line and one
+count a request, with the status actually sent (``proxy_trace``, around the body caps): method, connection,
+the API key's name (never its value), path (never the query, which may hold customer data), status, waits and
+duration; the route adds the path and the waits to the request's trace.
 """
 
 from __future__ import annotations
@@ -16,9 +17,7 @@ import contextlib
 import logging
 import math
 import re
-import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
@@ -41,10 +40,10 @@ from ..errors import (
 )
 from ..keeper import Keeper
 from ..lightspeed.forwarding import confine, request_headers
-from ..metrics import count_proxied
 from ..proxy import Answer, ProxyCall, RequestBody
 from .api import ConnectionId
 from .errors import ApiError, ErrorBody, json_error
+from .proxy_trace import CLIENT_GONE, trace_of
 
 log = logging.getLogger(__name__)
 
@@ -121,23 +120,26 @@ def router(keeper: Keeper, auth: Any) -> APIRouter:
 
 
 async def _proxy(keeper: Keeper, request: Request, connection_id: int) -> Response:
-    trace = _Trace(request.method, connection_id, key=request.scope.get("state", {}).get("api_key"))
+    """The answer; the request's trace (``proxy_trace``) records whatever status is sent, this one or the app's."""
+    trace = trace_of(request.scope)
     try:
-        trace.path, call = await _call(request, connection_id)
+        path, call = await _call(request, connection_id)
+        if trace is not None:
+            trace.path = path
         answer = await _until_disconnect(keeper.proxy.forward(call), request, call.body)
     except (LightkeeperError, ClientDisconnect) as exc:
         error = _refusal(exc)
-        trace.record(error.status if error else 499)
         if error is None:
-            return Response(status_code=499)
+            return Response(status_code=CLIENT_GONE)
         response = json_error(error)
         if isinstance(error, RateLimitedError) and error.retry_after is not None:
             response.headers["Retry-After"] = str(math.ceil(error.retry_after))
         return response
     if answer is None:  # the caller went away: the request to Lightspeed was cancelled
-        trace.record(499)
-        return Response(status_code=499)
-    return ProxiedAnswer(answer, lambda status: trace.record(status, answer))
+        return Response(status_code=CLIENT_GONE)
+    if trace is not None:
+        trace.wait_s, trace.upstream_s = answer.wait_s, answer.upstream_s
+    return ProxiedAnswer(answer)
 
 
 async def _call(request: Request, connection_id: int) -> tuple[str, ProxyCall]:
@@ -222,7 +224,7 @@ def _refusal(exc: BaseException) -> ApiError | None:
         return ApiError(504, "provider_timeout", str(exc))
     if isinstance(exc, ProviderError):
         return ApiError(503, "provider_unavailable", str(exc))
-    raise exc  # the app's own handlers answer the rest (404 connection_not_found, 500 configuration_error)
+    raise exc  # the app's handlers answer the rest (500 configuration_error, 500 internal_error), traced all the same
 
 
 class RateLimitedError(ApiError):
@@ -235,9 +237,9 @@ class ProxiedAnswer(Response):
     """Streams Lightspeed's answer as it comes; if it pauses past ``PROXY_TIMEOUT_S`` or breaks off once bytes
     went out, the connection to the caller is cut (a clean end would pass a truncated body as whole)."""
 
-    def __init__(self, answer: Answer, done: Callable[[int], None]) -> None:
+    def __init__(self, answer: Answer) -> None:
         super().__init__(status_code=answer.status)
-        self.answer, self._record, self._recorded = answer, done, False
+        self.answer = answer
         self.raw_headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in answer.headers]
         if answer.rest is None and not any(k == b"content-length" for k, _ in self.raw_headers):
             self.raw_headers.append((b"content-length", str(len(answer.body)).encode()))
@@ -254,17 +256,9 @@ class ProxiedAnswer(Response):
                 await self._stream(receive, send)
         finally:
             self.answer.close()
-            self._done()
-
-    def _done(self) -> None:
-        if not self._recorded:
-            self._recorded = True
-            self._record(self.status_code)
 
     async def _last(self, send: Send, body: bytes) -> None:
-        """The answer's last bytes, counted and logged before they leave: a caller that has its answer sees
-        it in the metrics and the log (as ``RequestMetricsMiddleware`` does)."""
-        self._done()
+        """The answer's last bytes (``ProxyTraceMiddleware`` counts and logs it before they leave)."""
         await send({"type": "http.response.body", "body": body})
 
     async def _stream(self, receive: Receive, send: Send) -> None:
@@ -293,38 +287,6 @@ class ProxiedAnswer(Response):
             await self._last(send, b"")
         except ProviderError as exc:
             log.warning("proxy: the answer from Lightspeed broke off after it started (%s); connection cut", exc)
-
-
-@dataclass
-class _Trace:
-    """What the metrics and the log line of one proxied request say (never its query, never a token)."""
-
-    method: str
-    connection_id: int
-    key: str | None = None  # the API key's name, never its value
-    path: str = ""
-    started: float = field(default_factory=time.perf_counter)
-
-    def record(self, status: int, answer: Answer | None = None) -> None:
-        wait_s = answer.wait_s if answer is not None else None
-        upstream_s = answer.upstream_s if answer is not None else None
-        count_proxied(self.method, status, wait_s=wait_s, upstream_s=upstream_s)
-        if log.isEnabledFor(logging.INFO):
-            fields = {
-                "method": self.method,
-                "connection_id": self.connection_id,
-                "key": self.key,
-                "path": self.path,
-                "status": status,
-                "wait_ms": _ms(wait_s),
-                "upstream_ms": _ms(upstream_s),
-                "duration_ms": _ms(time.perf_counter() - self.started),
-            }
-            log.info("proxy %s %s", self.method, status, extra={"event": "proxy", "fields": fields})
-
-
-def _ms(seconds: float | None) -> float | None:
-    return round(seconds * 1000, 1) if seconds is not None else None
 
 
 __all__ = ["METHODS", "router"]
