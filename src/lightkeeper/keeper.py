@@ -119,6 +119,7 @@ class Keeper:
             api_url=settings.lightspeed_api_url,
             pacer=self.api_pacer,
             write_cost=settings.lightspeed_write_cost,
+            max_wait_s=settings.proxy_max_wait_s,  # the verbs' cap, as the proxy's (a stock batch's: longer)
         )
         # R-Series, X-Series or both: those whose client id is set (``lightspeed.providers`` is the seam).
         self.providers = build_providers(settings, http=self.http, oauth=self.oauth, api=self.api, clock=clock)

@@ -2,7 +2,10 @@
 
 The whole input is checked before anything is sent, so bad input changes nothing at Lightspeed. While
 sending, a failed row says why and the others go on, except a persistent 401, which ends the batch:
-every further row would fail the same way.
+every further row would fail the same way. Each row waits for room in the account's shared bucket up to
+``api.STOCK_MAX_WAIT_S`` (a minute, never less than ``PROXY_MAX_WAIT_S``), longer than a request path may: a batch
+sends one row at a time, so waiting piles nothing up, and a row refused is a row to send again by hand. A row
+that would wait longer, or meets a second 429, fails as ``RateLimited`` and the batch goes on.
 """
 
 from __future__ import annotations

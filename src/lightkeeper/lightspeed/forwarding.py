@@ -48,13 +48,13 @@ REQUEST_HEADERS = frozenset(
         "range",
     }
 )
-#: Answer headers passed back, besides every ``X-LS-*`` (R-Series' limits); never ``Set-Cookie``.
+#: Answer headers passed back, besides every ``X-LS-*`` (R-Series' limits); never ``Set-Cookie``, and never
+#: ``Cache-Control`` (every answer of ours is ``no-store``: it carries a merchant's data).
 RESPONSE_HEADERS = frozenset(
     {
         "x-ratelimit-limit",  # X-Series' window: a caller sees where the store's window stands
         "x-ratelimit-remaining",
         "x-ratelimit-reset",
-        "cache-control",
         "content-disposition",
         "content-language",
         "content-length",

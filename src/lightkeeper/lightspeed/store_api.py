@@ -9,6 +9,10 @@ from a checked domain prefix.
 Collections page by version: each page's ``version.max`` is the ``after`` of the next, and a page whose ``data``
 is empty is the end (docs/LIGHTSPEED.md). The proxy turns that into a ``Link: <…?after=N>; rel="next"`` with the
 caller's other query parameters kept; ``paginate`` follows it the same way.
+
+The client's verbs are paced as the proxy's requests (``api.paced_request``): a booking in the store's window
+that would wait past ``max_wait_s`` is ``RateLimited`` at once, nothing sent; a 429 (``Retry-After`` an HTTP
+date) holds the store and is retried once within the cap, else raised with that ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import Any
 import httpx2
 
 from lightkeeper.errors import InvalidPath
-from lightkeeper.lightspeed.api import paced_request
+from lightkeeper.lightspeed.api import DEFAULT_MAX_WAIT_S, paced_request
 from lightkeeper.lightspeed.api_pacing import ApiPacing
 from lightkeeper.lightspeed.forwarding import confine, with_param
 from lightkeeper.lightspeed.providers import Params
@@ -50,8 +54,10 @@ def request(
     account_id: str,
     params: Params,
     json: Any,
+    max_wait_s: float = DEFAULT_MAX_WAIT_S,
 ) -> dict[str, Any]:
-    """One paced request to ``path`` (relative to the store, confined as the proxy's); the answer's JSON object."""
+    """One paced request to ``path`` (relative to the store, confined as the proxy's), waiting at most
+    ``max_wait_s`` for the store's window (see ``api.paced_request``); the answer's JSON object."""
     method = method.upper()
     confined = confine(path)
     return paced_request(
@@ -65,6 +71,7 @@ def request(
         params=params,
         cost=REQUEST_COST,
         action=f"{method} /{confined}",
+        max_wait_s=max_wait_s,
     )
 
 
