@@ -53,6 +53,7 @@ def build_providers(
                 base_url=settings.lightspeed_x_base_url,
                 clock=clock,
                 timeout_s=settings.http_timeout_s,
+                max_wait_s=settings.proxy_max_wait_s,
                 # Every process of the deployment books a store's window in the same row, beside the buckets.
                 pacing=WindowPacer(api.pacer.rows, client_id=settings.lightspeed_x_client_id),
             )

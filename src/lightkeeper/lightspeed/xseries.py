@@ -27,6 +27,7 @@ import httpx2
 from lightkeeper.clock import Clock
 from lightkeeper.errors import ConnectFlowError, ProviderProtocolError, StockUnsupported
 from lightkeeper.lightspeed import store_api
+from lightkeeper.lightspeed.api import DEFAULT_MAX_WAIT_S
 from lightkeeper.lightspeed.deadline import post_within
 from lightkeeper.lightspeed.error_mapping import (
     check_api_response,
@@ -73,11 +74,14 @@ class XSeries:
         clock: Clock,
         timeout_s: float = 20.0,
         pacing: WindowPacer | None = None,
+        max_wait_s: float = DEFAULT_MAX_WAIT_S,
     ) -> None:
         self._http, self.client_id, self._client_secret = http, client_id, client_secret
         self._redirect_uri, self._connect_url, self._base_url = redirect_uri, connect_url, base_url
         self._clock = clock
         self.timeout_s = timeout_s
+        #: PROXY_MAX_WAIT_S: the longest a client verb waits for the store's window (as a proxied request).
+        self.max_wait_s = max_wait_s
         # The stores' API windows: the deployment's shared rows (``providers.py``), else this process's memory.
         self._pacing = pacing if pacing is not None else WindowPacer(client_id=client_id)
 
@@ -190,6 +194,7 @@ class XSeries:
             account_id=account_id,
             params=params,
             json=json,
+            max_wait_s=self.max_wait_s,
         )
 
     def next_page(self, body: dict[str, Any], account_id: str, path: str, params: Params) -> tuple[str, Params] | None:
