@@ -209,14 +209,14 @@ def test_mapping_is_the_only_source(monkeypatch: pytest.MonkeyPatch, tmp_path: P
     [
         ({}, "http://127.0.0.1:8000"),
         (
-            {"LIGHTSPEED_REDIRECT_URI": "https://app.example.com/lk/oauth/callback?x=1"},
+            {"LIGHTSPEED_REDIRECT_URI": "https://app.example.com/oauth/callback?x=1"},
             "https://app.example.com",
         ),
         (
-            {"LIGHTSPEED_REDIRECT_URI": "https://user:pw@app.example.com:8443/cb"},
+            {"LIGHTSPEED_REDIRECT_URI": "https://user:pw@app.example.com:8443/oauth/callback"},
             "https://app.example.com:8443",
         ),
-        ({"LIGHTSPEED_REDIRECT_URI": "http://[::1]:8000/cb"}, "http://[::1]:8000"),
+        ({"LIGHTSPEED_REDIRECT_URI": "http://[::1]:8000/oauth/callback"}, "http://[::1]:8000"),
         ({"LIGHTKEEPER_PUBLIC_URL": "https://connect.example.com/base/"}, "https://connect.example.com/base"),
     ],
 )
@@ -338,7 +338,7 @@ def test_https_and_loopback_lightspeed_urls_are_accepted(url: str) -> None:
 def test_the_redirect_uri_may_stay_plain_http_but_not_a_public_url_on_another_host() -> None:
     # Issue 19: a plain-http public URL elsewhere than this machine sends cookies without Secure and connect links
     # in clear text; it is refused as the Lightspeed URLs are.
-    env = {"LIGHTSPEED_REDIRECT_URI": "http://shop.example/cb"}
+    env = {"LIGHTSPEED_REDIRECT_URI": "http://shop.example/oauth/callback"}
     assert load_settings({**GOOD, **env}).public_url == "http://shop.example"
     with pytest.raises(ConfigError, match=r"LIGHTKEEPER_PUBLIC_URL \(must be an https:// URL"):
         load_settings({**GOOD, **env, "LIGHTKEEPER_PUBLIC_URL": "http://shop.example"})

@@ -30,6 +30,8 @@ REQUIRE_NONE: frozenset[str] = frozenset()
 _REQUIRE_ORDER = (CLIENT_ID, CLIENT_SECRET, ENCRYPTION_KEY)
 #: Where ``LIGHTSPEED_X_BASE_URL`` puts an X-Series store's domain prefix.
 X_PLACEHOLDER = "{domain_prefix}"
+#: The web app's OAuth callback route: both redirect URIs must point at it.
+CALLBACK_PATH = "/oauth/callback"
 
 
 _KEY_RULE = "must be 32 bytes, base64 or hex"
@@ -280,6 +282,14 @@ class Settings(BaseSettings):
         # Kept byte for byte: the redirect URI must equal the client's registration.
         return _check_http_url(value) if value else value
 
+    @field_validator("lightspeed_redirect_uri", "lightspeed_x_redirect_uri")
+    @classmethod
+    def _callback_path(cls, value: str) -> str:
+        # Lightspeed sends the merchant back to this URI, and only our callback route can take them.
+        if value and urlsplit(value).path != CALLBACK_PATH:
+            raise ValueError(f"must have the path {CALLBACK_PATH}, the route that receives Lightspeed's answer")
+        return value
+
     @field_validator("database_url")
     @classmethod
     def _database_url(cls, value: str) -> str:
@@ -409,6 +419,7 @@ def _is_key(text: str) -> bool:
 
 __all__ = [
     "API_KEY_MIN_CHARS",
+    "CALLBACK_PATH",
     "CLIENT_ID",
     "CLIENT_SECRET",
     "DUE_AFTER_MAX_S",

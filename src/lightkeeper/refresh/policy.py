@@ -67,16 +67,17 @@ def needs_refresh(record: ConnectionRecord, now: datetime, leeway: timedelta) ->
 
 
 #: What a dead refresh token means on a provider of strict rotation (no grace window to recover a lost answer).
+#: Both causes end the same way, and the provider's answer does not say which it was.
 LOST_ROTATION = (
-    "this provider revokes a refresh token the moment it issues the next, so a refresh whose answer was lost "
-    "before it was saved (a crash, a cut connection) ends the chain: the rotation was lost, and the merchant "
-    "must reconnect"
+    "the rotation was lost, or the merchant removed access: this provider revokes a refresh token the moment it "
+    "issues the next, so a refresh whose answer was lost before it was saved (a crash, a cut connection) ends the "
+    "chain, as does removing the add-on in the store; either way the merchant must reconnect"
 )
 
 
 def describe(error: Exception, record: ConnectionRecord | None = None) -> str:
     """The one-line ``last_error`` for a failure of ``record``'s refresh. Our errors' messages never hold a
-    token. A dead refresh token of strict rotation says what most likely happened."""
+    token. A dead refresh token of strict rotation names both things that could have happened."""
     if isinstance(error, InvalidGrant) and record is not None and record.strict_rotation:
         return f"{error} ({LOST_ROTATION})"
     if isinstance(error, ProviderError):

@@ -29,6 +29,11 @@ class StockIn(BaseModel):
 def router(keeper: Keeper, auth: Any) -> APIRouter:
     api = APIRouter(prefix="/api", tags=["api"], dependencies=[auth])
     problems: dict[int | str, dict[str, Any]] = {
+        400: {
+            "model": ErrorBody,
+            "description": "`stock_unsupported`: the connection's provider has no stock API here (X-Series: use "
+            "the proxy); nothing was sent",
+        },
         404: {"model": ErrorBody, "description": "`connection_not_found`"},
         409: {"model": ErrorBody, "description": "`connection_expired`"},
         422: {"model": ErrorBody, "description": "`validation_error`: nothing was sent"},

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -43,7 +43,7 @@ def check_config(as_json: JsonFlag = False) -> None:
         rows_per_key=None if counts is None else _per_key(counts[0], cipher.key_ids),
         verifiers_per_key=None if counts is None else _per_key(counts[1], cipher.key_ids),
     )
-    summary = view.document()
+    summary = _with_x_redirect_uri(view.document(), settings)
     if as_json:
         print_json(summary)
         return
@@ -52,6 +52,16 @@ def check_config(as_json: JsonFlag = False) -> None:
         if key not in ("ok", "rows_per_key", "verifiers_per_key"):
             out.print(f"  {key}: {escape(str(value))}")
     _print_rows_per_key(view)
+
+
+def _with_x_redirect_uri(summary: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """``summary`` with X-Series' redirect URI right after R-Series' when X-Series is in use (it defaults to
+    ``LIGHTSPEED_REDIRECT_URI``, so printing it shows which one X-Series' registration must match)."""
+    if not settings.uses_x_series:
+        return summary
+    items = list(summary.items())
+    at = [key for key, _ in items].index("redirect_uri") + 1
+    return dict([*items[:at], ("x_redirect_uri", settings.x_redirect_uri), *items[at:]])
 
 
 def _providers_in_use(settings: Settings) -> list[str]:

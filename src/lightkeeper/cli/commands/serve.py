@@ -76,7 +76,8 @@ def simulate(  # noqa: PLR0917 (Typer maps each parameter to an option)
     redirect_uri: Annotated[str | None, typer.Option(help="Registered redirect URI (default: any).")] = None,
     token_latency_ms: Annotated[int, typer.Option(help="Delay of every token request.")] = 0,
 ) -> None:
-    """Run a Lightspeed R-Series look-alike (OAuth, rotation, Account, Items, rate limits, test knobs)."""
+    """Run a Lightspeed R-Series look-alike (OAuth, rotation, Account, Items, rate limits, test knobs) and, under
+    /x, an X-Series one (connect page, strict rotation, stores by domain_prefix, the fixed window)."""
     from ...simulator import SimulatorConfig
     from ...simulator import serve as serve_simulator
 
