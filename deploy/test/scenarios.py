@@ -31,20 +31,28 @@ IMAGE = os.environ["LKD_IMAGE"]
 PG_IMAGE = os.environ["LKD_PG_IMAGE"]
 SIM = os.environ["LKD_SIMULATOR_URL"]
 COMPOSE = os.environ["LKD_COMPOSE"]  # podman-compose
+VERSION = os.environ["LKD_VERSION"]  # pyproject.toml's, passed to the build as LIGHTKEEPER_VERSION
 MAX_IMAGE_MB = 300
 CLIENT_ID, CLIENT_SECRET = "lightkeeper-demo", "demo-secret"
-# Short enough for a test, long enough that a run is still going when a worker is killed or the stack stopped.
-TOKEN_LATENCY_MS = 1500
-# One refresh's worst case with these: 2 x 4 + 1 = 9 s, under the 10 s lease (checked by the settings).
+# Token requests of the whole deployment go at least PACING_MS apart (REFRESH_DELAY_MS is deployment-wide).
+PACING_MS = 2500
+# Quick grants (the shared run, the SIGKILL): a worker that has just saved a pair has nothing in flight for
+# almost a whole pacing interval, so it can be killed with no refresh in flight (reuse 0, not the grace window).
+QUICK_LATENCY_MS = 200
+# Slow grants (the SIGTERM): a refresh is surely in flight when the stop's SIGTERM arrives.
+SLOW_LATENCY_MS = 3000
+# One refresh's worst case with these: 2 x 5 + 1 = 11 s, under the 12 s lease (checked by the settings).
 FAST = {
-    "HTTP_TIMEOUT_S": "4",
+    "HTTP_TIMEOUT_S": "5",
     "REFRESH_MAX_RETRY_AFTER_S": "1",
-    "REFRESH_LEASE_S": "10",
+    "REFRESH_LEASE_S": "12",
     "RUN_HEARTBEAT_S": "1",
     "WORKER_POLL_S": "0.5",
-    "REFRESH_DELAY_MS": "100",
+    "REFRESH_DELAY_MS": str(PACING_MS),
     "REFRESH_CONCURRENCY": "1",  # one refresh at a time per worker: a run's connections spread over both
 }
+# deploy/test/compose.host.yaml's mem_limit for these services (podman enforces it here: cgroup v1, cgroupfs).
+MEMORY_LIMITS = {"serve": "160m", "worker": "128m"}
 
 
 def say(message: str) -> None:
@@ -121,7 +129,7 @@ class Lightkeeper:
         return int(answer.json()["run_id"])
 
     def finished(self, run_id: int, timeout: float) -> dict[str, Any]:
-        return wait_for(f"run {run_id} to finish", lambda: _over(self.run(run_id)), timeout)
+        return dict(wait_for(f"run {run_id} to finish", lambda: _over(self.run(run_id)), timeout))
 
 
 def _over(run: dict[str, Any]) -> dict[str, Any] | None:
@@ -162,6 +170,7 @@ def check_image() -> None:
     assert size_mb < MAX_IMAGE_MB, f"the image is {size_mb:.0f} MB, over {MAX_IMAGE_MB} MB"
     assert uid != "0" and user and not user.startswith(("0", "root")), "the image runs as root"
     assert version == f"lightkeeper {label}", "the OCI version label and `lightkeeper --version` differ"
+    assert label == VERSION, f"the image's version label is {label}, pyproject.toml says {VERSION}"
     assert (info.get("Healthcheck") or config.get("Healthcheck") or {}).get("Test"), (
         "the image has no HEALTHCHECK (built without --format docker?)"
     )
@@ -215,11 +224,16 @@ def image_alone(base_env: dict[str, str]) -> None:
     assert run["status"] == "completed" and run["refreshed"] == 1, f"image alone: {run}"
     listing = podman("exec", name, "ls", "-ln", "/data").stdout
     assert "lightkeeper.db" in listing, f"no SQLite file under /data: {listing}"
+    # The volume podman made for VOLUME /data keeps the image's ownership: the image's user can write there.
+    owner = podman("exec", name, "stat", "-c", "%u:%g", "/data").stdout.strip()
+    user = podman("exec", name, "sh", "-c", 'echo "$(id -u):$(id -g)"').stdout.strip()
+    assert owner == user and not owner.startswith("0:"), f"/data is owned by {owner}, the image runs as {user}"
     stop = time.monotonic()
     podman("stop", "-t", "30", name)
     code = podman("inspect", name, "--format", "{{.State.ExitCode}}").stdout.strip()
     say(
-        f"image alone: connected 1 merchant, run {run['run_id']} completed (refreshed 1) on sqlite:////data; "
+        f"image alone: connected 1 merchant, run {run['run_id']} completed (refreshed 1) on sqlite:////data "
+        f"(owned by {owner}, the image's user); "
         f"SIGTERM stopped it in {time.monotonic() - stop:.1f} s, exit {code}"
     )
     assert code == "0", f"serve exited {code} on SIGTERM"
@@ -254,6 +268,7 @@ class Stack:
             "LIGHTKEEPER_PORT": str(self.port),
         }
         self.keeper = Lightkeeper(f"http://127.0.0.1:{self.port}", dotenv["LIGHTKEEPER_API_KEY"])
+        self.metrics: dict[str, str] = {}  # worker -> the metrics URL of its current process
 
     def compose(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         command = [COMPOSE, "--in-pod", "false", "-p", self.project, "-f", "compose.yaml", "-f", "compose.host.yaml"]
@@ -296,7 +311,7 @@ class Stack:
         workers = self.containers("worker")
         assert len(workers) == 2, f"expected 2 workers, found {workers}"
         for worker in workers:
-            wait_for(f"{worker}'s metrics URL", lambda w=worker: self.metrics_url(w), 60)
+            self.await_metrics(worker, 0)
         return time.monotonic() - started
 
     def postgres_ready(self) -> None:
@@ -311,21 +326,42 @@ class Stack:
 
     def restart(self) -> None:
         """`start` in dependency order: PostgreSQL first (the others refuse to start without their database)."""
+        workers = self.containers("worker")
+        starts = {worker: len(self.logged_metrics_urls(worker)) for worker in workers}
         self.compose("start", "postgres")
         self.postgres_ready()
         self.compose("start", "serve", "worker")
+        for worker in workers:
+            self.await_metrics(worker, starts[worker])
 
-    def metrics_url(self, worker: str) -> str | None:
+    def logged_metrics_urls(self, worker: str) -> list[str]:
+        """Every "metrics on URL" line of the container's log, one per start (port 0: a new port each time)."""
         logs = podman("logs", worker, check=False)
-        found = re.findall(r"metrics on (http://\S+/metrics)", logs.stdout + logs.stderr)
-        return found[-1] if found else None
+        return re.findall(r"metrics on (http://\S+/metrics)", logs.stdout + logs.stderr)
+
+    def await_metrics(self, worker: str, earlier_starts: int) -> None:
+        """Wait for the URL the worker's current process logs (after ``earlier_starts`` earlier ones)."""
+        urls = wait_for(f"{worker}'s metrics URL", lambda: self.logged_metrics_urls(worker)[earlier_starts:], 60)
+        self.metrics[worker] = urls[-1]
 
     def refreshed_by(self, worker: str) -> float:
-        url = self.metrics_url(worker)
-        assert url, f"no metrics URL in {worker}'s log"
-        text = httpx2.get(url, timeout=5).text
+        """The worker's lightkeeper_refresh_attempts_total{outcome="refreshed"}: counted after the pair is saved."""
+        text = httpx2.get(self.metrics[worker], timeout=5).text
         pattern = r'^lightkeeper_refresh_attempts_total\{[^}]*outcome="refreshed"[^}]*\} (\S+)$'
         return sum(float(value) for value in re.findall(pattern, text, flags=re.M))
+
+    def first_to_refresh(self, before: dict[str, float], read_at: float, timeout: float) -> tuple[str, float]:
+        """The first worker whose refreshed count rises above ``before`` (read from ``read_at`` on), and when the
+        last look that saw no count risen began: that worker saved its pair after that moment."""
+        deadline, quiet_since = time.monotonic() + timeout, read_at
+        while time.monotonic() < deadline:
+            look = time.monotonic()
+            for worker, count in before.items():
+                if self.refreshed_by(worker) > count:
+                    return worker, quiet_since
+            quiet_since = look
+            time.sleep(0.02)
+        raise AssertionError(f"no worker refreshed anything within {timeout:g} s")
 
     def sql(self, statement: str) -> str:
         return podman(
@@ -350,20 +386,63 @@ class Stack:
     def exit_code(self, container: str) -> str:
         return podman("inspect", container, "--format", "{{.State.ExitCode}}").stdout.strip()
 
+    def limited(self) -> list[str]:
+        return [*self.containers("serve"), *self.containers("worker")]
 
-def stack_scenarios(base_env: dict[str, str], sim: SimulatorControl) -> None:  # noqa: PLR0915 (one story)
+    def memory_limits(self) -> dict[str, str]:
+        """compose.host.yaml's mem_limit, as podman set it on each container (so the README's sizes were limits)."""
+        for name in self.limited():
+            service = "serve" if name in self.containers("serve") else "worker"
+            limit = int(podman("inspect", name, "--format", "{{.HostConfig.Memory}}").stdout.strip())
+            assert limit == int(MEMORY_LIMITS[service][:-1]) * 2**20, f"{name}: memory limit {limit} bytes"
+        return dict(MEMORY_LIMITS)
+
+    def memory_held(self) -> dict[str, float]:
+        """Each limited container's peak memory (MB, cgroup v1: page cache included); none killed for memory or
+        restarted by its restart policy (an OOM kill would otherwise pass unseen)."""
+        peaks = {}
+        for name in self.limited():
+            state = podman("inspect", name, "--format", "{{.State.OOMKilled}} {{.RestartCount}}").stdout.split()
+            assert state == ["false", "0"], f"{name}: OOM-killed, restarts: {state}"
+            peak = podman("exec", name, "cat", "/sys/fs/cgroup/memory/memory.max_usage_in_bytes", check=False)
+            peaks[name] = int(peak.stdout) / 2**20 if peak.returncode == 0 and peak.stdout.strip() else 0.0
+        return peaks
+
+    def memory_in_use(self) -> dict[str, str]:
+        names = [*self.containers("postgres"), *self.limited()]
+        usage = podman("stats", "--no-stream", "--format", "{{.Name}}={{.MemUsage}}", *names, check=False).stdout
+        return {k: v.split(" / ")[0] for k, v in (line.split("=", 1) for line in usage.splitlines() if "=" in line)}
+
+
+def stack_scenarios(base_env: dict[str, str], sim: SimulatorControl) -> None:
     stack = Stack(base_env)
     took = stack.up()
     migrate = stack.containers("migrate")
     assert migrate and stack.exit_code(migrate[0]) == "0", "the one-shot migrate did not succeed"
-    say(f"stack: postgres, migrate (exit 0), serve and 2 workers up and healthy in {took:.1f} s")
-    keeper, workers = stack.keeper, stack.containers("worker")
+    limits = stack.memory_limits()
+    say(f"stack: postgres, migrate (exit 0), serve and 2 workers up and healthy in {took:.1f} s; limits {limits}")
+    shared_run(stack, sim)
+    killed_worker(stack, sim)
+    held = stack.memory_held()  # before the stop: the counters of a container start over with it
+    stopped_stack(stack, sim)
+    held = {name: max(peak, stack.memory_held().get(name, 0.0)) for name, peak in held.items()}
+    usage = stack.memory_in_use()
+    pgdata = podman("exec", stack.containers("postgres")[0], "du", "-sh", "/var/lib/postgresql/data").stdout.split()
+    say(
+        f"stack: memory limits {limits} held (no process OOM-killed); peak use (cgroup, page cache included) "
+        f"{ {name: f'{peak:.0f}MB' for name, peak in held.items()} }; in use at the end {usage}; "
+        f"PostgreSQL data {pgdata[:1]}"
+    )
+    stack.compose("down", "-v", timeout=240)
 
-    # Three merchants through the stack's serve, then a run that both workers work on.
+
+def shared_run(stack: Stack, sim: SimulatorControl) -> None:
+    """Three merchants through the stack's serve, then a run that both workers work on."""
+    keeper, workers = stack.keeper, stack.containers("worker")
     for number in range(1, 4):
         keeper.connect(f"merchant-{number}")
     stack.sql(FUNCTION_SQL)
-    sim.configure(token_latency_ms=TOKEN_LATENCY_MS)
+    sim.configure(token_latency_ms=QUICK_LATENCY_MS)
     before = {worker: stack.refreshed_by(worker) for worker in workers}
     run = keeper.finished(stack.queue_run(), 90)
     shares = {worker: stack.refreshed_by(worker) - before[worker] for worker in workers}
@@ -374,49 +453,80 @@ def stack_scenarios(base_env: dict[str, str], sim: SimulatorControl) -> None:  #
     assert run["status"] == "completed" and run["refreshed"] == 3, run
     assert all(share >= 1 for share in shares.values()), f"the run was not spread over both workers: {shares}"
 
-    # SIGKILL one worker mid-run: the other finishes the run (the dead one's claim after its lease).
+
+def killed_worker(stack: Stack, sim: SimulatorControl) -> None:
+    """SIGKILL one worker mid-run, at a moment it has no refresh in flight: the other finishes the run, and no
+    refresh token is presented twice (a kill during a grant loses the rotated pair: then one grace-window reuse is
+    the designed recovery, tested in tests/faults/test_killed_before_commit.py, not here).
+
+    The victim is killed right after its refreshed count rises: that pair is saved, and its next request waits for
+    a pacing slot at least PACING_MS after the one it just made (the slots are the whole deployment's)."""
+    keeper, workers = stack.keeper, stack.containers("worker")
     for number in range(4, 9):
         keeper.connect(f"merchant-{number}")
     before_kill = sim.stats()
+    read_at = time.monotonic()
+    counts = {worker: stack.refreshed_by(worker) for worker in workers}
     run_id = stack.queue_run()
-    wait_for("the run to be under way", lambda: keeper.run(run_id)["refreshed"] >= 2, 60, 0.1)
-    victim, survivor = workers
+    victim, quiet_since = stack.first_to_refresh(counts, read_at, 60)
     podman("kill", "--signal", "KILL", victim)
     killed_at = time.monotonic()
+    survivor = next(worker for worker in workers if worker != victim)
+    survivor_at_kill = stack.refreshed_by(survivor)
+    # The victim's last request left at least QUICK_LATENCY_MS before its count rose (after quiet_since); its next
+    # one leaves PACING_MS after that. Margin for the commit and the count: half a second.
+    window_s = (PACING_MS - QUICK_LATENCY_MS) / 1000 - 0.5
+    assert killed_at - quiet_since < window_s, (
+        f"the SIGKILL came {killed_at - quiet_since:.2f} s after the victim's count rose, over {window_s:.2f} s: "
+        "too late to be sure it had nothing in flight"
+    )
     run = keeper.finished(run_id, 120)
+    survivor_share = stack.refreshed_by(survivor) - survivor_at_kill
+    victim_state = podman("inspect", victim, "--format", "{{.State.Status}}").stdout.strip()
     states = {connection["status"] for connection in keeper.connections()}
     after = sim.stats()
     reuse, in_grace, invalid = (after[k] - before_kill[k] for k in ("reuse", "refreshes_in_grace", "invalid_grant"))
     say(
-        f"stack: SIGKILLed {victim} mid-run; {survivor} finished run {run_id} {run['status']} "
-        f"{time.monotonic() - killed_at:.1f} s later: refreshed {run['refreshed']}/{run['total']}, expired "
-        f"{run['expired']}, errors {run['errors']}; reuse {reuse} (in the grace window {in_grace}), invalid_grant "
-        f"{invalid}; connection states {sorted(states)}"
+        f"stack: SIGKILLed {victim} {killed_at - quiet_since:.2f} s after its refreshed count rose (nothing in "
+        f"flight); {survivor} refreshed {survivor_share:.0f} more and finished run {run_id} {run['status']} "
+        f"{time.monotonic() - killed_at:.1f} s later ({victim} {victim_state}): refreshed "
+        f"{run['refreshed']}/{run['total']}, expired {run['expired']}, errors {run['errors']}; reuse {reuse} (in "
+        f"the grace window {in_grace}), invalid_grant {invalid}; connection states {sorted(states)}"
     )
     assert run["status"] == "completed" and run["refreshed"] == run["total"] == 8, run
     assert run["expired"] == 0 and run["errors"] == 0 and invalid == 0, (run, invalid)
-    # A refresh the killed worker had in flight may have been granted and never saved: the survivor presents that
-    # old token once more, which the grace window accepts (tests/faults/test_killed_before_commit.py). Nothing
-    # else may present a token twice: at most the one in flight, and only as a grace-window refresh.
-    assert reuse <= 1 and in_grace == reuse, f"reuse {reuse}, in the grace window {in_grace}"
+    assert reuse == 0 and in_grace == 0, f"reuse {reuse}, in the grace window {in_grace}: a token presented twice"
+    assert survivor_share >= 1, f"{survivor} refreshed nothing after the kill"
+    assert victim_state != "running", f"{victim} came back during the run ({victim_state}): the other did not finish it"
     assert not states & {"expired", "error", "revoked"}, states
+    starts = len(stack.logged_metrics_urls(victim))
     podman("start", victim)
-    wait_for(f"{victim} back", lambda: stack.metrics_url(victim), 60)
+    stack.await_metrics(victim, starts)
 
-    # SIGTERM the whole stack mid-run: refreshes in flight finish, the run is handed back (a rolling restart's
-    # successor finishes it) and the restarted workers end it, no token spent twice.
+
+def stopped_stack(stack: Stack, sim: SimulatorControl) -> None:
+    """SIGTERM the whole stack while a refresh is in flight: it finishes and is saved, the run is handed back (a
+    rolling restart's successor finishes it), the restarted workers end it, and no token is spent twice."""
+    keeper, workers = stack.keeper, stack.containers("worker")
+    sim.configure(token_latency_ms=SLOW_LATENCY_MS)
     reuse_before = sim.reuse()
+    backlog = unanswered(sim.stats())  # code exchanges and the like: token requests that are not refreshes
     run_id = stack.queue_run()
-    wait_for("the run to be under way", lambda: keeper.run(run_id)["refreshed"] >= 2, 60, 0.1)
+    wait_for("a refresh of the run in flight", lambda: unanswered(sim.stats()) > backlog, 60, 0.05)
+    in_flight = unanswered(sim.stats()) - backlog
     stopping = time.monotonic()
     # As `docker compose stop` does (dependents first), which podman-compose 1.x does not: it stops every
     # container at once, and PostgreSQL's fast shutdown would end the sessions of refreshes still finishing.
     stack.compose("stop", "serve", "worker", timeout=240)
     stop_s = time.monotonic() - stopping
     stack.compose("stop", "postgres", timeout=120)
+    sim.configure(token_latency_ms=QUICK_LATENCY_MS)
     codes = {name: stack.exit_code(name) for name in [*stack.containers("serve"), *workers]}
     logs = "".join(podman("logs", worker, check=False).stderr for worker in workers)
-    say(f"stack: SIGTERM mid-run stopped it in {stop_s:.1f} s; exit codes {codes}")
+    say(
+        f"stack: SIGTERM with {in_flight} refresh(es) in flight ({SLOW_LATENCY_MS} ms grants) stopped it in "
+        f"{stop_s:.1f} s; exit codes {codes}"
+    )
     assert all(code == "0" for code in codes.values()), f"a process did not stop cleanly on SIGTERM: {codes}"
     assert "Traceback" not in logs, "a worker logged a traceback while stopping"
     stack.restart()
@@ -431,6 +541,7 @@ def stack_scenarios(base_env: dict[str, str], sim: SimulatorControl) -> None:  #
     )
     assert stopped_run["status"] in ("completed", "interrupted") and not running, f"runs left running: {running}"
     assert stopped_run["errors"] == 0, stopped_run
+    # The pairs granted while stopping were saved: had one been dropped, this run would present its old token.
     run = keeper.finished(stack.queue_run(), 120)
     reuse = sim.reuse() - reuse_before
     states = {connection["status"] for connection in keeper.connections()}
@@ -440,13 +551,12 @@ def stack_scenarios(base_env: dict[str, str], sim: SimulatorControl) -> None:  #
     )
     assert run["status"] == "completed" and run["refreshed"] == 8 and reuse == 0, (run, reuse)
     assert not states & {"expired", "error", "revoked"}, states
-    # What each process holds after all that (README, "Deploying": the smallest sizes that held).
-    names = [*stack.containers("postgres"), *stack.containers("serve"), *stack.containers("worker")]
-    usage = podman("stats", "--no-stream", "--format", "{{.Name}}={{.MemUsage}}", *names, check=False).stdout
-    memory = dict(line.split("=", 1) for line in usage.splitlines() if "=" in line)
-    pgdata = podman("exec", names[0], "du", "-sh", "/var/lib/postgresql/data", check=False).stdout.split()[:1]
-    say(f"stack: memory in use { ({k: v.split(' / ')[0] for k, v in memory.items()}) }; PostgreSQL data {pgdata}")
-    stack.compose("down", "-v", timeout=240)
+
+
+def unanswered(stats: dict[str, Any]) -> int:
+    """Token requests the simulator has received and not granted (yet): it counts a request on arrival and a
+    refresh when it grants it, after the token latency."""
+    return int(stats["token_requests"]) - int(stats["refreshes"]) - int(stats["code_exchanges"])
 
 
 def main() -> int:
@@ -459,10 +569,10 @@ def main() -> int:
         end = sim.stats()
         stats = {key: end[key] - start[key] for key in ("refreshes", "refreshes_in_grace", "reuse", "invalid_grant")}
         say(
-            f"simulator: {stats['refreshes']} refreshes, {stats['refreshes_in_grace']} in the grace window (the "
-            f"SIGKILL's), reuse {stats['reuse']}, invalid_grant {stats['invalid_grant']}"
+            f"simulator: {stats['refreshes']} refreshes, {stats['refreshes_in_grace']} in the grace window, "
+            f"reuse {stats['reuse']}, invalid_grant {stats['invalid_grant']}"
         )
-        assert stats["invalid_grant"] == 0 and stats["reuse"] == stats["refreshes_in_grace"] <= 1, stats
+        assert stats["invalid_grant"] == 0 and stats["reuse"] == stats["refreshes_in_grace"] == 0, stats
     return 0
 
 

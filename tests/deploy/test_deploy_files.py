@@ -6,6 +6,8 @@ import re
 import tomllib
 from pathlib import Path
 
+from .test_compose_file import refresh_worst_case_s
+
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
 
@@ -36,11 +38,9 @@ def test_no_build_time_or_secret_variable_in_the_images_environment() -> None:
 
 
 def test_the_units_wait_longer_than_a_refresh_can_take() -> None:
-    worst = 2 * 20 + 30  # 2 x HTTP_TIMEOUT_S + REFRESH_MAX_RETRY_AFTER_S, the defaults (config.py)
+    worst = refresh_worst_case_s()  # compose.yaml's stop_grace_period: tests/deploy/test_compose_file.py
     for unit in ("lightkeeper-serve.service", "lightkeeper-worker@.service"):
         text = (ROOT / "deploy/systemd" / unit).read_text()
         assert int(re.search(r"^TimeoutStopSec=(\d+)$", text, flags=re.M)[1]) > worst  # type: ignore[index]
         for setting in ("ProtectSystem=strict", "NoNewPrivileges=yes", "PrivateTmp=yes", "Restart=on-failure"):
             assert re.search(rf"^{re.escape(setting)}$", text, flags=re.M), (unit, setting)
-    compose = (ROOT / "compose.yaml").read_text()
-    assert int(re.search(r"stop_grace_period: (\d+)s", compose)[1]) > worst  # type: ignore[index]

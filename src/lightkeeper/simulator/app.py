@@ -329,6 +329,23 @@ async def register_redirect_uri(request: Request) -> Response:
     return JSONResponse(sim_of(request).register_redirect_uri(uri, client_id))
 
 
+@knob_router.get("/api-headers")
+async def api_headers(request: Request) -> Response:
+    return JSONResponse({"headers": sim_of(request).api_headers()})
+
+
+@knob_router.post("/api-headers")
+async def set_api_headers(request: Request) -> Response:
+    """``{"headers": {name: value} | [[name, value], …]}``: added to every API answer until the next reset."""
+    headers = (await _knob_body(request)).get("headers")
+    return JSONResponse({"headers": sim_of(request).set_api_headers(headers)})
+
+
+@knob_router.delete("/api-headers")
+async def clear_api_headers(request: Request) -> Response:
+    return JSONResponse({"headers": sim_of(request).set_api_headers([])})
+
+
 @knob_router.get("/accounts")
 async def accounts(request: Request) -> Response:
     return JSONResponse(sim_of(request).accounts())
@@ -381,8 +398,10 @@ async def add_items(request: Request, account_id: str) -> Response:
 
 @knob_router.get("/requests")
 async def requests_log(request: Request) -> Response:
-    """What reached /API/V3, oldest first (the last 2,000), tokens redacted: see ``requestlog.py``."""
-    return JSONResponse({"requests": sim_of(request).requests()})
+    """What reached /API/V3, oldest first (the last 2,000), tokens redacted: see ``requestlog.py``.
+    ``?body_digests=1`` adds each body's ``body_sha256``."""
+    digests = request.query_params.get("body_digests", "") in {"1", "true"}
+    return JSONResponse({"requests": sim_of(request).requests(body_digests=digests)})
 
 
 @knob_router.delete("/requests")

@@ -10,6 +10,7 @@ that name an account (``account``, ``advance``, ``revoke_account``, ``expire_acc
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -52,7 +53,9 @@ class SimulatorControl:
 
     def stats(self) -> dict[str, Any]:
         """Counters: ``token_requests``, ``refreshes``, ``refreshes_in_grace``, ``reuse``, ``rate_limited`` (429s of
-        both limiters), ``burst_limited``, ``api_foreign_account``, ``api_disconnects``, … and ``per_account``;
+        both limiters), ``burst_limited``, ``api_foreign_account``, ``api_disconnects`` (a client gone while its
+        API request waited), ``api_streams_cut`` (a client gone before a streamed body's end, either series), …
+        and ``per_account``;
         the X-Series ``x_…`` counters and ``x_per_store`` (see ``x_stats``). Unprefixed totals are R-Series only."""
         return self._object("GET", "/stats")
 
@@ -74,7 +77,8 @@ class SimulatorControl:
         return [float(t) for t in self._object("GET", "/refresh-times")["refresh_times"]]
 
     def reset(self) -> None:
-        """Forget accounts, tokens, extra clients, faults, counters and clock offsets (config stays)."""
+        """Forget accounts, tokens, extra clients, faults, counters, clock offsets and the extra API answer
+        headers (config stays)."""
         self._call("POST", "/reset")
 
     def config(self) -> dict[str, Any]:
@@ -195,11 +199,26 @@ class SimulatorControl:
         """Add ``count`` (1-100000) stocked items to the account; returns how many unarchived items it has."""
         return int(self._object("POST", f"/accounts/{account_id}/items", {"count": count})["items"])
 
-    def requests(self) -> list[dict[str, Any]]:
+    def requests(self, *, body_digests: bool = False) -> list[dict[str, Any]]:
         """What reached ``/API/V3``, oldest first (the last 2,000): ``method``, ``path`` (raw), ``query``,
         ``headers`` ([[name, value], …] as received, names lower-cased, tokens redacted), ``body_bytes``,
-        ``account_id`` (the bearer token's account, or None)."""
-        return [dict(entry) for entry in self._object("GET", "/requests")["requests"]]
+        ``account_id`` (the bearer token's account, or None); with ``body_digests``, also ``body_sha256``
+        (the body's SHA-256, hex: the same bytes sent twice have the same one)."""
+        path = "/requests?body_digests=1" if body_digests else "/requests"
+        return [dict(entry) for entry in self._object("GET", path)["requests"]]
+
+    def set_api_headers(self, headers: Mapping[str, str] | Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+        """Add ``headers`` to every API answer of either series, faults' included, until the next ``reset``
+        (which the ``sim`` fixture does): ``ETag``, ``Last-Modified``, ``Set-Cookie``… as a real answer may
+        carry. A mapping, or (name, value) pairs where a name repeats; replaces what was set before (empty:
+        none). Framing headers (``Content-Length``, ``Transfer-Encoding``, ``Connection``…) are refused."""
+        pairs = list(headers.items()) if isinstance(headers, Mapping) else list(headers)
+        answer = self._object("POST", "/api-headers", {"headers": [[name, value] for name, value in pairs]})
+        return [(str(name), str(value)) for name, value in answer["headers"]]
+
+    def api_headers(self) -> list[tuple[str, str]]:
+        """The headers every API answer gets on top of its own (``set_api_headers``)."""
+        return [(str(name), str(value)) for name, value in self._object("GET", "/api-headers")["headers"]]
 
     def clear_requests(self) -> None:
         """Empty the request log (``reset`` does too)."""

@@ -18,7 +18,8 @@ Kinds, and what the next ``count`` requests to ``endpoint`` get:
   did issue, which only the grace window recovers.
 - ``slow_body`` (api): the real request runs (charged, logged); its answer's status and headers go out at
   once, then its JSON body in 4 chunks with ``seconds`` of silence before each chunk after the first: a
-  stalled body, which only a read timeout (not a connect or header timeout) catches.
+  stalled body, which only a read timeout (not a connect or header timeout) catches. A client that hangs up
+  before the last chunk is counted in ``api_streams_cut`` (so is one that leaves a ``large_body`` early).
 - ``large_body`` (api): the real request runs, then a 200 ``application/json`` answer with its headers
   (bucket and burst) and a body of exactly ``bytes`` bytes, sent chunked (no Content-Length), generated 64 KiB
   at a time: valid JSON ``{"@attributes":{"next":"","previous":""},"Blob":"xxx…"}`` that a client or proxy

@@ -10,6 +10,7 @@ are in ``xseries_knobs.py``; the ones here that act on an account (``revoke_acco
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import asdict
@@ -42,17 +43,52 @@ _STAT_KEYS = (
     "burst_limited",
     "api_foreign_account",
     "api_disconnects",
+    "api_streams_cut",
     "revoke_requests",
     "faults_served",
     "reuse",
 )
 _MAX_SEED = 100_000
 _MAX_ADD_ITEMS = 100_000
+_MAX_EXTRA_HEADERS = 50
+# RFC 9110 field names (tokens) and values (visible characters, spaces and tabs; never CR, LF or NUL).
+_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_HEADER_VALUE = re.compile(r"^[\t\x20-\x7e\x80-\xff]*$")
+# Headers that frame the answer: the server sets them, and a second one would break the connection itself.
+_FRAMING_HEADERS = frozenset(
+    {"content-length", "transfer-encoding", "connection", "keep-alive", "upgrade", "trailer", "te"}
+)
 
 
 def _check_seconds(seconds: float) -> None:
     if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
         raise SimulatorError(400, "seconds must be a non-negative number (the clock only moves forward)")
+
+
+def _header_pairs(headers: object) -> list[tuple[str, str]]:
+    """``headers`` (an object or a list of pairs) as checked pairs, or ``SimulatorError`` 400 saying why not."""
+    if isinstance(headers, Mapping):
+        pairs: list[object] = [[name, value] for name, value in headers.items()]
+    elif isinstance(headers, list):
+        pairs = list(headers)
+    else:
+        raise SimulatorError(400, "headers must be an object or a list of [name, value] pairs")
+    if len(pairs) > _MAX_EXTRA_HEADERS:
+        raise SimulatorError(400, f"at most {_MAX_EXTRA_HEADERS} headers")
+    return [_header_pair(pair) for pair in pairs]
+
+
+def _header_pair(pair: object) -> tuple[str, str]:
+    if not isinstance(pair, list | tuple) or len(pair) != 2 or not all(isinstance(part, str) for part in pair):
+        raise SimulatorError(400, "each header must be a [name, value] pair of strings")
+    name, value = str(pair[0]), str(pair[1])
+    if not _HEADER_NAME.match(name):
+        raise SimulatorError(400, f"{name!r} is not a header name")
+    if name.lower() in _FRAMING_HEADERS:
+        raise SimulatorError(400, f"{name} frames the answer: the server sets it")
+    if not _HEADER_VALUE.match(value):
+        raise SimulatorError(400, f"the value of {name} holds a control character")
+    return name, value
 
 
 class Knobs:
@@ -85,6 +121,17 @@ class Knobs:
         for name, value in coerced.items():
             setattr(self._records.config, name, value)
         return asdict(self._records.config)
+
+    def api_headers(self) -> list[list[str]]:
+        """The headers added to every API answer, as ``[[name, value], …]``."""
+        return [[name, value] for name, value in self._records.api_extra_headers]
+
+    def set_api_headers(self, headers: object) -> list[list[str]]:
+        """Add these headers to every API answer of either series from now until the next reset (an empty
+        list: none). ``headers`` is ``{name: value}`` or ``[[name, value], …]`` (a name may repeat, as
+        ``Set-Cookie`` does); all or nothing."""
+        self._records.api_extra_headers = _header_pairs(headers)
+        return self.api_headers()
 
     # ----------------------------------------------------------- accounts
 

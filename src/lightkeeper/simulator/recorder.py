@@ -1,7 +1,7 @@
 """``RequestRecorder``: the ASGI middleware that logs every ``/API/V3`` (and X-Series API) request as it arrives.
 
-It reads the whole body before any route runs (so ``body_bytes`` is what was sent, even to a route that
-never reads it, and the entry exists before any answer leaves), hands the entry's raw parts to
+It reads the whole body before any route runs (so ``body_bytes`` and ``body_sha256`` are what was sent, even
+to a route that never reads it, and the entry exists before any answer leaves), hands the entry's raw parts to
 ``SimulatorState.record_request`` (which redacts: see ``requestlog.py``), then replays the body to the app.
 The raw path is ``scope["raw_path"]`` as received, not the normalised, percent-decoded ``path``.
 X-Series API requests are ``/x/{prefix}/api/…`` ones, except ``/x/{prefix}/api/1.0/…`` (the token endpoint:
@@ -10,6 +10,7 @@ OAuth, not API, as ``/auth/oauth/`` is not logged on R-Series).
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -17,6 +18,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from lightkeeper.simulator.state import SimulatorState
 
 API_PREFIX = "/API/V3/"
+#: The scope key under which the server's own ``receive`` is kept: the replaying one that the app gets instead
+#: hides the connection, which a "reset" fault needs to abort (``serving._reset_connection``).
+SERVER_RECEIVE = "simulator.server_receive"
 X_API_PATH = re.compile(r"^/x/[^/]+/api/(?!1\.0/)")
 
 
@@ -39,10 +43,18 @@ class RequestRecorder:
             return
         messages = await _read_request(receive)
         headers = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in scope["headers"]]
-        body_bytes = sum(len(m.get("body", b"")) for m in messages if m["type"] == "http.request")
+        digest = hashlib.sha256()
+        body_bytes = 0
+        for message in messages:
+            if message["type"] == "http.request":
+                chunk = message.get("body", b"")
+                digest.update(chunk)
+                body_bytes += len(chunk)
         query = bytes(scope.get("query_string", b"")).decode("latin-1")
-        self._state.record_request(scope["method"], raw_path, query, headers, body_bytes)
-        await self._app(scope, _replay(messages, receive), send)
+        self._state.record_request(
+            scope["method"], raw_path, query, headers, body_bytes, body_sha256=digest.hexdigest()
+        )
+        await self._app({**scope, SERVER_RECEIVE: receive}, _replay(messages, receive), send)
 
 
 async def _read_request(receive: Receive) -> list[Message]:
@@ -67,4 +79,4 @@ def _replay(messages: list[Message], receive: Receive) -> Receive:
     return replayed
 
 
-__all__ = ["API_PREFIX", "X_API_PATH", "RequestRecorder", "is_api_path"]
+__all__ = ["API_PREFIX", "SERVER_RECEIVE", "X_API_PATH", "RequestRecorder", "is_api_path"]

@@ -152,6 +152,9 @@ class Records:
         self.cursor_key = secrets.token_bytes(32)
         # X-Series codes, tokens and the stores by domain prefix (``xseries_records.py``).
         self.x = XRecords()
+        # Headers added to every API answer of either series (``/_sim/api-headers``): the ETag, Last-Modified
+        # or Set-Cookie a real answer may carry. Forgotten on reset.
+        self.api_extra_headers: list[tuple[str, str]] = []
 
     # ----------------------------------------------------------------- clocks
 

@@ -1,13 +1,13 @@
 """The request log (``/_sim/requests``): what reached ``/API/V3`` (or the X-Series API), as received, minus the secrets.
 
 A gauge for tests of what a client or proxy really sends the provider: method, raw path and query as they
-arrived (not normalised), every header in order, the body's size. Every request is logged, refused ones
-included, the last ``REQUEST_LOG_SIZE`` kept. Token values are never stored: an ``Authorization`` value
-becomes ``Bearer <valid token of account N>`` when it carries an access token the API accepts right now,
-else ``<not a valid access token>``; any known token found elsewhere (a query, another header) is replaced by
-``<access token of account N>`` / ``<refresh token of account N>``, so the log itself can be printed freely.
-X-Series API requests (``/x/{prefix}/api/…`` but ``/api/1.0/…``, the OAuth area) are logged the same way,
-their tokens labelled with their store's account id.
+arrived (not normalised), every header in order, the body's size (and, when asked for, its SHA-256). Every
+request is logged, refused ones included, the last ``REQUEST_LOG_SIZE`` kept. Token values are never stored:
+an ``Authorization`` value becomes ``Bearer <valid token of account N>`` when it carries an access token the
+API accepts right now, else ``<not a valid access token>``; any known token found elsewhere (a query, another
+header) is replaced by ``<access token of account N>`` / ``<refresh token of account N>``, so the log itself
+can be printed freely. X-Series API requests (``/x/{prefix}/api/…`` but ``/api/1.0/…``, the OAuth area) are
+logged the same way, their tokens labelled with their store's account id.
 """
 
 from __future__ import annotations
@@ -19,6 +19,9 @@ from lightkeeper.simulator.records import Records
 from lightkeeper.simulator.replies import JsonDict
 
 NOT_VALID = "<not a valid access token>"
+# The entry key of a body's SHA-256 (hex), shown only when asked for (``/_sim/requests?body_digests=1``): the
+# digest says "the same bytes again" (a retry's body) without keeping a body that may hold customer data.
+BODY_DIGEST = "body_sha256"
 # Runs of token characters long enough to be one of ours (JWTs, "def50…" refresh tokens).
 _TOKEN_RUN = re.compile(r"[A-Za-z0-9_.\-]{32,}")
 
@@ -96,4 +99,4 @@ def _label(records: Records, candidate: str) -> str:
     return candidate
 
 
-__all__ = ["NOT_VALID", "log_entry"]
+__all__ = ["BODY_DIGEST", "NOT_VALID", "log_entry"]

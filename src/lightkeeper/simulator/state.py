@@ -36,7 +36,7 @@ from lightkeeper.simulator.knobs import Knobs
 from lightkeeper.simulator.oauth import OAuthServer
 from lightkeeper.simulator.records import AccessToken, Clock, Records, RefreshToken
 from lightkeeper.simulator.replies import JsonDict, Reply
-from lightkeeper.simulator.requestlog import log_entry
+from lightkeeper.simulator.requestlog import BODY_DIGEST, log_entry
 from lightkeeper.simulator.xseries_api import XApiCall, XApiServer
 from lightkeeper.simulator.xseries_knobs import XKnobs
 from lightkeeper.simulator.xseries_oauth import XOAuthServer
@@ -167,6 +167,21 @@ class SimulatorState:
         with self._lock:
             self._records.stats["api_disconnects"] += 1
 
+    def note_api_stream_cut(self) -> None:
+        """An API client hung up before a streamed body ("slow_body", "large_body") was all sent."""
+        with self._lock:
+            self._records.stats["api_streams_cut"] += 1
+
+    def api_headers(self) -> list[list[str]]:
+        """The headers added to every API answer (``/_sim/api-headers``), ``[[name, value], …]``."""
+        with self._lock:
+            return self._knobs.api_headers()
+
+    def set_api_headers(self, headers: object) -> list[list[str]]:
+        """Add ``headers`` (``{name: value}`` or ``[[name, value], …]``) to every API answer until the next reset."""
+        with self._lock:
+            return self._knobs.set_api_headers(headers)
+
     # ------------------------------------------------------------ X-Series
 
     def x_connect(self, params: Mapping[str, str]) -> Reply:
@@ -208,18 +223,31 @@ class SimulatorState:
     # --------------------------------------------------------- request log
 
     def record_request(
-        self, method: str, raw_path: str, query: str, headers: Sequence[tuple[str, str]], body_bytes: int
+        self,
+        method: str,
+        raw_path: str,
+        query: str,
+        headers: Sequence[tuple[str, str]],
+        body_bytes: int,
+        *,
+        body_sha256: str | None = None,
     ) -> None:
         """Log one ``/API/V3`` request on arrival, its tokens redacted (see ``requestlog.py``)."""
         with self._lock:
-            self._records.requests.append(
-                log_entry(self._records, method, raw_path, query, headers, body_bytes=body_bytes)
-            )
+            entry = log_entry(self._records, method, raw_path, query, headers, body_bytes=body_bytes)
+            if body_sha256 is not None:
+                entry[BODY_DIGEST] = body_sha256
+            self._records.requests.append(entry)
 
-    def requests(self) -> list[JsonDict]:
-        """The logged ``/API/V3`` requests, oldest first (at most the last 2,000)."""
+    def requests(self, *, body_digests: bool = False) -> list[JsonDict]:
+        """The logged ``/API/V3`` requests, oldest first (at most the last 2,000); with ``body_digests``, each
+        with its body's ``body_sha256`` too (hex; absent for an entry logged without one)."""
         with self._lock:
-            return [dict(entry) for entry in self._records.requests]
+            entries = [dict(entry) for entry in self._records.requests]
+        if not body_digests:
+            for entry in entries:
+                entry.pop(BODY_DIGEST, None)
+        return entries
 
     def clear_requests(self) -> None:
         with self._lock:
@@ -269,7 +297,8 @@ class SimulatorState:
             return self._knobs.refresh_times()
 
     def reset(self) -> None:
-        """Forget accounts, tokens, clients, faults, counters and clock offsets; keep the config."""
+        """Forget accounts, tokens, clients, faults, counters, clock offsets and the extra API answer headers;
+        keep the config."""
         with self._lock:
             self._init_state()
             self._wake_generation += 1
