@@ -17,6 +17,7 @@ RUN /opt/lightkeeper/bin/pip wheel --no-cache-dir --wheel-dir /wheels /src \
  && /opt/lightkeeper/bin/pip uninstall --yes pip setuptools \
  && find /opt/lightkeeper -name '*.dist-info' -path '*/pip-*' -prune -exec rm -rf {} +
 # The label below must say the version the package says (`lightkeeper --version`): refuse to build otherwise.
+# scripts/test-deploy passes pyproject.toml's version (--build-arg); tests/deploy checks this default against it.
 ARG LIGHTKEEPER_VERSION=0.1.0
 RUN installed="$(/opt/lightkeeper/bin/python -c 'from importlib.metadata import version; print(version("lightkeeper"))')" \
  && if [ "$installed" != "$LIGHTKEEPER_VERSION" ]; then \

@@ -398,7 +398,7 @@ class Stack:
         return dict(MEMORY_LIMITS)
 
     def memory_held(self) -> dict[str, float]:
-        """Each limited container's peak memory (MB, cgroup v1: page cache included); none killed for memory or
+        """Each limited container's peak memory (MiB, cgroup v1: page cache included); none killed for memory or
         restarted by its restart policy (an OOM kill would otherwise pass unseen)."""
         peaks = {}
         for name in self.limited():
@@ -430,7 +430,7 @@ def stack_scenarios(base_env: dict[str, str], sim: SimulatorControl) -> None:
     pgdata = podman("exec", stack.containers("postgres")[0], "du", "-sh", "/var/lib/postgresql/data").stdout.split()
     say(
         f"stack: memory limits {limits} held (no process OOM-killed); peak use (cgroup, page cache included) "
-        f"{ {name: f'{peak:.0f}MB' for name, peak in held.items()} }; in use at the end {usage}; "
+        f"{ {name: f'{peak:.0f}MiB' for name, peak in held.items()} }; in use at the end {usage}; "
         f"PostgreSQL data {pgdata[:1]}"
     )
     stack.compose("down", "-v", timeout=240)
@@ -535,9 +535,10 @@ def stopped_stack(stack: Stack, sim: SimulatorControl) -> None:
     # longer than the run's heartbeat allows, it is closed interrupted and the next run covers it).
     stopped_run = keeper.finished(run_id, 120)
     running = [run["run_id"] for run in keeper.runs() if run["status"] == "running"]
+    why = f": {stopped_run['message']}" if stopped_run["message"] else ""
     say(
-        f"stack: after the restart, run {run_id} is {stopped_run['status']} ({stopped_run['refreshed']} refreshed: "
-        f"{stopped_run['message']}); runs left running: {running}"
+        f"stack: after the restart, run {run_id} is {stopped_run['status']} ({stopped_run['refreshed']} refreshed"
+        f"{why}); runs left running: {running}"
     )
     assert stopped_run["status"] in ("completed", "interrupted") and not running, f"runs left running: {running}"
     assert stopped_run["errors"] == 0, stopped_run
