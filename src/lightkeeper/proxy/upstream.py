@@ -52,6 +52,11 @@ class Upstream:
                 auto_decompress=False,
                 timeout=self.timeout,
             )
+            # aiohttp sends a GET, HEAD, PUT or DELETE a second time by itself when a reused connection is reset
+            # before the answer: a send nobody booked in the account's bucket, and a DELETE that Lightspeed may
+            # already have done. Nothing is retried but a 401 or a 429 (which were not processed): the caller
+            # decides. There is no public switch for it (aiohttp 3.x); tests/proxy/test_rules.py checks it holds.
+            session._retry_connection = False
             self._sessions[loop] = session
         return session
 
