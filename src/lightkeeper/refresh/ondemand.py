@@ -130,6 +130,9 @@ class TokenProvider:
         """Our refresh under the lease; None when it was not sent (the lease moved on, or too little of it was
         left after waiting for a slot): the caller looks again."""
         record = leased.record
+        if record.status not in REFRESHABLE:  # found dead by another process while we waited for our slot
+            self.parts.connections.release(record.id, leased.token)
+            _check_refreshable(record)
         if not self._needs_new(record, rejected):  # the lease holder before us had just finished
             self.parts.connections.release(record.id, leased.token)
             return self._grant(record)
@@ -175,8 +178,7 @@ class TokenProvider:
         record = self.parts.connections.get(connection_id)
         if record is None:
             raise ConnectionNotFound(f"there is no connection {connection_id}")
-        if record.status not in REFRESHABLE:
-            raise ConnectionExpired(f"connection {connection_id} is {record.status.value}: the merchant must reconnect")
+        _check_refreshable(record)
         return record
 
     def _check_cooldown(self, record: ConnectionRecord) -> None:
@@ -226,6 +228,11 @@ def _failure(connection_id: int, outcome: Outcome, error: Exception | None) -> E
     return ProviderUnavailable(
         f"connection {connection_id}: the refresh failed ({policy.describe(error or Exception())})"
     )
+
+
+def _check_refreshable(record: ConnectionRecord) -> None:
+    if record.status not in REFRESHABLE:
+        raise ConnectionExpired(f"connection {record.id} is {record.status.value}: the merchant must reconnect")
 
 
 __all__ = ["AccessGrant", "TokenProvider"]
