@@ -6,8 +6,10 @@ every store's stored refresh token the one X-Series still honours.
 - two processes (two keepers) sharing a run whose queue of slow refreshes is longer than a lease;
 - on-demand callers in three spawned processes on one token that expired in our books (one refresh);
 - two ``refresh --all`` subprocesses and forced on-demand refreshes from this process, all at once;
-- a holder whose lease ran out (paused, or on a skewed clock) and one whose lease is too short for a slow answer:
-  neither sends the refresh token, so a slow token endpoint never makes two holders present it.
+- a holder whose lease ran out (as a paused process's would: a lease of length 0 here) and one whose lease is too
+  short for a slow answer: neither sends the refresh token, so a slow token endpoint never makes two holders
+  present it. A real pause (SIGSTOP) and a real skewed clock (libfaketime) are in test_faults.py and
+  test_replicas.py.
 """
 
 from __future__ import annotations
