@@ -71,7 +71,8 @@ def test_a_stalled_database_does_not_bunch_the_requests(make_keeper: KeeperFacto
     def stall_midway() -> None:
         while len(sim.refresh_times()) < 3 and not stop_after.is_set():
             time.sleep(0.01)
-        with pacing_row_locked(keeper, 1.6):
+        # 2.5 s: the slots already handed out (up to 4 x 0.2 s) go out during it, and a gap over 1 s still shows it.
+        with pacing_row_locked(keeper, 2.5):
             pass
 
     staller = threading.Thread(target=stall_midway, daemon=True)
@@ -136,6 +137,27 @@ def test_a_token_endpoint_that_never_answers_ends_the_run_at_the_deadline(
     run = keeper.refresh()
     assert (run.status, run.errors) == (RunStatus.COMPLETED, 1)
     assert time.monotonic() - started <= 2 + 0.5  # the run's record is closed within 0.5 s of the deadline
+
+
+def test_a_deadline_of_five_seconds_or_more_is_not_rounded_up(
+    make_keeper: KeeperFactory, sim: SimulatorControl
+) -> None:
+    """aiohttp rounds a timeout above 5 s up to the next whole second of the event loop's clock (the monotonic
+    clock): with that rounding, this run closed 6.07-6.11 s after it began. The run starts just before a whole
+    second of that clock, where rounding would add most of a second; a deadline kept exactly does not care."""
+    timeout_s = 5.05
+    # The shortest lease the settings take: 2 x HTTP_TIMEOUT_S + REFRESH_MAX_RETRY_AFTER_S = 11.1 s.
+    keeper = make_keeper(HTTP_TIMEOUT_S=str(timeout_s), REFRESH_LEASE_S="12", REFRESH_MAX_RETRY_AFTER_S="1")
+    seed_connections(keeper, sim, 1, user_prefix="silent5")
+    sim.inject_fault("token", "timeout", seconds=30)
+    time.sleep((0.95 - time.monotonic()) % 1.0)
+    started = time.monotonic()
+    run = keeper.refresh()
+    took = time.monotonic() - started
+    assert (run.status, run.errors) == (RunStatus.COMPLETED, 1), run
+    assert run.finished_at is not None
+    assert timeout_s - 0.05 <= took <= timeout_s + 0.5, f"the run's record closed {took:.2f} s after it began"
+    print(f"HTTP_TIMEOUT_S={timeout_s}: the run's record closed {took:.3f} s after it began")
 
 
 def test_retry_after_in_one_process_binds_the_slots_another_was_given(

@@ -113,7 +113,10 @@ class Pacer:
         ``sleep_until`` the slot: the request leaves on time, and the wait ate almost none of the lease.
         """
         if self.interval_s > 0:
-            return self._monotonic() + max(0.0, self._slots.take(self._name, self.spacing_s))
+            # The clock is read after ``take`` returns: the wait it answers counts from the moment it got the row,
+            # and a take that waited for a locked database would otherwise hand out a slot early by that wait.
+            wait = self._slots.take(self._name, self.spacing_s)
+            return self._monotonic() + max(0.0, wait)
         return self._hold_end()
 
     @property

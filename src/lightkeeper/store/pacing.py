@@ -30,6 +30,11 @@ class PacingRepo:
 
     @staticmethod
     def _take(conn: Connection, name: str, interval_s: float) -> float | None:
+        # The row is locked first (a no-op on SQLite, whose write lock comes with the UPDATE): PostgreSQL computes
+        # an UPDATE's new values before it waits for the row, and re-computes them only if the holder changed
+        # the row. A holder that let go of it unchanged (SELECT … FOR UPDATE, a rolled-back write) left every
+        # waiter a "now" from before its wait: slots bunched after the stall.
+        conn.execute(select(t.c.name).where(t.c.name == name).with_for_update())
         now = dialect.epoch(conn)
         stmt = (
             update(t)
