@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import update
 
 from lightkeeper import Keeper
+from lightkeeper.errors import ProviderUnavailable
 from lightkeeper.metrics import OUTCOME_REASONS, DatabaseCollector, DatabaseSummary
 from lightkeeper.simulator import SimulatorControl
 from lightkeeper.store import Status, dialect
@@ -126,11 +127,14 @@ def test_a_write_that_lost_its_lease_is_counted_skipped_never_refreshed(
     other = make_keeper(clock=clock)
     record = connect(other, "a")
     transport = _LeaseTakenOver(httpx2.HTTPTransport(), other, record.id)
-    paused = make_keeper(transport=transport, clock=clock)
+    paused = make_keeper(transport=transport, clock=clock, TOKEN_WAIT_S="1")
     clock.advance(hours=2)
     transport.armed = True
     before = every_attempt()
-    paused.fresh_token(record.id)
+    # Its pair landed nowhere, and the stored token is the expired one: the caller waits for the new holder
+    # (which, here, never finishes) instead of being handed a token that no longer works.
+    with pytest.raises(ProviderUnavailable, match="another caller is refreshing it"):
+        paused.fresh_token(record.id)
     assert delta(before) == {("skipped", "lease_lost"): 1}
     saved = other.connection(record.id)
     assert saved.token_version == record.token_version  # nothing of ours landed
