@@ -100,12 +100,6 @@ class Pacer:
         self._hold_until, self._hold_read_at = 0.0, float("-inf")
         self._hold_lock = threading.Lock()
 
-    def wait(self) -> float:
-        """Block until this caller may send; returns how long it waited."""
-        started = self._monotonic()
-        self.sleep_until(self.reserve())
-        return self._monotonic() - started
-
     def reserve(self) -> float:
         """Take the next slot without waiting for it: when it comes, on this process's monotonic clock.
 
