@@ -8,48 +8,14 @@ holder changed the row; a holder that let go of it unchanged (``SELECT … FOR U
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
-import psycopg
-
-from lightkeeper.store import Store, sqlite_path
-from tests.integration.conftest import _url_with_database
+from lightkeeper.store import Store
+from tests.integration.test_spacing import database_held
 
 INTERVAL_S = 0.5
 STALL_S = 1.5
-
-
-@contextmanager
-def row_held_unchanged(store: Store, database_url: str, seconds: float) -> Iterator[None]:
-    """Another connection holds the pacing row for ``seconds`` and lets go of it unchanged (SQLite: the whole
-    database). The body runs while it is held; leaving waits for the release."""
-    ready = threading.Event()
-
-    def hold() -> None:
-        path = sqlite_path(database_url)
-        if path is not None:
-            conn = sqlite3.connect(path, isolation_level=None)
-            conn.execute("BEGIN IMMEDIATE")
-            ready.set()
-            time.sleep(seconds)
-            conn.execute("ROLLBACK")
-            conn.close()
-            return
-        with psycopg.connect(_url_with_database(store.engine.url.database or "")) as conn:
-            conn.execute("SELECT * FROM lightkeeper_pacing FOR UPDATE")
-            ready.set()
-            time.sleep(seconds)
-            conn.rollback()
-
-    holder = threading.Thread(target=hold, daemon=True)
-    holder.start()
-    ready.wait(10)
-    yield
-    holder.join(seconds + 10)
 
 
 def test_takers_that_waited_for_the_row_are_spaced_from_when_they_got_it(store: Store, database_url: str) -> None:
@@ -63,7 +29,7 @@ def test_takers_that_waited_for_the_row_are_spaced_from_when_they_got_it(store: 
         with lock:
             slots.append(time.monotonic() + wait)
 
-    with row_held_unchanged(store, database_url, STALL_S):
+    with database_held(database_url, store.engine.url.database or "", STALL_S):
         first = threading.Thread(target=take)
         first.start()
         time.sleep(1.0)  # the second asks a second later, both wait for the held row

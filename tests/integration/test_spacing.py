@@ -35,7 +35,17 @@ def gaps(sim: SimulatorControl) -> list[float]:
 def pacing_row_locked(keeper: Keeper, seconds: float, *, every_table: bool = False) -> Iterator[threading.Thread]:
     """Another connection holds the pacing row (SQLite: the whole database; ``every_table``: PostgreSQL's
     connections too) for ``seconds``, from a thread."""
-    url = keeper.settings.database_url
+    database = keeper.store.engine.url.database or ""
+    with database_held(keeper.settings.database_url, database, seconds, every_table=every_table) as thread:
+        yield thread
+
+
+@contextmanager
+def database_held(
+    url: str, pg_database: str, seconds: float, *, every_table: bool = False
+) -> Iterator[threading.Thread]:
+    """``pacing_row_locked`` for a database given by its URL (``pg_database``: its name on PostgreSQL). The row
+    is let go of unchanged; leaving waits for that."""
     ready = threading.Event()
 
     def hold() -> None:
@@ -48,7 +58,7 @@ def pacing_row_locked(keeper: Keeper, seconds: float, *, every_table: bool = Fal
             conn.execute("ROLLBACK")
             conn.close()
             return
-        with psycopg.connect(_url_with_database(keeper.store.engine.url.database or "")) as conn:
+        with psycopg.connect(_url_with_database(pg_database)) as conn:
             conn.execute("SELECT * FROM lightkeeper_pacing FOR UPDATE")
             if every_table:
                 conn.execute("LOCK TABLE lightspeed_connections IN EXCLUSIVE MODE")
