@@ -410,7 +410,7 @@ def _chaos(seed: int, chaos: Chaos, keeper: Keeper, sim: SimulatorControl) -> No
             pytest.fail(f"{stuck}:\n{runs}", pytrace=False)
         assert code in (0, -signal.SIGKILL), f"{cli.log_path.stem} exited {code}:\n{cli.log()[-3000:]}"
 
-    history = _settled_runs(keeper, chaos)
+    history = settled_runs(keeper, chaos)
     by_id = {run.id: run for run in history}
     assert set(requested) <= set(by_id), f"requested runs missing from the history: {set(requested) - set(by_id)}"
     for run in history:
@@ -459,7 +459,7 @@ def _chaos(seed: int, chaos: Chaos, keeper: Keeper, sim: SimulatorControl) -> No
     )
 
 
-def _settled_runs(keeper: Keeper, chaos: Chaos) -> list[RunRecord]:
+def settled_runs(keeper: Keeper, chaos: Chaos) -> list[RunRecord]:
     """The history once no run is queued or running (stale ones are marked ``interrupted`` as it is read)."""
     deadline = time.monotonic() + SETTLE_TIMEOUT_S
     while True:

@@ -31,9 +31,17 @@ import pytest
 from lightkeeper import Keeper, RunStatus
 from lightkeeper.errors import ConnectionExpired, ProviderUnavailable
 from lightkeeper.simulator import SimulatorControl, SimulatorServer
-from lightkeeper.store import RunRecord
 from tests.helpers import make_settings
-from tests.replicas.test_fencing_replicas import SHORT_LEASES, SKEW_S, Chaos, log_stamps, pause_schedule, skewed_env
+from tests.replicas.test_fencing_replicas import (
+    SHORT_LEASES,
+    SKEW_S,
+    Chaos,
+    held_by,
+    log_stamps,
+    pause_schedule,
+    settled_runs,
+    skewed_env,
+)
 from tests.replicas.test_replicas import (  # noqa: F401 (fixtures reused by name)
     HEARTBEAT_S,
     STOP_TIMEOUT_S,
@@ -202,7 +210,7 @@ def _chaos(seed: int, chaos: Chaos, keeper: Keeper, sim: SimulatorControl, serve
     outcomes = [call.result(timeout=SETTLE_TIMEOUT_S) for call in calls]
     _wait_for_the_stopped(chaos, keeper)
 
-    history = _settled_runs(keeper, chaos)
+    history = settled_runs(keeper, chaos)
     assert set(requested) <= {run.id for run in history}, "a requested run is missing from the history"
     for run in history:
         assert run.status in (RunStatus.COMPLETED, RunStatus.INTERRUPTED, RunStatus.SKIPPED), run
@@ -302,7 +310,7 @@ def _schedule(
             elif action == "sigkill":
                 candidates = workers + clis
                 # Mostly a process in the middle of a refresh: the crash that loses an X-Series pair.
-                busy = [p for p in candidates if _holds_a_lease(keeper, p.pid)]
+                busy = [p for p in candidates if held_by(keeper, p)]
                 victim = rng.choice(busy if busy and rng.random() < 0.7 else candidates)
                 chaos.kill(victim)
                 step(f"sigkill {victim.log_path.stem}{' (holding a lease)' if victim in busy else ''}")
@@ -320,10 +328,6 @@ def _schedule(
     return requested, calls
 
 
-def _holds_a_lease(keeper: Keeper, pid: int) -> bool:
-    return any(owner is not None and f":{pid}:" in owner for owner in leases(keeper).values())
-
-
 def _wait_for_the_stopped(chaos: Chaos, keeper: Keeper) -> None:
     """Every SIGTERMed worker exits 0 (refreshes in flight saved); every ``refresh --all`` ends (or was killed)."""
     for stopped in (term for term in chaos.terms if term not in chaos.killed):
@@ -339,18 +343,3 @@ def _wait_for_the_stopped(chaos: Chaos, keeper: Keeper) -> None:
             runs = "\n".join(map(str, keeper.store.runs.list(limit=10)))
             pytest.fail(f"{cli.log_path.stem} did not end within {CLI_TIMEOUT_S} s:\n{runs}", pytrace=False)
         assert code in (0, -signal.SIGKILL), f"{cli.log_path.stem} exited {code}:\n{cli.log()[-3000:]}"
-
-
-def _settled_runs(keeper: Keeper, chaos: Chaos) -> list[RunRecord]:
-    """The history once no run is queued or running (stale ones are marked ``interrupted`` as it is read)."""
-    deadline = time.monotonic() + SETTLE_TIMEOUT_S
-    while True:
-        history = keeper.run_history(limit=500)
-        open_runs = [run for run in history if run.status in (RunStatus.QUEUED, RunStatus.RUNNING)]
-        if not open_runs:
-            return history
-        if time.monotonic() > deadline:
-            pytest.fail(f"runs still open after {SETTLE_TIMEOUT_S} s: {open_runs}\n{chaos.logs()}", pytrace=False)
-        if not chaos.alive(chaos.workers):
-            chaos.start_worker()  # a survivor was SIGTERMed meanwhile: someone must pick the work up
-        time.sleep(0.2)
