@@ -6,14 +6,14 @@ forwarded one when the proxy is trusted, the proxy's own otherwise."""
 
 from __future__ import annotations
 
-import signal
 import subprocess
 from pathlib import Path
 
 import httpx2
 import pytest
 
-from tests.acceptance.conftest import WEB_START_TIMEOUT_S, WEB_STOP_TIMEOUT_S, Lightkeeper, wait_for
+from tests.acceptance.conftest import WEB_START_TIMEOUT_S, Lightkeeper, wait_for
+from tests.observability.test_processes import stop
 
 CLIENT = "203.0.113.9"  # the browser, as the proxy names it (TEST-NET-3)
 WRONG_KEY = "not-the-dashboard-key-0000000000000000"
@@ -33,12 +33,7 @@ def refusal_logged_by_serve(cli: Lightkeeper, log: Path, *options: str) -> str:
         )
         assert answer.status_code in (401, 403), answer.status_code
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(WEB_STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
     text = log.read_text()
     cli.transcript.append(text)
     found = [line.rsplit(" from ", 1)[1].strip() for line in text.splitlines() if "refused (wrong key) from" in line]
