@@ -17,8 +17,7 @@ from sqlalchemy import text
 from lightkeeper.errors import ProviderTimeout
 from lightkeeper.proxy.upstream import Upstream
 from tests.proxy.conftest import Merchant
-from tests.proxy.test_observability import proxied
-from tests.web.conftest import issued_tokens
+from tests.proxy.test_observability import assert_said_nothing_of, proxied
 
 CAP = 1024 * 1024  # LIGHTKEEPER_MAX_BODY_BYTES' default
 CUSTOMER = "jane.doe%40example.com"
@@ -39,15 +38,6 @@ def chunks(total: int, size: int = 64 * 1024) -> Iterator[bytes]:
     while total > 0:
         yield b"x" * min(size, total)
         total -= size
-
-
-def assert_said_nothing_of(merchant: Merchant, caplog: pytest.LogCaptureFixture) -> None:
-    ours = [r for r in caplog.records if not r.name.startswith(("httpcore", "httpx"))]  # not this test's client
-    everything = "\n".join(f"{r.getMessage()} {getattr(r, 'fields', '')}" for r in ours)
-    assert "jane.doe" not in everything
-    assert merchant.server.api_key not in everything
-    for token in issued_tokens(merchant.server.simulator):
-        assert token not in everything
 
 
 def test_a_body_declared_over_the_cap_is_counted_and_logged_as_413(
